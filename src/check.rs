@@ -1,0 +1,135 @@
+//! `sessionauth check`: the start-up validation without serving, plus warnings about
+//! certificates that expire within 30 days and directory entries with no certificate.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::clock::{Clock, Millis, SystemClock};
+use crate::config::Config;
+use crate::pki::ClientFiles;
+use crate::server::Prepared;
+
+/// Certificates expiring sooner than this are warned about.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+
+/// What `check` found: the configuration is valid (or `run` would have failed), plus warnings.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// One line each.
+    pub warnings: Vec<String>,
+    /// What was checked, one line each.
+    pub checked: Vec<String>,
+}
+
+impl fmt::Display for CheckReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.checked {
+            writeln!(f, "ok: {line}")?;
+        }
+        for line in &self.warnings {
+            writeln!(f, "warning: {line}")?;
+        }
+        writeln!(
+            f,
+            "configuration is valid ({} warning{})",
+            self.warnings.len(),
+            if self.warnings.len() == 1 { "" } else { "s" }
+        )
+    }
+}
+
+/// Validates the configuration (the file, or the embedded defaults) exactly as `serve` would,
+/// without making the dev PKI or binding a port.
+pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Error + Send + Sync>> {
+    let mut config = match config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::embedded_defaults(),
+    };
+    config.dev_pki = None;
+    let prepared = Prepared::new(config)?;
+    let config = prepared.config();
+    let now = SystemClock.now();
+    let mut report = CheckReport::default();
+    report.checked.push(format!(
+        "server certificate {} matches key {}",
+        config.tls.cert_chain.display(),
+        config.tls.key.display()
+    ));
+    expiry_warnings(
+        &config.tls.cert_chain,
+        "server certificate",
+        now,
+        &mut report,
+    )?;
+    for ca in &config.tls.client_cas {
+        report
+            .checked
+            .push(format!("client CA bundle {}", ca.display()));
+        expiry_warnings(ca, "client CA", now, &mut report)?;
+    }
+    // Client certificates are looked for where the dev PKI puts them: beside the first CA bundle.
+    let certs_dir = config
+        .tls
+        .client_cas
+        .first()
+        .and_then(|p| p.parent())
+        .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    let principals = prepared.directory().certificate_principals();
+    report.checked.push(format!(
+        "directory: {} principals may authenticate by certificate",
+        principals.len()
+    ));
+    for name in principals {
+        let files = ClientFiles::new(&certs_dir, &name);
+        if files.cert.exists() {
+            expiry_warnings(
+                &files.cert,
+                &format!("certificate of {name}"),
+                now,
+                &mut report,
+            )?;
+        } else {
+            report.warnings.push(format!(
+                "directory entry {name:?} has no certificate ({} not found)",
+                files.cert.display()
+            ));
+        }
+    }
+    Ok(report)
+}
+
+fn expiry_warnings(
+    path: &Path,
+    what: &str,
+    now: Millis,
+    report: &mut CheckReport,
+) -> Result<(), crate::tls::TlsError> {
+    for der in crate::tls::read_certs(path)? {
+        let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
+            report
+                .warnings
+                .push(format!("{what} in {} cannot be parsed", path.display()));
+            continue;
+        };
+        let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0) * 1000;
+        let not_after = Millis::from_epoch_millis(not_after);
+        let subject = cert.subject().to_string();
+        if not_after <= now {
+            report.warnings.push(format!(
+                "{what} {subject:?} in {} has EXPIRED ({})",
+                path.display(),
+                cert.validity().not_after
+            ));
+        } else if not_after < now.saturating_add(EXPIRY_WARNING) {
+            report.warnings.push(format!(
+                "{what} {subject:?} in {} expires within 30 days ({})",
+                path.display(),
+                cert.validity().not_after
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,386 @@
+//! Configuration: the TOML file, the embedded defaults, and validation of both.
+//!
+//! A [`Config`] is only ever built whole: every key is known, every duration parses, every path
+//! is resolved. Files it names are read and checked later, by [`crate::server::Prepared`], still
+//! before any port is bound.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The default listen address: loopback only, the port the Symphony BDK examples use.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+/// Where the dev PKI lives when no configuration file is given.
+pub const DEFAULT_CERTS_DIR: &str = "certs";
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The address the HTTPS listener binds.
+    pub listen: SocketAddr,
+    /// TLS material and settings.
+    pub tls: TlsSettings,
+    /// Where the directory of users and apps comes from.
+    pub directory: DirectorySource,
+    /// How long a new session lives (before the client certificate's own expiry caps it).
+    pub session_lifetime: Duration,
+    /// Limits that protect the server from slow or oversized clients.
+    pub limits: Limits,
+    /// When set, the dev PKI in this folder is created (or completed) before start-up.
+    pub dev_pki: Option<PathBuf>,
+}
+
+/// TLS material and settings.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// PEM file with the server certificate first, then any intermediates.
+    pub cert_chain: PathBuf,
+    /// PEM file with the server's private key.
+    pub key: PathBuf,
+    /// PEM bundles of the CAs that client certificates must chain to.
+    pub client_cas: Vec<PathBuf>,
+    /// Whether TLS session resumption (tickets and the session cache) is offered.
+    pub resumption: bool,
+    /// How long a client may take to complete the TLS handshake.
+    pub handshake_timeout: Duration,
+}
+
+/// Where the directory of users and apps comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DirectorySource {
+    /// The sample directory compiled into the binary (`examples/directory.toml`).
+    Embedded,
+    /// A TOML file.
+    File(PathBuf),
+}
+
+/// Limits that protect the server from slow or oversized clients.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// The largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The largest request head (request line and headers) accepted, in bytes.
+    pub max_header_bytes: usize,
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// How long in-flight requests get to finish after a shutdown signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or has an unknown key or a value of the wrong type.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said, one line.
+        message: String,
+    },
+    /// A value parsed but is not acceptable.
+    #[error("invalid configuration file {path}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Config {
+    /// The embedded defaults: the dev PKI in `certs/` (made on first start), the sample
+    /// directory, `127.0.0.1:8443`, 24-hour sessions.
+    pub fn embedded_defaults() -> Self {
+        let certs = PathBuf::from(DEFAULT_CERTS_DIR);
+        Self {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            tls: TlsSettings {
+                cert_chain: certs.join(crate::pki::SERVER_CERT),
+                key: certs.join(crate::pki::SERVER_KEY),
+                client_cas: vec![certs.join(crate::pki::CA_CERT)],
+                resumption: true,
+                handshake_timeout: Duration::from_secs(10),
+            },
+            directory: DirectorySource::Embedded,
+            session_lifetime: Duration::from_secs(24 * 3600),
+            limits: Limits::default(),
+            dev_pki: Some(certs),
+        }
+    }
+
+    /// Reads and validates a configuration file. Relative paths inside it are resolved against
+    /// the folder that holds the file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::from_toml(&text, base).map_err(|e| e.at(path))
+    }
+
+    /// Parses configuration text; `base` is the folder relative paths are resolved against.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: one_line(e.message()),
+        })?;
+        raw.resolve(base)
+    }
+}
+
+impl ConfigError {
+    fn at(self, file: &Path) -> Self {
+        match self {
+            Self::Parse { message, .. } => Self::Parse {
+                path: file.to_owned(),
+                message,
+            },
+            Self::Invalid { message, .. } => Self::Invalid {
+                path: file.to_owned(),
+                message,
+            },
+            read @ Self::Read { .. } => read,
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The file's shape, exactly as written; every table refuses unknown keys.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    session_lifetime: Option<HumanDuration>,
+    directory: Option<PathBuf>,
+    tls: RawTls,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Vec<PathBuf>,
+    resumption: Option<bool>,
+    handshake_timeout: Option<HumanDuration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    header_read_timeout: Option<HumanDuration>,
+    max_body_bytes: Option<usize>,
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    shutdown_grace: Option<HumanDuration>,
+}
+
+/// A duration written the human way: `"30s"`, `"5m"`, `"24h"`, `"1h 30m"`.
+#[derive(Clone, Copy)]
+struct HumanDuration(Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a duration such as \"30s\", \"5m\" or \"24h\"")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                humantime::parse_duration(v)
+                    .map(HumanDuration)
+                    .map_err(|e| E::custom(format!("bad duration {v:?}: {e}")))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl RawConfig {
+    fn resolve(self, base: &Path) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message,
+        };
+        let at = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let listen = match self.listen {
+            None => Config::embedded_defaults().listen,
+            Some(s) => s.parse().map_err(|_| {
+                invalid(format!(
+                    "listen: {s:?} is not an address such as \"127.0.0.1:8443\""
+                ))
+            })?,
+        };
+        let session_lifetime = self
+            .session_lifetime
+            .map_or(Duration::from_secs(24 * 3600), |d| d.0);
+        if session_lifetime < Duration::from_secs(1) {
+            return Err(invalid("session_lifetime must be at least 1s".into()));
+        }
+        if self.tls.client_ca.is_empty() {
+            return Err(invalid(
+                "tls.client_ca must name at least one CA bundle".into(),
+            ));
+        }
+        let defaults = Limits::default();
+        let limits = Limits {
+            header_read_timeout: self
+                .limits
+                .header_read_timeout
+                .map_or(defaults.header_read_timeout, |d| d.0),
+            max_body_bytes: self
+                .limits
+                .max_body_bytes
+                .unwrap_or(defaults.max_body_bytes),
+            max_header_bytes: self
+                .limits
+                .max_header_bytes
+                .unwrap_or(defaults.max_header_bytes),
+            max_connections: self
+                .limits
+                .max_connections
+                .unwrap_or(defaults.max_connections),
+            shutdown_grace: self
+                .limits
+                .shutdown_grace
+                .map_or(defaults.shutdown_grace, |d| d.0),
+        };
+        if limits.max_connections == 0 {
+            return Err(invalid("limits.max_connections must be at least 1".into()));
+        }
+        if limits.max_header_bytes < 1024 {
+            return Err(invalid(
+                "limits.max_header_bytes must be at least 1024".into(),
+            ));
+        }
+        if limits.header_read_timeout.is_zero() {
+            return Err(invalid(
+                "limits.header_read_timeout must be above zero".into(),
+            ));
+        }
+        let handshake_timeout = self
+            .tls
+            .handshake_timeout
+            .map_or(Duration::from_secs(10), |d| d.0);
+        if handshake_timeout.is_zero() {
+            return Err(invalid("tls.handshake_timeout must be above zero".into()));
+        }
+        Ok(Config {
+            listen,
+            tls: TlsSettings {
+                cert_chain: at(self.tls.cert),
+                key: at(self.tls.key),
+                client_cas: self.tls.client_ca.into_iter().map(at).collect(),
+                resumption: self.tls.resumption.unwrap_or(true),
+                handshake_timeout,
+            },
+            directory: self
+                .directory
+                .map_or(DirectorySource::Embedded, |p| DirectorySource::File(at(p))),
+            session_lifetime,
+            limits,
+            dev_pki: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [tls]
+        cert = "server.pem"
+        key = "server-key.pem"
+        client_ca = ["ca.pem"]
+    "#;
+
+    /// A minimal file gets the documented defaults and paths relative to the file's folder.
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.session_lifetime, Duration::from_secs(86400));
+        assert_eq!(c.tls.cert_chain, Path::new("/etc/sa/server.pem"));
+        assert_eq!(c.directory, DirectorySource::Embedded);
+        assert!(c.tls.resumption);
+    }
+
+    /// An unknown key anywhere is an error that names it.
+    #[test]
+    fn unknown_key_is_refused() {
+        let text = format!("{MINIMAL}\nsurprise = 1\n");
+        let e = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("surprise"), "{e}");
+        let text = MINIMAL.replace("[tls]", "[tls]\nciphers = \"all\"");
+        let e = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ciphers"), "{e}");
+    }
+
+    /// Durations are read the human way, and garbage is refused.
+    #[test]
+    fn durations_parse() {
+        let text = format!("session_lifetime = \"1h 30m\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.session_lifetime, Duration::from_secs(5400));
+        let text = format!("session_lifetime = \"soon\"\n{MINIMAL}");
+        assert!(Config::from_toml(&text, Path::new(".")).is_err());
+    }
+
+    /// An empty CA list is refused before anything is read.
+    #[test]
+    fn empty_client_ca_list_is_refused() {
+        let text = MINIMAL.replace("[\"ca.pem\"]", "[]");
+        let e = Config::from_toml(&text, Path::new("."))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("client_ca"), "{e}");
+    }
+
+    /// A bad listen address is refused.
+    #[test]
+    fn bad_listen_is_refused() {
+        let text = format!("listen = \"localhost\"\n{MINIMAL}");
+        assert!(Config::from_toml(&text, Path::new(".")).is_err());
+    }
+}

@@ -1,0 +1,186 @@
+//! The certificate authenticator: `/sessionauth/v1/...`, `/keyauth/v1/...` and the short alias
+//! `/session/authenticate`.
+//!
+//! The caller's identity is the CN of its verified client certificate, handed over as a
+//! [`PeerIdentity`]. Refusals: no certificate 401; a CN that names no one allowed 403; for
+//! on-behalf-of, a missing app session header 400, a bad one 401, another app's 403, an unknown
+//! user 404.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::error::CERT_NOT_ALLOWED;
+use super::json::{self, Reply};
+use super::{sessions, ApiError, Ctx, TokenFamily};
+use crate::directory::{App, AppId, Principal, User, UserId};
+use crate::identity::{CertIdentity, PeerIdentity};
+use crate::session::SessionKind;
+
+/// `POST /sessionauth/v1/authenticate`, `/session/authenticate`, `/keyauth/v1/authenticate`:
+/// a service user's session or key-manager token.
+pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
+    let cert = certificate(ctx.peer)?;
+    let user = match ctx.api.directory.principal(cert.common_name()) {
+        Some(Principal::User(u)) if u.is_service_user() && u.active => u,
+        _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
+    };
+    let kind = match family {
+        TokenFamily::Session => SessionKind::User { user: user.id },
+        TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
+    };
+    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
+    Ok(json::ok(&json!({
+        "name": family.response_name(),
+        "token": token.expose(),
+    })))
+}
+
+/// `POST /sessionauth/v1/app/authenticate`: an app's own session.
+pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let cert = certificate(ctx.peer)?;
+    let app = active_app(ctx, cert)?;
+    let kind = SessionKind::App {
+        app: app.app_id.clone(),
+    };
+    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
+    Ok(json::ok(
+        &json!({ "name": "sessionToken", "token": token.expose() }),
+    ))
+}
+
+/// `POST /sessionauth/v1/app/user/{uid}/authenticate`.
+pub(super) async fn obo_by_user_id(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
+    let (cert, app) = obo_caller(ctx).await?;
+    let uid: i64 = uid
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("User id {uid:?} is not an integer")))?;
+    let user = ctx
+        .api
+        .directory
+        .user(UserId(uid))
+        .ok_or_else(|| ApiError::NotFound("User id not found".into()))?;
+    obo_session(ctx, cert, &app, user).await
+}
+
+/// `POST /sessionauth/v1/app/username/{username}/authenticate`.
+pub(super) async fn obo_by_username(ctx: &Ctx<'_>, username: &str) -> Result<Reply, ApiError> {
+    let (cert, app) = obo_caller(ctx).await?;
+    let user = ctx
+        .api
+        .directory
+        .user_by_name(username)
+        .ok_or_else(|| ApiError::NotFound("Username not found".into()))?;
+    obo_session(ctx, cert, &app, user).await
+}
+
+/// `POST /sessionauth/v1/logout`, `/keyauth/v1/logout`: ends exactly the session named by the
+/// `sessionToken` header, when the certificate's CN owns it (the service user for its own
+/// sessions; the app for its app session and the on-behalf-of sessions it minted).
+pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
+    let cert = certificate(ctx.peer)?;
+    let principal = ctx
+        .api
+        .directory
+        .principal(cert.common_name())
+        .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()))?;
+    let raw = sessions::header(ctx)
+        .ok_or_else(|| ApiError::BadRequest("Missing sessionToken header".into()))?;
+    let (key, session) = sessions::resolve(ctx, raw, family).await?;
+    let owns = match (&principal, &session.kind) {
+        (Principal::User(u), SessionKind::User { user } | SessionKind::KeyManager { user }) => {
+            u.id == *user
+        }
+        (Principal::App(a), SessionKind::App { app } | SessionKind::OnBehalfOf { app, .. }) => {
+            a.app_id == *app
+        }
+        _ => false,
+    };
+    if !owns {
+        return Err(ApiError::Forbidden(
+            "The session belongs to another user or app".into(),
+        ));
+    }
+    let ended = ctx
+        .api
+        .store
+        .remove(&key, ctx.now)
+        .await?
+        .ok_or_else(ApiError::invalid_session)?;
+    sessions::log_ended(ctx, &ended, "logout");
+    Ok(json::ok(&json!({ "message": "Logout successful" })))
+}
+
+/// The verified certificate, or 401.
+fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError> {
+    match peer {
+        PeerIdentity::Certificate(c) => Ok(c),
+        PeerIdentity::Anonymous => Err(ApiError::Unauthorized(
+            "A client certificate is required for this endpoint".into(),
+        )),
+        PeerIdentity::Unusable(e) => Err(ApiError::Unauthorized(e.to_string())),
+    }
+}
+
+/// The active app the certificate names, or 403.
+fn active_app(ctx: &Ctx<'_>, cert: &CertIdentity) -> Result<Arc<App>, ApiError> {
+    match ctx.api.directory.principal(cert.common_name()) {
+        Some(Principal::App(a)) if a.active => Ok(a),
+        _ => Err(ApiError::Forbidden(
+            "Forbidden: Certificate authentication is not allowed for the requested app.".into(),
+        )),
+    }
+}
+
+/// Checks the caller of an on-behalf-of request: an active app certificate, that same app's live
+/// app session in `sessionToken`, and permission to act on behalf of users.
+async fn obo_caller<'c>(ctx: &Ctx<'c>) -> Result<(&'c CertIdentity, Arc<App>), ApiError> {
+    let cert = certificate(ctx.peer)?;
+    let app = active_app(ctx, cert)?;
+    let raw = sessions::header(ctx).ok_or_else(|| {
+        ApiError::BadRequest("Missing sessionToken header (the app's session)".into())
+    })?;
+    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
+    match &session.kind {
+        SessionKind::App { app: owner } if *owner == app.app_id => {}
+        SessionKind::App { .. } => {
+            return Err(ApiError::Forbidden(
+                "The sessionToken is another app's session".into(),
+            ))
+        }
+        _ => {
+            return Err(ApiError::Unauthorized(
+                "The sessionToken is not an app session".into(),
+            ))
+        }
+    }
+    if !app.allow_on_behalf_of {
+        return Err(ApiError::Forbidden(
+            "This app is not allowed to authenticate on behalf of users".into(),
+        ));
+    }
+    Ok((cert, app))
+}
+
+/// Mints the on-behalf-of session once the target user is known.
+async fn obo_session(
+    ctx: &Ctx<'_>,
+    cert: &CertIdentity,
+    app: &App,
+    user: &User,
+) -> Result<Reply, ApiError> {
+    if !user.active {
+        return Err(ApiError::Forbidden("The user is not active".into()));
+    }
+    if !user.installed(&app.app_id) {
+        return Err(ApiError::Forbidden(
+            "The user has not installed this app".into(),
+        ));
+    }
+    let kind = SessionKind::OnBehalfOf {
+        app: AppId::clone(&app.app_id),
+        user: user.id,
+    };
+    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
+    Ok(json::ok(&json!({ "sessionToken": token.expose() })))
+}

@@ -1,0 +1,100 @@
+//! API errors and their one mapping to HTTP status and JSON body.
+//!
+//! Client mistakes are 4xx and logged at debug level; internal faults are a generic 5xx body with
+//! the detail only in the log.
+
+use hyper::StatusCode;
+
+use super::json::{self, Reply};
+use crate::store::StoreError;
+
+/// The message Symphony sends when a certificate names no one who may authenticate.
+pub const CERT_NOT_ALLOWED: &str =
+    "Forbidden: Certificate authentication is not allowed for the requested user.";
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401: no valid credential (certificate or session token).
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: a valid credential that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such path, user or app.
+    #[error("{0}")]
+    NotFound(String),
+    /// 405: the path exists, the method does not.
+    #[error("Method not allowed")]
+    MethodNotAllowed {
+        /// The method the path accepts.
+        allow: &'static str,
+    },
+    /// 413: the body is larger than the configured cap.
+    #[error("Request body too large (limit {limit} bytes)")]
+    PayloadTooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// 503: the session store could not be reached; nothing was done.
+    #[error("Session store unavailable")]
+    Store(#[source] StoreError),
+    /// 500: an internal fault.
+    #[error("Internal server error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+impl From<crate::token::RandomError> for ApiError {
+    fn from(e: crate::token::RandomError) -> Self {
+        Self::Internal(Box::new(e))
+    }
+}
+
+impl ApiError {
+    /// The "Invalid session" answer for bad, expired or ended tokens.
+    pub fn invalid_session() -> Self {
+        Self::Unauthorized("Invalid session".into())
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response: `{"code": <status>, "message": "<text>"}`, always JSON.
+    pub fn into_reply(self) -> Reply {
+        let status = self.status();
+        match &self {
+            Self::Store(source) => tracing::error!(error = %source, "session store failure"),
+            Self::Internal(source) => tracing::error!(error = %source, "internal error"),
+            other => tracing::debug!(status = status.as_u16(), reason = %other, "request refused"),
+        }
+        let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });
+        let mut reply = json::reply(status, &body);
+        if let Self::MethodNotAllowed { allow } = self {
+            reply.headers_mut().insert(
+                hyper::header::ALLOW,
+                hyper::header::HeaderValue::from_static(allow),
+            );
+        }
+        reply
+    }
+}

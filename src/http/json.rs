@@ -1,0 +1,55 @@
+//! JSON responses and request-body reading.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Request, Response, StatusCode};
+use serde::Serialize;
+
+use super::error::ApiError;
+
+/// Every response this server sends.
+pub type Reply = Response<Full<Bytes>>;
+
+/// A JSON response with the given status. Token-bearing responses must not be cached.
+pub fn reply(status: StatusCode, body: &impl Serialize) -> Reply {
+    // Serializing our own plain data types cannot fail; fall back to an empty object anyway.
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A 200 JSON response.
+pub fn ok(body: &impl Serialize) -> Reply {
+    reply(StatusCode::OK, body)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes with 413. A declared length over the
+/// limit is refused before anything is read.
+pub async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(ApiError::BadRequest(
+            "Could not read the request body".into(),
+        )),
+    }
+}

@@ -1,0 +1,313 @@
+//! The HTTP layer: routing, the access log, and one file per API family.
+//!
+//! | file | what |
+//! |---|---|
+//! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
+//! | `pod.rs` | `/pod`: session info; `/health` |
+//! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
+//! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
+//! | `json.rs` | JSON replies and capped body reading |
+
+mod certauth;
+pub mod error;
+pub mod json;
+mod pod;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Method, Request};
+
+pub use error::ApiError;
+use json::Reply;
+
+use crate::clock::{Clock, Millis};
+use crate::directory::Directory;
+use crate::identity::PeerIdentity;
+use crate::session::SessionKind;
+use crate::store::SessionStore;
+
+/// The header clients put their session token in.
+pub const SESSION_TOKEN_HEADER: &str = "sessiontoken";
+/// The header clients put their trace id in.
+pub const TRACE_ID_HEADER: &str = "x-trace-id";
+
+/// Everything a request handler needs: shared by all connections.
+pub struct Api {
+    directory: Arc<Directory>,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    session_lifetime: Duration,
+    max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("session_lifetime", &self.session_lifetime)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What is known about a connection once its TLS handshake is done.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// Who the client proved to be.
+    pub peer: PeerIdentity,
+    /// The client's address.
+    pub remote: SocketAddr,
+}
+
+/// The resolved route: which handler, with its path parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    Health,
+    Authenticate(TokenFamily),
+    AppAuthenticate,
+    OboByUserId(String),
+    OboByUsername(String),
+    Logout(TokenFamily),
+    SessionInfo,
+}
+
+/// Session tokens and key-manager tokens are separate families: each is accepted only where it
+/// belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenFamily {
+    Session,
+    KeyManager,
+}
+
+impl TokenFamily {
+    /// The `name` field of the token response.
+    fn response_name(self) -> &'static str {
+        match self {
+            Self::Session => "sessionToken",
+            Self::KeyManager => "keyManagerToken",
+        }
+    }
+
+    fn includes(self, kind: &SessionKind) -> bool {
+        match self {
+            Self::KeyManager => matches!(kind, SessionKind::KeyManager { .. }),
+            Self::Session => !matches!(kind, SessionKind::KeyManager { .. }),
+        }
+    }
+}
+
+/// One request's view of the world.
+struct Ctx<'a> {
+    api: &'a Api,
+    peer: &'a PeerIdentity,
+    headers: &'a HeaderMap,
+    remote: SocketAddr,
+    trace_id: &'a str,
+    now: Millis,
+}
+
+impl Api {
+    /// The request handler state.
+    pub fn new(
+        directory: Arc<Directory>,
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+        session_lifetime: Duration,
+        max_body_bytes: usize,
+    ) -> Self {
+        Self {
+            directory,
+            store,
+            clock,
+            session_lifetime,
+            max_body_bytes,
+        }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<dyn SessionStore> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Handles one request and writes its access-log line. Never fails: every error is a JSON
+    /// reply.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Reply {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let trace_id = trace_id(req.headers());
+        let reply = match self.dispatch(req, conn, &trace_id).await {
+            Ok(reply) => reply,
+            Err(e) => e.into_reply(),
+        };
+        tracing::info!(
+            target: "sessionauth::access",
+            method = %method,
+            path = %path,
+            status = reply.status().as_u16(),
+            cn = conn.peer.common_name().unwrap_or("-"),
+            trace_id = %trace_id,
+            client = %conn.remote,
+            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
+        reply
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        trace_id: &str,
+    ) -> Result<Reply, ApiError> {
+        let route = route(req.method(), req.uri().path())?;
+        let headers = req.headers().clone();
+        // No endpoint here takes a body, but one may be sent: read it (capped) so that the
+        // connection stays usable, and refuse an oversized one.
+        json::read_body(req, self.max_body_bytes).await?;
+        let ctx = Ctx {
+            api: self,
+            peer: &conn.peer,
+            headers: &headers,
+            remote: conn.remote,
+            trace_id,
+            now: self.clock.now(),
+        };
+        match route {
+            Route::Health => Ok(pod::health()),
+            Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
+            Route::AppAuthenticate => certauth::app_authenticate(&ctx).await,
+            Route::OboByUserId(uid) => certauth::obo_by_user_id(&ctx, &uid).await,
+            Route::OboByUsername(name) => certauth::obo_by_username(&ctx, &name).await,
+            Route::Logout(family) => certauth::logout(&ctx, family).await,
+            Route::SessionInfo => pod::session_info(&ctx).await,
+        }
+    }
+}
+
+/// Maps method and path to a route: 404 for an unknown path, 405 for a known path with the wrong
+/// method.
+fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
+    const GET: &str = "GET";
+    const POST: &str = "POST";
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let (allow, route) = match segments.as_slice() {
+        ["health"] => (GET, Route::Health),
+        ["sessionauth", "v1", "authenticate"] | ["session", "authenticate"] => {
+            (POST, Route::Authenticate(TokenFamily::Session))
+        }
+        ["keyauth", "v1", "authenticate"] => (POST, Route::Authenticate(TokenFamily::KeyManager)),
+        ["sessionauth", "v1", "app", "authenticate"] => (POST, Route::AppAuthenticate),
+        ["sessionauth", "v1", "app", "user", uid, "authenticate"] => {
+            (POST, Route::OboByUserId((*uid).to_owned()))
+        }
+        ["sessionauth", "v1", "app", "username", name, "authenticate"] => {
+            (POST, Route::OboByUsername(percent_decode(name)?))
+        }
+        ["sessionauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::Session)),
+        ["keyauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::KeyManager)),
+        ["pod", "v2", "sessioninfo"] => (GET, Route::SessionInfo),
+        _ => return Err(ApiError::NotFound(format!("No such endpoint: {path}"))),
+    };
+    if method.as_str() != allow {
+        return Err(ApiError::MethodNotAllowed { allow });
+    }
+    Ok(route)
+}
+
+/// Decodes `%XX` escapes in a path segment; the result must be UTF-8.
+fn percent_decode(segment: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest("Malformed percent-encoding in the path".into());
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or_else(bad)?;
+            let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+/// The client's `X-Trace-Id`, reduced to a safe, short string for the log (`-` when absent).
+fn trace_id(headers: &HeaderMap) -> String {
+    let id: String = headers
+        .get(TRACE_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        .take(64)
+        .collect();
+    if id.is_empty() {
+        "-".to_owned()
+    } else {
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Known paths route; unknown paths are 404; wrong methods are 405.
+    #[test]
+    fn routing() {
+        assert_eq!(
+            route(&Method::POST, "/session/authenticate").unwrap(),
+            Route::Authenticate(TokenFamily::Session)
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/sessionauth/v1/app/username/a%20b/authenticate"
+            )
+            .unwrap(),
+            Route::OboByUsername("a b".into())
+        );
+        assert_eq!(
+            route(&Method::GET, "/nope").unwrap_err().status(),
+            hyper::StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            route(&Method::GET, "/sessionauth/v1/authenticate")
+                .unwrap_err()
+                .status(),
+            hyper::StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/sessionauth/v1/app/username/%zz/authenticate"
+            )
+            .unwrap_err()
+            .status(),
+            hyper::StatusCode::BAD_REQUEST
+        );
+    }
+
+    /// Trace ids are kept short and free of anything that could forge a log line.
+    #[test]
+    fn trace_ids_are_sanitized() {
+        let mut h = HeaderMap::new();
+        assert_eq!(trace_id(&h), "-");
+        h.insert(TRACE_ID_HEADER, "abc123".parse().unwrap());
+        assert_eq!(trace_id(&h), "abc123");
+        h.insert(TRACE_ID_HEADER, "a b\tc=d".parse().unwrap());
+        assert_eq!(trace_id(&h), "abcd");
+    }
+}

@@ -1,0 +1,35 @@
+//! The pod API: `GET /pod/v2/sessioninfo`; and `GET /health`, the cheapest route.
+
+use serde_json::json;
+
+use super::json::{self, Reply};
+use super::{sessions, ApiError, Ctx, TokenFamily};
+use crate::session::SessionKind;
+
+/// `GET /health`: `{"status":"UP"}`. No authentication, no store access.
+pub(super) fn health() -> Reply {
+    json::ok(&json!({ "status": "UP" }))
+}
+
+/// `GET /pod/v2/sessioninfo`: the `UserV2` of the session's user (for an on-behalf-of session,
+/// the user it acts for). Key-manager tokens are not session tokens (401); an app's own session
+/// has no user (403).
+pub(super) async fn session_info(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
+    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
+    let uid = match session.kind {
+        SessionKind::User { user } | SessionKind::OnBehalfOf { user, .. } => user,
+        SessionKind::App { .. } => {
+            return Err(ApiError::Forbidden(
+                "An app session has no user: use an on-behalf-of session".into(),
+            ))
+        }
+        SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
+    };
+    let user = ctx
+        .api
+        .directory
+        .user(uid)
+        .ok_or_else(ApiError::invalid_session)?;
+    Ok(json::ok(user.as_ref()))
+}

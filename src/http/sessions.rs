@@ -1,0 +1,96 @@
+//! Minting sessions and resolving the `sessionToken` header back to a live session.
+
+use super::{ApiError, Ctx, TokenFamily, SESSION_TOKEN_HEADER};
+use crate::clock::Millis;
+use crate::session::{Session, SessionId, SessionKind};
+use crate::token::{SessionToken, TokenHash};
+
+/// Makes a session of `kind` that ends after the configured lifetime or at `cap` (the client
+/// certificate's `notAfter`), whichever comes first, and stores it.
+pub(super) async fn mint(
+    ctx: &Ctx<'_>,
+    kind: SessionKind,
+    cap: Millis,
+) -> Result<SessionToken, ApiError> {
+    let expires = ctx.now.saturating_add(ctx.api.session_lifetime).min(cap);
+    if expires <= ctx.now {
+        return Err(ApiError::Unauthorized(
+            "The client certificate has expired".into(),
+        ));
+    }
+    let token = SessionToken::generate()?;
+    let session = Session {
+        id: SessionId::generate()?,
+        kind,
+        created: ctx.now,
+        expires,
+    };
+    ctx.api.store.insert(token.hash(), session.clone()).await?;
+    tracing::info!(
+        target: "sessionauth::session",
+        event = "created",
+        kind = session.kind.label(),
+        user = session.kind.user().map(|u| u.0),
+        app = session.kind.app().map(|a| a.as_str()),
+        session_id = session.id.0,
+        expires = session.expires.as_epoch_millis(),
+        trace_id = ctx.trace_id,
+        client = %ctx.remote,
+    );
+    Ok(token)
+}
+
+/// The raw `sessionToken` header, if one was sent.
+pub(super) fn header<'h>(ctx: &Ctx<'h>) -> Option<&'h str> {
+    // A header that is not visible ASCII cannot be one of our tokens; it is treated as a
+    // garbage token (401), not as a missing one.
+    ctx.headers
+        .get(SESSION_TOKEN_HEADER)
+        .map(|v| v.to_str().unwrap_or("\u{0}"))
+}
+
+/// Resolves a presented token to its live session in `family`, or 401. A session whose user or
+/// app has been deactivated or removed from the directory is no longer valid either.
+pub(super) async fn resolve(
+    ctx: &Ctx<'_>,
+    raw: &str,
+    family: TokenFamily,
+) -> Result<(TokenHash, Session), ApiError> {
+    let token = SessionToken::parse(raw).ok_or_else(ApiError::invalid_session)?;
+    let key = token.hash();
+    let session = ctx
+        .api
+        .store
+        .get(&key, ctx.now)
+        .await?
+        .ok_or_else(ApiError::invalid_session)?;
+    if !family.includes(&session.kind) || !principals_active(ctx, &session.kind) {
+        return Err(ApiError::invalid_session());
+    }
+    Ok((key, session))
+}
+
+fn principals_active(ctx: &Ctx<'_>, kind: &SessionKind) -> bool {
+    let dir = &ctx.api.directory;
+    let user_ok = kind
+        .user()
+        .is_none_or(|u| dir.user(u).is_some_and(|u| u.active));
+    let app_ok = kind
+        .app()
+        .is_none_or(|a| dir.app(a).is_some_and(|a| a.active));
+    user_ok && app_ok
+}
+
+/// Logs the end of a session.
+pub(super) fn log_ended(ctx: &Ctx<'_>, session: &Session, reason: &'static str) {
+    tracing::info!(
+        target: "sessionauth::session",
+        event = "ended",
+        reason,
+        kind = session.kind.label(),
+        user = session.kind.user().map(|u| u.0),
+        app = session.kind.app().map(|a| a.as_str()),
+        session_id = session.id.0,
+        trace_id = ctx.trace_id,
+    );
+}

@@ -1,0 +1,190 @@
+//! The `sessionauth` binary: parse the command line, load and check configuration, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessionauth::config::Config;
+use sessionauth::server::{self, Prepared};
+
+/// A Symphony-compatible, certificate-authenticated session authenticator.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve HTTPS (the default). Without --config: embedded defaults, dev PKI in certs/.
+    Serve {
+        /// A TOML configuration file (see examples/sessionauth.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration without serving; warn about certificates that expire soon and
+    /// directory entries without a certificate.
+    Check {
+        /// A TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Manage the dev PKI.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Make (or complete) the dev PKI: CA, server certificate, and a client certificate for
+    /// every service user and app of the directory. Existing keys are kept.
+    Init {
+        /// Where to write the files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// The directory file whose principals get certificates (default: the embedded sample).
+        #[arg(long)]
+        directory: Option<PathBuf>,
+    },
+    /// Issue a client certificate from the dev CA.
+    Issue {
+        /// The certificate's CN: a service user's username or an app's id.
+        #[arg(long)]
+        cn: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = sessionauth::pki::DEFAULT_CLIENT_DAYS)]
+        days: u32,
+        /// Where the dev CA is, and where to write the files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => serve(config),
+        Command::Check { config } => sessionauth::check::run(config.as_deref()).map(|report| {
+            print!("{report}");
+        }),
+        Command::Certs { command } => certs(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", error_chain(e.as_ref()));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn load(config: Option<PathBuf>) -> Result<Config, BoxError> {
+    Ok(match config {
+        Some(path) => Config::from_file(&path)?,
+        None => Config::embedded_defaults(),
+    })
+}
+
+fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
+    let prepared = Prepared::new(load(config)?)?;
+    if let Some(report) = &prepared.pki_report {
+        for path in &report.created {
+            tracing::info!(file = %path.display(), "dev PKI: created");
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = prepared.bind().await?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "sessionauth listening (https)");
+        if let Some(dir) = &prepared.config().dev_pki {
+            let d = dir.display();
+            println!(
+                "Try it:\n  curl --cert {d}/bot.user.pem --key {d}/bot.user-key.pem --cacert {d}/ca.pem \
+                 -X POST https://localhost:{port}/sessionauth/v1/authenticate",
+                port = addr.port()
+            );
+        }
+        server::run(listener, prepared, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+fn certs(command: CertsCommand) -> Result<(), BoxError> {
+    let report = match command {
+        CertsCommand::Init { dir, directory } => {
+            let directory = match directory {
+                Some(p) => sessionauth::directory::Directory::from_file(&p)?,
+                None => sessionauth::directory::Directory::embedded_sample()?,
+            };
+            sessionauth::pki::init(&dir, &directory.certificate_principals())?
+        }
+        CertsCommand::Issue { cn, days, dir } => sessionauth::pki::issue(&dir, &cn, days)?.1,
+    };
+    for path in &report.created {
+        println!("created {}", path.display());
+    }
+    for path in &report.kept {
+        println!("kept    {}", path.display());
+    }
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONAUTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,274 @@
+//! The server: everything read and checked before a port is bound ([`Prepared`]), then the
+//! accept loop ([`run`]) with a connection limit, handshake and header time limits, backoff on
+//! accept errors, an expiry purge task, and graceful shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{Config, DirectorySource, Limits};
+use crate::directory::{Directory, DirectoryError};
+use crate::http::{Api, ConnInfo};
+use crate::identity::PeerIdentity;
+use crate::pki::PkiError;
+use crate::store::{MemoryStore, SessionStore};
+use crate::tls::TlsError;
+
+/// How often expired sessions are purged from the store.
+const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The directory did not load.
+    #[error(transparent)]
+    Directory(#[from] DirectoryError),
+    /// The TLS material did not load.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The dev PKI could not be made.
+    #[error("dev PKI: {0}")]
+    Pki(#[from] PkiError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A configuration whose every file has been read and checked: ready to serve.
+pub struct Prepared {
+    config: Config,
+    tls: Arc<ServerConfig>,
+    directory: Arc<Directory>,
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    /// What the dev PKI step did, when it ran.
+    pub pki_report: Option<crate::pki::Report>,
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prepared")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Prepared {
+    /// Loads the directory, makes the dev PKI when configured, and builds the TLS
+    /// configuration. Sessions go to a fresh in-memory store, timed by the system clock.
+    pub fn new(config: Config) -> Result<Self, StartError> {
+        let directory = match &config.directory {
+            DirectorySource::Embedded => Directory::embedded_sample()?,
+            DirectorySource::File(path) => Directory::from_file(path)?,
+        };
+        let pki_report = match &config.dev_pki {
+            Some(dir) => Some(crate::pki::init(dir, &directory.certificate_principals())?),
+            None => None,
+        };
+        let tls = crate::tls::server_config(&config.tls)?;
+        Ok(Self {
+            config,
+            tls,
+            directory: Arc::new(directory),
+            store: Arc::new(MemoryStore::new()),
+            clock: Arc::new(SystemClock),
+            pki_report,
+        })
+    }
+
+    /// Replaces the clock (tests move time forward instead of sleeping).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Replaces the session store.
+    pub fn with_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.store = store;
+        self
+    }
+
+    /// The configuration this was prepared from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The loaded directory.
+    pub fn directory(&self) -> &Arc<Directory> {
+        &self.directory
+    }
+
+    /// Binds the configured listen address.
+    pub async fn bind(&self) -> Result<TcpListener, StartError> {
+        let addr = self.config.listen;
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })
+    }
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
+/// requests finish (up to the configured grace period) and returns.
+pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Future<Output = ()>) {
+    let Prepared {
+        config,
+        tls,
+        directory,
+        store,
+        clock,
+        ..
+    } = prepared;
+    let limits = config.limits.clone();
+    let handshake_timeout = config.tls.handshake_timeout;
+    let api = Arc::new(Api::new(
+        directory,
+        store.clone(),
+        clock.clone(),
+        config.session_lifetime,
+        limits.max_body_bytes,
+    ));
+    let acceptor = TlsAcceptor::from(tls);
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    let graceful = GracefulShutdown::new();
+    let purge = tokio::spawn(purge_expired(store, clock));
+
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break, // the semaphore is never closed
+            },
+            () = &mut shutdown => break,
+        };
+        let (stream, remote) = tokio::select! {
+            accepted = accept(&listener) => accepted,
+            () = &mut shutdown => break,
+        };
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        let api = api.clone();
+        let limits = limits.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            serve_connection(
+                stream,
+                remote,
+                acceptor,
+                handshake_timeout,
+                &limits,
+                api,
+                watcher,
+            )
+            .await;
+        });
+    }
+    drop(listener);
+    purge.abort();
+    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace = ?limits.shutdown_grace,
+            "in-flight requests did not finish within the grace period"
+        );
+    }
+}
+
+/// Accepts one connection, backing off (1 ms doubling to 1 s) while accept fails, as it does
+/// when the process runs out of file descriptors.
+async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                // Small request/response exchanges: do not wait to coalesce packets.
+                let _ = stream.set_nodelay(true);
+                return (stream, remote);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    limits: &Limits,
+    api: Arc<Api>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(%remote, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%remote, "TLS handshake timed out");
+            return;
+        }
+    };
+    // The identity is read once, here, and travels with the connection.
+    let peer = PeerIdentity::from_verified_chain(tls.get_ref().1.peer_certificates());
+    let conn = Arc::new(ConnInfo { peer, remote });
+    let service = service_fn(move |req| {
+        let api = api.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, std::convert::Infallible>(api.handle(req, &conn).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.max_header_bytes);
+    let connection = builder.serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = watcher.watch(connection).await {
+        tracing::debug!(%remote, error = %e, "connection ended with an error");
+    }
+}
+
+/// Drops expired sessions every [`PURGE_INTERVAL`]. Expired sessions are already refused on
+/// read; this only reclaims their memory.
+async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
+    let mut tick = tokio::time::interval(PURGE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.purge_expired(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                target: "sessionauth::session",
+                event = "purged",
+                reason = "expired",
+                count = n
+            ),
+            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Session records: what a token stands for, whose it is, and when it ends.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Millis;
+use crate::directory::{AppId, UserId};
+
+/// What a session is, and whose.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A service user's own session token (`/sessionauth/v1/authenticate`).
+    User {
+        /// The service user.
+        user: UserId,
+    },
+    /// A service user's key-manager token (`/keyauth/v1/authenticate`).
+    KeyManager {
+        /// The service user.
+        user: UserId,
+    },
+    /// An app's own session (`/sessionauth/v1/app/authenticate`).
+    App {
+        /// The app.
+        app: AppId,
+    },
+    /// A session an app obtained on behalf of a user who installed it.
+    OnBehalfOf {
+        /// The app that minted it.
+        app: AppId,
+        /// The user it acts as.
+        user: UserId,
+    },
+}
+
+impl SessionKind {
+    /// The user whose identity the session carries (none for an app's own session).
+    pub fn user(&self) -> Option<UserId> {
+        match self {
+            Self::User { user } | Self::KeyManager { user } | Self::OnBehalfOf { user, .. } => {
+                Some(*user)
+            }
+            Self::App { .. } => None,
+        }
+    }
+
+    /// The app involved, for app and on-behalf-of sessions.
+    pub fn app(&self) -> Option<&AppId> {
+        match self {
+            Self::App { app } | Self::OnBehalfOf { app, .. } => Some(app),
+            Self::User { .. } | Self::KeyManager { .. } => None,
+        }
+    }
+
+    /// A short label for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::User { .. } => "session",
+            Self::KeyManager { .. } => "key_manager",
+            Self::App { .. } => "app",
+            Self::OnBehalfOf { .. } => "obo",
+        }
+    }
+}
+
+/// A public handle for a session, distinct from its token and useless for authenticating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SessionId(pub i64);
+
+/// One live session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// The public handle.
+    pub id: SessionId,
+    /// What the session is and whose.
+    pub kind: SessionKind,
+    /// When it was made.
+    pub created: Millis,
+    /// When it stops working.
+    pub expires: Millis,
+}
+
+impl Session {
+    /// Whether the session has ended by time at `now`.
+    pub fn is_expired(&self, now: Millis) -> bool {
+        now >= self.expires
+    }
+}
+
+impl SessionId {
+    /// A fresh random id: positive, 63 bits, unrelated to the token.
+    pub fn generate() -> Result<Self, crate::token::RandomError> {
+        use ring::rand::SecureRandom as _;
+        let mut b = [0u8; 8];
+        ring::rand::SystemRandom::new()
+            .fill(&mut b)
+            .map_err(|_| crate::token::RandomError)?;
+        // Clear the sign bit; zero is avoided so that 0 never names a session.
+        let v = i64::from_be_bytes(b) & i64::MAX;
+        Ok(Self(v.max(1)))
+    }
+}

@@ -1,0 +1,47 @@
+//! The session store: one trait, several backends.
+//!
+//! Handlers talk to `dyn SessionStore` only, so a backend can be swapped by configuration. Every
+//! backend keys sessions by [`TokenHash`] (never the token), treats a session past its expiry as
+//! absent, and makes `remove` atomic: of two concurrent removals of one session, exactly one
+//! gets it back. The conformance suite in `tests/store_conformance.rs` runs against each backend.
+
+mod memory;
+
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+
+use crate::clock::Millis;
+use crate::session::Session;
+use crate::token::TokenHash;
+
+/// A store failure: the session's fate is unknown, so callers answer 503 and never succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend is unreachable or refused the operation.
+    #[error("session store unavailable: {0}")]
+    Unavailable(String),
+    /// A key collision on insert: the token (or session id) already exists.
+    #[error("a session with this token already exists")]
+    Duplicate,
+}
+
+/// Where sessions live.
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session. When this returns `Ok`, the session is as durable as the backend
+    /// promises.
+    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError>;
+
+    /// The live session for this key, or `None` when there is none or it expired by `now`.
+    async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
+
+    /// Ends one session and returns it; `None` when it was absent or already expired.
+    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
+
+    /// Drops every session expired by `now`; returns how many.
+    async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError>;
+
+    /// How many sessions the store holds (live or not yet purged).
+    async fn count(&self) -> Result<usize, StoreError>;
+}

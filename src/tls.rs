@@ -1,0 +1,195 @@
+//! TLS: the rustls server configuration and the client-certificate policy.
+//!
+//! The crypto provider is chosen explicitly (*ring*), so that a second provider enabled by some
+//! dependency can never make the process default ambiguous. Client certificates are requested
+//! but optional on the shared listener: `/pod` and `/login` callers do not present one. A
+//! certificate that *is* presented must chain to one of the configured client CAs, or the
+//! handshake fails. TLS 1.2 and 1.3 are offered; ALPN offers HTTP/1.1 only.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::TlsSettings;
+
+/// Why the TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A PEM file holds no certificate.
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A client CA bundle holds no certificate.
+    #[error("client CA bundle {path} is empty: it holds no PEM certificate")]
+    EmptyCaBundle {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A PEM file could not be parsed.
+    #[error("{path} is not valid PEM: {message}")]
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The key file holds no private key.
+    #[error("{path} holds no PEM private key")]
+    NoKey {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The private key is of a type or format the provider cannot use.
+    #[error("{path}: unsupported private key: {source}")]
+    BadKey {
+        /// The file.
+        path: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The private key does not belong to the certificate.
+    #[error("private key {key} does not match certificate {cert}")]
+    KeyMismatch {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+    },
+    /// A CA certificate was refused by the trust store.
+    #[error("client CA bundle {path}: a certificate is not a usable trust anchor: {source}")]
+    BadCa {
+        /// The file.
+        path: PathBuf,
+        /// What webpki said.
+        #[source]
+        source: rustls::Error,
+    },
+    /// rustls refused the assembled configuration.
+    #[error("TLS configuration refused: {0}")]
+    Rustls(#[source] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client certificate verifier refused: {0}")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+}
+
+/// The crypto provider sessionauth uses everywhere: *ring*.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate in a PEM file.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError::BadPem {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })
+}
+
+/// Reads the first private key in a PEM file.
+pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+        rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
+            path: path.to_owned(),
+        },
+        other => TlsError::BadPem {
+            path: path.to_owned(),
+            message: other.to_string(),
+        },
+    })
+}
+
+/// Builds the server's TLS configuration from the settings: reads the chain, the key and every
+/// client CA bundle, and checks that the key matches the certificate.
+pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let chain = read_certs(&settings.cert_chain)?;
+    if chain.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: settings.cert_chain.clone(),
+        });
+    }
+    let key = read_key(&settings.key)?;
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::BadKey {
+            path: settings.key.clone(),
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    if certified.keys_match().is_err() {
+        return Err(TlsError::KeyMismatch {
+            cert: settings.cert_chain.clone(),
+            key: settings.key.clone(),
+        });
+    }
+
+    let mut roots = RootCertStore::empty();
+    for path in &settings.client_cas {
+        let cas = read_certs(path)?;
+        if cas.is_empty() {
+            return Err(TlsError::EmptyCaBundle { path: path.clone() });
+        }
+        for ca in cas {
+            roots.add(ca).map_err(|source| TlsError::BadCa {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(TlsError::Verifier)?;
+
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(TlsError::Rustls)?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(Arc::new(SingleCert(Arc::new(certified))));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !settings.resumption {
+        config.session_storage = Arc::new(NoServerSessionStorage {});
+        config.send_tls13_tickets = 0;
+    }
+    Ok(Arc::new(config))
+}
+
+/// Always presents the one configured certificate.
+#[derive(Debug)]
+struct SingleCert(Arc<CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for SingleCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}

@@ -1,0 +1,120 @@
+//! Opaque session tokens and the hashes the store keys sessions by.
+//!
+//! A token is 256 bits from the operating system's random source, base64url without padding
+//! (43 characters). It is shown to its holder once and never stored: the store keys sessions by
+//! its SHA-256 hash, so a leaked store (or a store dump) yields no usable token. Neither type
+//! prints its value in `Debug`.
+
+use std::fmt;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::rand::{SecureRandom, SystemRandom};
+
+const TOKEN_BYTES: usize = 32;
+/// The length of a token's text form.
+pub const TOKEN_LEN: usize = 43;
+
+/// A session token as handed to (and presented by) a client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SessionToken(String);
+
+/// The operating system's random source failed: no token can be made safely.
+#[derive(Debug, thiserror::Error)]
+#[error("the operating system's random source failed")]
+pub struct RandomError;
+
+impl SessionToken {
+    /// A fresh token from the OS random source.
+    pub fn generate() -> Result<Self, RandomError> {
+        let mut bytes = [0u8; TOKEN_BYTES];
+        SystemRandom::new()
+            .fill(&mut bytes)
+            .map_err(|_| RandomError)?;
+        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// Reads a token presented by a client. Anything that is not the exact shape of a token we
+    /// issue is refused here, without touching the store.
+    pub fn parse(text: &str) -> Option<Self> {
+        let ok = text.len() == TOKEN_LEN
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        ok.then(|| Self(text.to_owned()))
+    }
+
+    /// The token's text, to send to its holder.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash the store keys this token's session by.
+    pub fn hash(&self) -> TokenHash {
+        let digest = ring::digest::digest(&ring::digest::SHA256, self.0.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(digest.as_ref());
+        TokenHash(out)
+    }
+}
+
+impl fmt::Debug for SessionToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionToken(<redacted>)")
+    }
+}
+
+/// SHA-256 of a session token: the store's key.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenHash([u8; 32]);
+
+impl TokenHash {
+    /// Rebuilds a hash from its bytes (for store backends).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// The hash's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(<redacted>)")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Tokens are 43 URL-safe characters, distinct, and round-trip through parse.
+    #[test]
+    fn generated_tokens_are_opaque_and_parse() {
+        let a = SessionToken::generate().unwrap();
+        let b = SessionToken::generate().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.expose().len(), TOKEN_LEN);
+        assert_eq!(SessionToken::parse(a.expose()), Some(a.clone()));
+        assert_eq!(a.hash(), SessionToken::parse(a.expose()).unwrap().hash());
+        assert_ne!(a.hash(), b.hash());
+    }
+
+    /// Anything not shaped like our tokens is refused before any lookup.
+    #[test]
+    fn garbage_does_not_parse() {
+        for bad in ["", "x", &"a".repeat(44), &"=".repeat(43), &"é".repeat(22)] {
+            assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    /// Debug output never shows the token or its hash.
+    #[test]
+    fn debug_is_redacted() {
+        let t = SessionToken::generate().unwrap();
+        assert!(!format!("{t:?}").contains(t.expose()));
+        assert_eq!(format!("{:?}", t.hash()), "TokenHash(<redacted>)");
+    }
+}
