@@ -79,6 +79,12 @@ pub struct Session {
     pub created: Millis,
     /// When it stops working.
     pub expires: Millis,
+    /// The client's IP address when the session was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    /// The client's `User-Agent` when the session was made (at most 256 characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl Session {

@@ -24,6 +24,8 @@ pub(super) async fn mint(
         kind,
         created: ctx.now,
         expires,
+        client_ip: Some(ctx.remote.ip().to_string()),
+        user_agent: user_agent(ctx),
     };
     ctx.api.store.insert(token.hash(), session.clone()).await?;
     tracing::info!(
@@ -38,6 +40,13 @@ pub(super) async fn mint(
         client = %ctx.remote,
     );
     Ok(token)
+}
+
+/// The client's `User-Agent`, printable ASCII only, at most 256 characters.
+fn user_agent(ctx: &Ctx<'_>) -> Option<String> {
+    let ua = ctx.headers.get(hyper::header::USER_AGENT)?.to_str().ok()?;
+    let ua: String = ua.chars().filter(|c| !c.is_control()).take(256).collect();
+    (!ua.is_empty()).then_some(ua)
 }
 
 /// The raw `sessionToken` header, if one was sent.

@@ -1,19 +1,78 @@
-//! The in-memory backend: a hash map behind a `parking_lot` mutex. Fast, and gone at exit.
+//! The in-memory backend: maps behind one `parking_lot` mutex. Fast, and gone at exit.
+//!
+//! Besides the sessions keyed by token hash it keeps three indexes (by user, by app, by public
+//! id) so that administrative operations do not scan every session.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{SessionStore, StoreError};
 use crate::clock::Millis;
-use crate::session::Session;
+use crate::directory::{AppId, UserId};
+use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
 
 /// Sessions in process memory; lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
-    sessions: Mutex<HashMap<TokenHash, Session>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<TokenHash, Session>,
+    by_user: HashMap<UserId, HashSet<TokenHash>>,
+    by_app: HashMap<AppId, HashSet<TokenHash>>,
+    by_id: HashMap<SessionId, TokenHash>,
+}
+
+impl Inner {
+    fn insert(&mut self, key: TokenHash, session: Session) -> Result<(), StoreError> {
+        if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
+            return Err(StoreError::Duplicate);
+        }
+        if let Some(user) = session.kind.user() {
+            self.by_user.entry(user).or_default().insert(key);
+        }
+        if let Some(app) = session.kind.app() {
+            self.by_app.entry(app.clone()).or_default().insert(key);
+        }
+        self.by_id.insert(session.id, key);
+        self.sessions.insert(key, session);
+        Ok(())
+    }
+
+    fn remove(&mut self, key: &TokenHash) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        if let Some(user) = session.kind.user() {
+            if let Some(set) = self.by_user.get_mut(&user) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_user.remove(&user);
+                }
+            }
+        }
+        if let Some(app) = session.kind.app() {
+            if let Some(set) = self.by_app.get_mut(app) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_app.remove(app);
+                }
+            }
+        }
+        self.by_id.remove(&session.id);
+        Some(session)
+    }
+
+    /// Removes every session under `keys`, returning the live ones.
+    fn remove_all(&mut self, keys: Vec<TokenHash>, now: Millis) -> Vec<Session> {
+        keys.iter()
+            .filter_map(|k| self.remove(k))
+            .filter(|s| !s.is_expired(now))
+            .collect()
+    }
 }
 
 impl MemoryStore {
@@ -26,32 +85,84 @@ impl MemoryStore {
 #[async_trait]
 impl SessionStore for MemoryStore {
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
-        let mut map = self.sessions.lock();
-        if map.contains_key(&key) {
-            return Err(StoreError::Duplicate);
-        }
-        map.insert(key, session);
-        Ok(())
+        self.inner.lock().insert(key, session)
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let map = self.sessions.lock();
-        Ok(map.get(key).filter(|s| !s.is_expired(now)).cloned())
+        let inner = self.inner.lock();
+        Ok(inner
+            .sessions
+            .get(key)
+            .filter(|s| !s.is_expired(now))
+            .cloned())
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let mut map = self.sessions.lock();
-        Ok(map.remove(key).filter(|s| !s.is_expired(now)))
+        Ok(self.inner.lock().remove(key).filter(|s| !s.is_expired(now)))
+    }
+
+    async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let inner = self.inner.lock();
+        let keys = inner.by_user.get(&user).into_iter().flatten();
+        Ok(keys
+            .filter_map(|k| inner.sessions.get(k))
+            .filter(|s| !s.is_expired(now))
+            .cloned()
+            .collect())
+    }
+
+    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let mut inner = self.inner.lock();
+        let keys: Vec<TokenHash> = inner
+            .by_user
+            .get(&user)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        Ok(inner.remove_all(keys, now))
+    }
+
+    async fn remove_by_id(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Millis,
+    ) -> Result<Option<Session>, StoreError> {
+        let mut inner = self.inner.lock();
+        let Some(key) = inner.by_id.get(&id).copied() else {
+            return Ok(None);
+        };
+        let belongs = inner
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.kind.user() == Some(user) && !s.is_expired(now));
+        Ok(if belongs { inner.remove(&key) } else { None })
+    }
+
+    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let mut inner = self.inner.lock();
+        let keys: Vec<TokenHash> = inner
+            .by_app
+            .get(app)
+            .map(|set| set.iter().copied().collect())
+            .unwrap_or_default();
+        Ok(inner.remove_all(keys, now))
     }
 
     async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError> {
-        let mut map = self.sessions.lock();
-        let before = map.len();
-        map.retain(|_, s| !s.is_expired(now));
-        Ok(before - map.len())
+        let mut inner = self.inner.lock();
+        let expired: Vec<TokenHash> = inner
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.is_expired(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for key in &expired {
+            inner.remove(key);
+        }
+        Ok(expired.len())
     }
 
     async fn count(&self) -> Result<usize, StoreError> {
-        Ok(self.sessions.lock().len())
+        Ok(self.inner.lock().sessions.len())
     }
 }

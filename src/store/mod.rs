@@ -12,7 +12,8 @@ pub use memory::MemoryStore;
 use async_trait::async_trait;
 
 use crate::clock::Millis;
-use crate::session::Session;
+use crate::directory::{AppId, UserId};
+use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
 
 /// A store failure: the session's fate is unknown, so callers answer 503 and never succeed.
@@ -38,6 +39,26 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Ends one session and returns it; `None` when it was absent or already expired.
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
+
+    /// The live sessions that act as `user`: its own, its key-manager tokens, and on-behalf-of
+    /// sessions apps hold for it.
+    async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
+
+    /// Ends every live session that acts as `user` (as [`SessionStore::list_user`] lists them)
+    /// and returns them.
+    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
+
+    /// Ends the live session with public id `id` when it acts as `user`; returns it.
+    async fn remove_by_id(
+        &self,
+        user: UserId,
+        id: SessionId,
+        now: Millis,
+    ) -> Result<Option<Session>, StoreError>;
+
+    /// Ends every live session `app` holds: its own app sessions and every on-behalf-of session
+    /// it minted. Returns them.
+    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
     /// Drops every session expired by `now`; returns how many.
     async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError>;
