@@ -4,10 +4,12 @@
 //! |---|---|
 //! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
 //! | `pod.rs` | `/pod`: session info; `/health` |
+//! | `admin.rs` | `/pod/v1/users/…/sessions`, `/pod/v1/apps/…/sessions`: session administration |
 //! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
 //! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
 //! | `json.rs` | JSON replies and capped body reading |
 
+mod admin;
 mod certauth;
 pub mod error;
 pub mod json;
@@ -73,6 +75,10 @@ enum Route {
     OboByUsername(String),
     Logout(TokenFamily),
     SessionInfo,
+    ListUserSessions(String),
+    LogoutUser(String),
+    LogoutUserSession(String, String),
+    LogoutApp(String),
 }
 
 /// Session tokens and key-manager tokens are separate families: each is accepted only where it
@@ -189,6 +195,12 @@ impl Api {
             Route::OboByUsername(name) => certauth::obo_by_username(&ctx, &name).await,
             Route::Logout(family) => certauth::logout(&ctx, family).await,
             Route::SessionInfo => pod::session_info(&ctx).await,
+            Route::ListUserSessions(uid) => admin::list_user_sessions(&ctx, &uid).await,
+            Route::LogoutUser(uid) => admin::logout_user(&ctx, &uid).await,
+            Route::LogoutUserSession(uid, sid) => {
+                admin::logout_user_session(&ctx, &uid, &sid).await
+            }
+            Route::LogoutApp(app) => admin::logout_app(&ctx, &app).await,
         }
     }
 }
@@ -215,6 +227,16 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["sessionauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::Session)),
         ["keyauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::KeyManager)),
         ["pod", "v2", "sessioninfo"] => (GET, Route::SessionInfo),
+        ["pod", "v1", "users", uid, "sessions"] => (GET, Route::ListUserSessions((*uid).into())),
+        ["pod", "v1", "users", uid, "sessions", "logout"] => {
+            (POST, Route::LogoutUser((*uid).into()))
+        }
+        ["pod", "v1", "users", uid, "sessions", sid, "logout"] => {
+            (POST, Route::LogoutUserSession((*uid).into(), (*sid).into()))
+        }
+        ["pod", "v1", "apps", app, "sessions", "logout"] => {
+            (POST, Route::LogoutApp(percent_decode(app)?))
+        }
         _ => return Err(ApiError::NotFound(format!("No such endpoint: {path}"))),
     };
     if method.as_str() != allow {
