@@ -1,0 +1,257 @@
+#!/usr/bin/env bash
+# A runnable tour of sessionauth with plain curl.
+#
+# It starts its own server (a fresh dev PKI and config in a temp dir, a free port on 127.0.0.1),
+# then walks through every certificate flow a Symphony bot or app uses, and every refusal.
+# Each step prints PASS or FAIL; the first unexpected answer stops the run with exit status 1.
+#
+#   scripts/curl-walkthrough.sh                      # uses target/release/sessionauth
+#   SESSIONAUTH_BIN=/path/to/sessionauth scripts/curl-walkthrough.sh
+#   VERBOSE=1 scripts/curl-walkthrough.sh            # also print each curl command
+#   KEEP_WORK=1 scripts/curl-walkthrough.sh          # keep certs, config and server.log
+#
+# Tokens are secrets: the script never prints them, and at the end it checks that none of the
+# tokens it received appears in the server's log.
+set -euo pipefail
+
+# shellcheck source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
+
+sa_init
+sa_dev_pki "$WORK/certs" # sessionauth certs init --dir $WORK/certs
+sa_start_server
+C="$SA_CERTS"
+
+# --- The curl options, spelled out ---------------------------------------------------------------
+# Every call verifies the server against the dev CA (--cacert) and reaches it as "localhost", the
+# name in the server certificate's SAN. A client identifies itself with its certificate, given
+# either as a separate certificate and key (--cert FILE --key FILE) or as one bundle PEM holding
+# both (--cert FILE.bundle.pem), the form the Symphony BDK's `certificate.path` uses.
+# expect_status (lib/common.sh) runs each curl line as written, adding only -sS, a timeout,
+# --resolve localhost:PORT:127.0.0.1 and the capture of status, headers and body; VERBOSE=1
+# prints the exact command (tokens shown as <token>).
+CA=(--cacert "$C/ca.pem")
+BOT=(--cert "$C/bot.user.pem" --key "$C/bot.user-key.pem")
+ADMIN_BOT=(--cert "$C/admin.bot.pem" --key "$C/admin.bot-key.pem")
+RETIRED=(--cert "$C/retired.bot.pem" --key "$C/retired.bot-key.pem")
+DEMO_APP=(--cert "$C/demo-app.pem" --key "$C/demo-app-key.pem")
+OTHER_APP=(--cert "$C/other-app.pem" --key "$C/other-app-key.pem")
+NO_OBO_APP=(--cert "$C/no-obo-app.pem" --key "$C/no-obo-app-key.pem")
+URL="$SA_BASE"
+TOKEN_RE='[A-Za-z0-9_-]{43}'
+FORBIDDEN_CN='Forbidden: Certificate authentication is not allowed for the requested user.'
+
+# token_from VAR FIELD: read a token out of the last response body into VAR, and remember it as
+# a secret (never printed; checked against the server log at the end).
+token_from() {
+    local t
+    t="$(json_get "$LAST_BODY" "$2")"
+    sa_secret "$t"
+    printf -v "$1" '%s' "$t"
+}
+
+section "Bot: session token, key-manager token, session info"
+
+# A service user (bot) authenticates with its certificate alone: no body, no header.
+expect_status "bot.user gets a session token (separate --cert/--key)" 200 \
+    -j name=sessionToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from BOT_TOKEN token
+
+# The same call with the bundle PEM (certificate + key in one file), and the BDK's headers.
+expect_status "bot.user gets a second session token (bundle --cert, empty JSON body)" 200 \
+    -j name=sessionToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" --cert "$C/bot.user.bundle.pem" -X POST \
+    -H 'Content-Type: application/json' -H 'Content-Length: 0' -H 'X-Trace-Id: walk01' \
+    "$URL/sessionauth/v1/authenticate"
+token_from BOT_TOKEN2 token
+check "the two session tokens differ" test "$BOT_TOKEN" != "$BOT_TOKEN2"
+
+# The key manager hands out its own kind of token, under /keyauth.
+expect_status "bot.user gets a key-manager token" 200 \
+    -j name=keyManagerToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/keyauth/v1/authenticate"
+token_from KM_TOKEN token
+
+# /session/authenticate is the older alias of /sessionauth/v1/authenticate.
+expect_status "alias /session/authenticate gives a session token" 200 \
+    -j name=sessionToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/session/authenticate"
+token_from ALIAS_TOKEN token
+
+# /pod needs no certificate: the sessionToken header alone says who is calling.
+expect_status "sessioninfo names bot.user" 200 \
+    -j username=bot.user -j id=1001 -j accountType=SYSTEM -- \
+    curl "${CA[@]}" -H "sessionToken: $BOT_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "sessioninfo of the alias token names bot.user" 200 -j username=bot.user -- \
+    curl "${CA[@]}" -H "sessionToken: $ALIAS_TOKEN" "$URL/pod/v2/sessioninfo"
+
+section "App: app session, on-behalf-of sessions, logout"
+
+# An extension app authenticates with its own certificate (here the bundle form).
+expect_status "demo-app gets an app session (bundle --cert)" 200 \
+    -j name=sessionToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" --cert "$C/demo-app.bundle.pem" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from APP_TOKEN token
+
+# An app session is not a user session: /pod refuses it.
+expect_status "sessioninfo with the app's own session is refused" 403 -j code=403 -- \
+    curl "${CA[@]}" -H "sessionToken: $APP_TOKEN" "$URL/pod/v2/sessioninfo"
+
+# On behalf of a user who installed the app: app certificate + the app session in the header.
+expect_status "OBO for alice by user id 2001" 200 -j "sessionToken~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/user/2001/authenticate"
+token_from OBO_BY_ID sessionToken
+
+expect_status "OBO for alice by username" 200 -j "sessionToken~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/username/alice/authenticate"
+token_from OBO_BY_NAME sessionToken
+
+expect_status "sessioninfo of the OBO session (by id) names alice" 200 \
+    -j username=alice -j id=2001 -j accountType=NORMAL -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_ID" "$URL/pod/v2/sessioninfo"
+expect_status "sessioninfo of the OBO session (by username) names alice" 200 -j username=alice -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+
+# The app that minted an OBO session may end it; exactly that session ends.
+expect_status "demo-app logs out alice's OBO session" 200 -j 'message~.+' -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $OBO_BY_ID" -X POST "$URL/sessionauth/v1/logout"
+expect_status "the logged-out OBO session is invalid" 401 -j code=401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_ID" "$URL/pod/v2/sessioninfo"
+expect_status "alice's other OBO session still works" 200 -j username=alice -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+
+section "Bot logout"
+
+expect_status "bot.user logs out its own session" 200 -j 'message=Logout successful' -- \
+    curl "${CA[@]}" "${BOT[@]}" -H "sessionToken: $BOT_TOKEN" -X POST "$URL/sessionauth/v1/logout"
+expect_status "the logged-out session is invalid on /pod" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $BOT_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "a second logout of the same token is refused" 401 -j code=401 -- \
+    curl "${CA[@]}" "${BOT[@]}" -H "sessionToken: $BOT_TOKEN" -X POST "$URL/sessionauth/v1/logout"
+expect_status "bot.user's other session still works" 200 -j username=bot.user -- \
+    curl "${CA[@]}" -H "sessionToken: $BOT_TOKEN2" "$URL/pod/v2/sessioninfo"
+
+section "Refusals: who may authenticate"
+
+expect_status "no client certificate: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+expect_status "no client certificate on the app path: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+
+# A certificate from a CA the server does not trust: the TLS handshake itself fails, even though
+# the CN is a real service user. Make such a CA and certificate with openssl.
+# (sa_foreign_client_cert in lib/common.sh shows the openssl commands.)
+F="$WORK/foreign"
+sa_foreign_client_cert "$F" bot.user
+expect_tls_failure "certificate from a foreign CA (CN=bot.user): TLS handshake fails" -- \
+    curl "${CA[@]}" --cert "$F/bot.user.pem" --key "$F/bot.user-key.pem" -X POST \
+    "$URL/sessionauth/v1/authenticate"
+
+# A certificate from the right CA, for a name the directory does not know.
+"$SA_BIN" certs issue --cn stranger --dir "$C" >"$WORK/issue.log" 2>&1 \
+    || { cat "$WORK/issue.log" >&2; die "sessionauth certs issue failed"; }
+expect_status "unknown CN 'stranger': 403" 403 -j code=403 -j "message=$FORBIDDEN_CN" -- \
+    curl "${CA[@]}" --cert "$C/stranger.pem" --key "$C/stranger-key.pem" -X POST \
+    "$URL/sessionauth/v1/authenticate"
+expect_status "inactive service user retired.bot: 403" 403 -j "message=$FORBIDDEN_CN" -- \
+    curl "${CA[@]}" "${RETIRED[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+expect_status "inactive retired.bot on /keyauth: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${RETIRED[@]}" -X POST "$URL/keyauth/v1/authenticate"
+expect_status "app certificate on the bot path: 403" 403 -j "message=$FORBIDDEN_CN" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+expect_status "bot certificate on the app path: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+
+section "Refusals: on-behalf-of"
+
+OBO_ALICE="$URL/sessionauth/v1/app/user/2001/authenticate"
+expect_status "OBO without the sessionToken header: 400" 400 -j code=400 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -X POST "$OBO_ALICE"
+expect_status "OBO with a bot's session token: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $BOT_TOKEN2" -X POST "$OBO_ALICE"
+expect_status "OBO with a garbage token: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H 'sessionToken: not-a-real-token' -X POST "$OBO_ALICE"
+
+expect_status "other-app gets its own app session" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${OTHER_APP[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from OTHER_APP_TOKEN token
+expect_status "OBO with other-app's session from demo-app's certificate: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $OTHER_APP_TOKEN" -X POST "$OBO_ALICE"
+
+expect_status "OBO for bob, who did not install demo-app: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/user/2002/authenticate"
+expect_status "OBO for carol, an inactive user: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/username/carol/authenticate"
+expect_status "OBO for unknown user id 999: 404" 404 -j code=404 -j 'message=User id not found' -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/user/999/authenticate"
+expect_status "OBO for unknown username: 404" 404 -j 'message=Username not found' -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/username/nobody/authenticate"
+expect_status "OBO with a user id that is not an integer: 400" 400 -j code=400 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST \
+    "$URL/sessionauth/v1/app/user/alice/authenticate"
+
+expect_status "no-obo-app gets an app session" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${NO_OBO_APP[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from NO_OBO_TOKEN token
+expect_status "no-obo-app (allowOnBehalfOf=false) doing OBO for alice: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${NO_OBO_APP[@]}" -H "sessionToken: $NO_OBO_TOKEN" -X POST "$OBO_ALICE"
+
+section "Refusals: logout and tokens"
+
+expect_status "admin.bot logging out bot.user's session: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" "${ADMIN_BOT[@]}" -H "sessionToken: $BOT_TOKEN2" -X POST "$URL/sessionauth/v1/logout"
+expect_status "bot.user's session survived that attempt" 200 -j username=bot.user -- \
+    curl "${CA[@]}" -H "sessionToken: $BOT_TOKEN2" "$URL/pod/v2/sessioninfo"
+expect_status "logout without the sessionToken header: 400" 400 -j code=400 -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/logout"
+expect_status "key-manager token on /pod/v2/sessioninfo: 401" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $KM_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "key-manager token on /sessionauth/v1/logout: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" "${BOT[@]}" -H "sessionToken: $KM_TOKEN" -X POST "$URL/sessionauth/v1/logout"
+expect_status "garbage token on /pod/v2/sessioninfo: 401" 401 -j code=401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H 'sessionToken: garbage' "$URL/pod/v2/sessioninfo"
+expect_status "no token on /pod/v2/sessioninfo: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" "$URL/pod/v2/sessioninfo"
+expect_status "bot.user logs out its key-manager token on /keyauth" 200 -j 'message~.+' -- \
+    curl "${CA[@]}" "${BOT[@]}" -H "sessionToken: $KM_TOKEN" -X POST "$URL/keyauth/v1/logout"
+
+section "Refusals: HTTP"
+
+expect_status "unknown path: 404" 404 -j code=404 -- \
+    curl "${CA[@]}" "$URL/no/such/path"
+expect_status "wrong method (GET on authenticate): 405 with Allow" 405 -j code=405 -H 'allow~.*POST.*' -- \
+    curl "${CA[@]}" "${BOT[@]}" "$URL/sessionauth/v1/authenticate"
+head -c 70000 /dev/zero | tr '\0' 'x' >"$WORK/big.body" # 70 000 bytes > 64 KiB
+expect_status "body over 64 KiB: 413" 413 -j code=413 -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST -H 'Content-Type: application/json' \
+    --data-binary "@$WORK/big.body" "$URL/sessionauth/v1/authenticate"
+
+section "App logout"
+
+# An app ends its own app session; the token then answers 401 everywhere.
+expect_status "demo-app logs out its own app session" 200 -j 'message~.+' -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST "$URL/sessionauth/v1/logout"
+expect_status "the logged-out app session is invalid on /pod" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $APP_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "the logged-out app session cannot mint OBO sessions" 401 -j code=401 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST "$OBO_ALICE"
+# Logging out one session ends exactly that session: alice's remaining OBO session lives on, and
+# the app (proving itself by certificate) can still end it.
+expect_status "alice's OBO session outlives the app session that minted it" 200 -j username=alice -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+expect_status "demo-app still ends alice's OBO session" 200 -j 'message~.+' -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $OBO_BY_NAME" -X POST "$URL/sessionauth/v1/logout"
+expect_status "alice's OBO session is now invalid" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+
+section "Hygiene"
+sa_check_log_clean
+check "the X-Trace-Id sent with a request is in its access-log line" \
+    grep -qE 'trace_id="?walk01' "$WORK/server.log"
