@@ -251,6 +251,53 @@ expect_status "demo-app still ends alice's OBO session" 200 -j 'message~.+' -- \
 expect_status "alice's OBO session is now invalid" 401 -j 'message=Invalid session' -- \
     curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
 
+section "Session administration (administrator role: admin.bot)"
+
+# An administrator authenticates like any bot; its own session token then authorizes the pod's
+# user-session API. Sessions are named by a public sessionId, never by token.
+expect_status "admin.bot gets a session token" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${ADMIN_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from ADMIN_TOKEN token
+expect_status "bot.user gets two more sessions" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from ADM_T1 token
+expect_status "(the second)" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from ADM_T2 token
+expect_status "admin lists bot.user's sessions" 200 -j 'sessions.0.userId=1001' -j '!sessions.0.token' -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" "$URL/pod/v1/users/1001/sessions"
+ADM_SIDS="$(python3 -c 'import json,sys; print(" ".join(str(s["sessionId"]) for s in json.load(open(sys.argv[1]))["sessions"]))' "$LAST_BODY")"
+check "the listing holds no token" bash -c '! grep -qF "$1" "$2"' _ "$ADM_T1" "$LAST_BODY"
+expect_status "a non-administrator (bot.user) may not list sessions: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" -H "sessionToken: $ADM_T1" "$URL/pod/v1/users/1001/sessions"
+expect_status "a garbage admin token: 401" 401 -j code=401 -- \
+    curl "${CA[@]}" -H "sessionToken: nope" "$URL/pod/v1/users/1001/sessions"
+expect_status "sessions of an unknown user: 404" 404 -j code=404 -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" "$URL/pod/v1/users/999/sessions"
+ADM_FIRST="${ADM_SIDS%% *}"
+expect_status "admin ends one of bot.user's sessions by id" 200 -j count=1 -j format=TEXT -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" -X POST "$URL/pod/v1/users/1001/sessions/$ADM_FIRST/logout"
+expect_status "ending the same session id again: 404" 404 -j code=404 -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" -X POST "$URL/pod/v1/users/1001/sessions/$ADM_FIRST/logout"
+expect_status "admin ends every session of bot.user" 200 -j 'count~[1-9][0-9]*' -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" -X POST "$URL/pod/v1/users/1001/sessions/logout"
+expect_status "bot.user's sessions are all invalid now" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $ADM_T2" "$URL/pod/v2/sessioninfo"
+expect_status "demo-app gets a fresh app session" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from ADM_APP token
+expect_status "and an OBO session for alice" 200 -j "sessionToken~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $ADM_APP" -X POST "$URL/sessionauth/v1/app/user/2001/authenticate"
+token_from ADM_OBO sessionToken
+expect_status "an OBO session of alice may not administer: 403" 403 -j code=403 -- \
+    curl "${CA[@]}" -H "sessionToken: $ADM_OBO" "$URL/pod/v1/users/1001/sessions"
+expect_status "admin ends every session demo-app holds (app and OBO): 2" 200 -j count=2 -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" -X POST "$URL/pod/v1/apps/demo-app/sessions/logout"
+expect_status "demo-app's OBO session for alice is invalid" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $ADM_OBO" "$URL/pod/v2/sessioninfo"
+expect_status "the administrator's own session is untouched" 200 -j username=admin.bot -- \
+    curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" "$URL/pod/v2/sessioninfo"
+
 section "Hygiene"
 sa_check_log_clean
 check "the X-Trace-Id sent with a request is in its access-log line" \
