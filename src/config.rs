@@ -152,7 +152,7 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: PathBuf::new(),
-            message: one_line(e.message()),
+            message: toml_error_line(text, &e),
         })?;
         raw.resolve(base)
     }
@@ -174,8 +174,22 @@ impl ConfigError {
     }
 }
 
-fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+/// One line that says where a TOML error is and what it is: `line 3 (max_body_bytes = "x"):
+/// invalid type: string "x", expected usize`.
+pub(crate) fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().split_whitespace().collect::<Vec<_>>().join(" ");
+    let Some(span) = e.span() else {
+        return message;
+    };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    let line: String = line.chars().take(80).collect();
+    if line.is_empty() {
+        format!("line {line_no}: {message}")
+    } else {
+        format!("line {line_no} ({line}): {message}")
+    }
 }
 
 /// The file's shape, exactly as written; every table refuses unknown keys.

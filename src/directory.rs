@@ -244,7 +244,7 @@ impl Directory {
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, DirectoryError> {
         let raw: RawDirectory = toml::from_str(text).map_err(|e| DirectoryError::Parse {
             origin: origin.to_owned(),
-            message: e.message().split_whitespace().collect::<Vec<_>>().join(" "),
+            message: crate::config::toml_error_line(text, &e),
         })?;
         let bad = |message: String| DirectoryError::Inconsistent {
             origin: origin.to_owned(),

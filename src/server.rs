@@ -147,6 +147,9 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
+    // Tells connections still in their TLS handshake to give up: shutdown waits for requests in
+    // flight, not for clients that have not even said hello.
+    let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
     let purge = tokio::spawn(purge_expired(store, clock));
 
     tokio::pin!(shutdown);
@@ -166,21 +169,30 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         let acceptor = acceptor.clone();
         let api = api.clone();
         let limits = limits.clone();
+        let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            serve_connection(
-                stream,
-                remote,
-                acceptor,
-                handshake_timeout,
-                &limits,
-                api,
-                watcher,
-            )
-            .await;
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
+            let tls = tokio::select! {
+                r = handshake => r,
+                _ = stopping.wait_for(|s| *s) => return,
+            };
+            let tls = match tls {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%remote, "TLS handshake timed out");
+                    return;
+                }
+            };
+            serve_connection(tls, remote, &limits, api, watcher).await;
         });
     }
     drop(listener);
+    let _ = stopping_tx.send(true);
     purge.abort();
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
@@ -215,25 +227,12 @@ async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
 }
 
 async fn serve_connection(
-    stream: TcpStream,
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
     remote: SocketAddr,
-    acceptor: TlsAcceptor,
-    handshake_timeout: Duration,
     limits: &Limits,
     api: Arc<Api>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(%remote, error = %e, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%remote, "TLS handshake timed out");
-            return;
-        }
-    };
     // The identity is read once, here, and travels with the connection.
     let peer = PeerIdentity::from_verified_chain(tls.get_ref().1.peer_certificates());
     let conn = Arc::new(ConnInfo { peer, remote });
