@@ -1,0 +1,674 @@
+//! The `sessionauth` binary: start-up errors stop it with a one-line error before any port is
+//! bound; `check` validates and warns; `certs init` and `certs issue` make the dev PKI without
+//! ever overwriting a key; a valid configuration serves and stops on SIGTERM.
+
+// Test code: a failed unwrap is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::*;
+use hyper::StatusCode;
+use rustls::pki_types::pem::PemObject as _;
+use sessionauth::pki::Validity;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::Command;
+
+/// How long a command may take before the test fails (and the child is killed).
+const RUN_WAIT: Duration = Duration::from_secs(30);
+
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+fn command(args: &[&str], cwd: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionauth"));
+    cmd.args(args)
+        .current_dir(cwd)
+        .env_remove("SESSIONAUTH_LOG")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs the binary to completion (bounded; killed when it does not exit).
+async fn sessionauth(args: &[&str], cwd: &Path) -> Run {
+    let output = tokio::time::timeout(RUN_WAIT, command(args, cwd).output())
+        .await
+        .unwrap_or_else(|_| panic!("sessionauth {args:?} did not exit"))
+        .expect("run sessionauth");
+    Run {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A port nobody listens on right now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Writes a configuration listening on `port` into the PKI folder and returns its path.
+fn write_config(pki: &Pki, options: &Options, port: u16) -> std::path::PathBuf {
+    let path = pki.path().join("sessionauth.toml");
+    std::fs::write(&path, options.config_text(&format!("127.0.0.1:{port}"))).unwrap();
+    path
+}
+
+/// Asserts the run failed with exactly one line on stderr, `error: ...`, containing every
+/// needle, and that nothing listens on `port`.
+fn assert_one_line_error(run: &Run, needles: &[&str], port: u16) {
+    assert!(!run.status.success(), "exit status {:?}", run.status);
+    let stderr = run.stderr.trim_end();
+    assert_eq!(stderr.lines().count(), 1, "stderr: {stderr}");
+    assert!(stderr.starts_with("error: "), "stderr: {stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in: {stderr}");
+    }
+    assert!(!stderr.contains("listening"), "{stderr}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something listens on {port}"
+    );
+}
+
+/// `serve` and `check` both refuse the configuration with the same one-line error.
+async fn assert_refused(pki: &Pki, config: &Path, needles: &[&str], port: u16) {
+    let config = config.to_str().unwrap();
+    let serve = sessionauth(&["serve", "--config", config], pki.path()).await;
+    assert_one_line_error(&serve, needles, port);
+    let check = sessionauth(&["check", "--config", config], pki.path()).await;
+    assert_one_line_error(&check, needles, port);
+}
+
+/// Removes ANSI colour escapes from a log line.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A running `sessionauth serve`: the child and the address it logged.
+struct Serving {
+    child: tokio::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+/// Starts `sessionauth serve --config <config>` and waits (bounded) for its listening line.
+async fn serve(config: &Path, cwd: &Path) -> Serving {
+    let mut child = command(&["serve", "--config", config.to_str().unwrap()], cwd)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sessionauth");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = tokio::time::timeout(RUN_WAIT, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = strip_ansi(&line);
+            if line.contains("sessionauth listening") {
+                let addr = line
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("addr="))
+                    .unwrap_or_else(|| panic!("no addr= in {line}"));
+                return addr.parse().unwrap();
+            }
+        }
+        panic!("sessionauth exited before listening");
+    })
+    .await
+    .expect("sessionauth listens in time");
+    // Keep draining stderr (the access log) so that the child never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Serving { child, addr }
+}
+
+impl Serving {
+    /// Sends SIGTERM to this child (by its own pid) and waits (bounded) for it to exit.
+    async fn terminate(mut self) -> ExitStatus {
+        let pid = self.child.id().expect("running").to_string();
+        let kill = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        tokio::time::timeout(RUN_WAIT, self.child.wait())
+            .await
+            .expect("sessionauth exits after SIGTERM")
+            .unwrap()
+    }
+}
+
+/// One request to a server at `addr` trusting `ca_pem`.
+async fn request_at(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    id: Option<&Identity>,
+    req: Req,
+) -> Resp {
+    let stream = tls_connect(addr, ca_pem, id, ClientTls::Default)
+        .await
+        .expect("TLS");
+    Conn::over(stream).await.unwrap().send(req).await.unwrap()
+}
+
+/// The mode bits of a file.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+// --- start-up errors ---------------------------------------------------------------------------
+
+/// A valid configuration serves (a bot authenticates), and SIGTERM stops it with exit 0; this is
+/// the positive twin of every refusal below.
+#[tokio::test]
+async fn valid_configuration_serves_and_stops_on_sigterm() {
+    let pki = Pki::new();
+    let config = write_config(&pki, &Options::default(), 0);
+    let serving = serve(&config, pki.path()).await;
+    let bot = pki.client("bot.user");
+    let resp = request_at(serving.addr, pki.ca.cert_pem(), Some(&bot), Req::post(AUTH)).await;
+    resp.assert_status(StatusCode::OK);
+    assert_token_shape(resp.json()["token"].as_str().unwrap());
+    let addr = serving.addr;
+    let status = serving.terminate().await;
+    assert!(status.success(), "{status:?}");
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
+
+/// An unknown key (top level or in a table) is refused, naming the key.
+#[tokio::test]
+async fn unknown_key_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default(), port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("surprise = 1\n{text}")).unwrap();
+    assert_refused(&pki, &config, &["surprise", "sessionauth.toml"], port).await;
+    std::fs::write(
+        &config,
+        text.replace("[tls]\n", "[tls]\nciphers = \"all\"\n"),
+    )
+    .unwrap();
+    assert_refused(&pki, &config, &["ciphers"], port).await;
+}
+
+/// A missing configuration file is refused, naming it.
+#[tokio::test]
+async fn missing_config_file_is_refused() {
+    let pki = Pki::new();
+    let missing = pki.path().join("nope.toml");
+    assert_refused(&pki, &missing, &["nope.toml"], free_port()).await;
+}
+
+/// A missing certificate file named by the configuration is refused, naming it.
+#[tokio::test]
+async fn missing_certificate_file_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default(), port);
+    std::fs::remove_file(pki.path().join(SERVER_CERT_FILE)).unwrap();
+    assert_refused(&pki, &config, &[SERVER_CERT_FILE], port).await;
+}
+
+/// A server key that does not belong to the server certificate is refused, naming both.
+#[tokio::test]
+async fn key_not_matching_certificate_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default(), port);
+    let other = pki
+        .ca
+        .issue_server(&["localhost"], Validity::days_from_now(30))
+        .unwrap();
+    std::fs::write(pki.path().join(SERVER_KEY_FILE), other.key_pem()).unwrap();
+    assert_refused(
+        &pki,
+        &config,
+        &["does not match", SERVER_KEY_FILE, SERVER_CERT_FILE],
+        port,
+    )
+    .await;
+}
+
+/// An empty client CA bundle is refused, naming it.
+#[tokio::test]
+async fn empty_ca_bundle_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default(), port);
+    std::fs::write(pki.path().join(CA_FILE), "").unwrap();
+    assert_refused(&pki, &config, &["empty", CA_FILE], port).await;
+}
+
+/// An empty list of client CAs is refused, naming the key.
+#[tokio::test]
+async fn empty_client_ca_list_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default(), port);
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replace(
+        &format!("client_ca = [\"{CA_FILE}\", \"{ODD_CA_FILE}\"]"),
+        "client_ca = []",
+    );
+    std::fs::write(&config, text).unwrap();
+    assert_refused(&pki, &config, &["client_ca"], port).await;
+}
+
+/// A bad duration is refused, naming the value.
+#[tokio::test]
+async fn bad_duration_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(&pki, &Options::default().session_lifetime("soon"), port);
+    assert_refused(&pki, &config, &["soon"], port).await;
+}
+
+/// A directory file that does not load is refused before binding.
+#[tokio::test]
+async fn bad_directory_file_is_refused() {
+    let pki = Pki::new();
+    let port = free_port();
+    let options = Options::default().directory("[[user]]\nid = 1\nusername = \"x\"\n");
+    let config = write_config(&pki, &options, port);
+    std::fs::write(
+        pki.path().join("directory.toml"),
+        "[[user]]\nid = 1\nusername = \"x\"\naccountType = \"SYSTEM\"\nshoeSize = 9\n",
+    )
+    .unwrap();
+    assert_refused(&pki, &config, &["directory.toml"], port).await;
+}
+
+/// The port being taken is a one-line error too.
+#[tokio::test]
+async fn port_in_use_is_refused() {
+    let pki = Pki::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = write_config(&pki, &Options::default(), port);
+    let run = sessionauth(&["serve", "--config", config.to_str().unwrap()], pki.path()).await;
+    assert!(!run.status.success());
+    let stderr = run.stderr.trim_end();
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    assert!(last.contains(&port.to_string()), "{stderr}");
+}
+
+// --- check -----------------------------------------------------------------------------------
+
+/// `check` passes a valid configuration and warns about a server certificate expiring within
+/// 30 days, and about a client certificate beside the CA expiring within 30 days; a year-long
+/// certificate draws no such warning.
+#[tokio::test]
+async fn check_warns_about_certificates_expiring_soon() {
+    let pki = Pki::new();
+    let config = write_config(&pki, &Options::default(), free_port());
+    let config = config.to_str().unwrap();
+
+    let run = sessionauth(&["check", "--config", config], pki.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("configuration is valid"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("expires within"), "{}", run.stdout);
+
+    let soon = pki
+        .ca
+        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(10))
+        .unwrap();
+    std::fs::write(pki.path().join(SERVER_CERT_FILE), &soon.cert_pem).unwrap();
+    std::fs::write(pki.path().join(SERVER_KEY_FILE), soon.key_pem()).unwrap();
+    let bot = pki
+        .ca
+        .issue_client("bot.user", Validity::days_from_now(5))
+        .unwrap();
+    std::fs::write(pki.path().join("bot.user.pem"), &bot.cert_pem).unwrap();
+    let admin = pki
+        .ca
+        .issue_client("admin.bot", Validity::days_from_now(365))
+        .unwrap();
+    std::fs::write(pki.path().join("admin.bot.pem"), &admin.cert_pem).unwrap();
+
+    let run = sessionauth(&["check", "--config", config], pki.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.contains("expires within 30 days"))
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.starts_with("warning: server certificate")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        warnings.iter().any(|l| l.contains("bot.user")),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !warnings.iter().any(|l| l.contains("admin.bot")),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(warnings.len(), 2, "{}", run.stdout);
+}
+
+/// `check` warns about an expired client certificate beside the CA.
+#[tokio::test]
+async fn check_warns_about_expired_certificates() {
+    let pki = Pki::new();
+    let config = write_config(&pki, &Options::default(), free_port());
+    let now = time::OffsetDateTime::now_utc();
+    let expired = pki
+        .ca
+        .issue_client(
+            "bot.user",
+            Validity {
+                not_before: now - Duration::from_secs(2 * 86_400),
+                not_after: now - Duration::from_secs(86_400),
+            },
+        )
+        .unwrap();
+    std::fs::write(pki.path().join("bot.user.pem"), &expired.cert_pem).unwrap();
+    let run = sessionauth(&["check", "--config", config.to_str().unwrap()], pki.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.starts_with("warning:") && l.contains("bot.user") && l.contains("EXPIRED")),
+        "{}",
+        run.stdout
+    );
+}
+
+// --- certs -----------------------------------------------------------------------------------
+
+/// Every file `certs init` makes for the embedded sample, with whether it is secret.
+fn init_files() -> Vec<(String, bool)> {
+    let mut files = vec![
+        ("ca.pem".to_owned(), false),
+        ("ca-key.pem".to_owned(), true),
+        ("server.pem".to_owned(), false),
+        ("server-key.pem".to_owned(), true),
+    ];
+    for name in [
+        "bot.user",
+        "retired.bot",
+        "admin.bot",
+        "demo-app",
+        "no-obo-app",
+        "other-app",
+    ] {
+        files.push((format!("{name}.pem"), false));
+        files.push((format!("{name}-key.pem"), true));
+        files.push((format!("{name}.bundle.pem"), true));
+    }
+    files
+}
+
+/// `certs init` makes the CA, the server certificate and a certificate for every SYSTEM user
+/// and app, keys and bundles mode 0600; a second run overwrites nothing.
+#[tokio::test]
+async fn certs_init_makes_files_and_never_overwrites() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("certs");
+    let mut before = Vec::new();
+    for (name, secret) in init_files() {
+        let path = dir.join(&name);
+        assert!(path.exists(), "{name} missing; stdout: {}", run.stdout);
+        if secret {
+            assert_eq!(mode(&path), 0o600, "{name}");
+        } else {
+            assert!(mode(&path) & 0o400 != 0, "{name} unreadable");
+        }
+        before.push((name, std::fs::read(&path).unwrap()));
+    }
+    // NORMAL users get no certificate.
+    assert!(!dir.join("alice.pem").exists());
+    assert!(!dir.join("alice-key.pem").exists());
+
+    let again = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(again.status.success(), "{}", again.stderr);
+    assert!(!again.stdout.contains("created"), "{}", again.stdout);
+    assert!(again.stdout.contains("kept"), "{}", again.stdout);
+    for (name, bytes) in before {
+        assert_eq!(
+            std::fs::read(dir.join(&name)).unwrap(),
+            bytes,
+            "{name} changed"
+        );
+    }
+}
+
+/// A removed certificate is re-issued for its existing key; the key itself is kept.
+#[tokio::test]
+async fn certs_init_completes_a_missing_certificate_with_the_kept_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "d"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("d");
+    let key = std::fs::read(dir.join("bot.user-key.pem")).unwrap();
+    std::fs::remove_file(dir.join("bot.user.pem")).unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "d"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(dir.join("bot.user.pem").exists());
+    assert_eq!(std::fs::read(dir.join("bot.user-key.pem")).unwrap(), key);
+}
+
+/// `certs init --directory FILE` makes certificates for that file's principals only.
+#[tokio::test]
+async fn certs_init_follows_a_directory_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("dir.toml"),
+        "[[user]]\nid = 1\nusername = \"svc\"\naccountType = \"SYSTEM\"\n\n\
+         [[user]]\nid = 2\nusername = \"human\"\naccountType = \"NORMAL\"\n\n\
+         [[app]]\nappId = \"an-app\"\n",
+    )
+    .unwrap();
+    let run = sessionauth(
+        &["certs", "init", "--dir", "c", "--directory", "dir.toml"],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("c");
+    assert!(dir.join("svc.bundle.pem").exists());
+    assert!(dir.join("an-app.bundle.pem").exists());
+    assert!(!dir.join("human.pem").exists());
+    assert!(!dir.join("bot.user.pem").exists());
+}
+
+/// The PKI `certs init` makes works end to end: the server serves with it and a bot
+/// authenticates with its bundle, as the Python BDK would.
+#[tokio::test]
+async fn certs_init_pki_serves_bots() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let config = tmp.path().join("sessionauth.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\n[tls]\ncert = \"certs/server.pem\"\n\
+         key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
+    )
+    .unwrap();
+    let serving = serve(&config, tmp.path()).await;
+    let ca = std::fs::read_to_string(tmp.path().join("certs/ca.pem")).unwrap();
+    let bundle = std::fs::read_to_string(tmp.path().join("certs/bot.user.bundle.pem")).unwrap();
+    let bot = Identity::from_bundle(&bundle);
+    let resp = request_at(serving.addr, &ca, Some(&bot), Req::post(AUTH)).await;
+    resp.assert_status(StatusCode::OK);
+    let app = Identity::from_bundle(
+        &std::fs::read_to_string(tmp.path().join("certs/demo-app.bundle.pem")).unwrap(),
+    );
+    request_at(serving.addr, &ca, Some(&app), Req::post(APP_AUTH))
+        .await
+        .assert_status(StatusCode::OK);
+    // A certificate from a CA other than the one init made is refused.
+    let foreign = Pki::new().client("bot.user");
+    let refused = async {
+        let stream = tls_connect(serving.addr, &ca, Some(&foreign), ClientTls::Default).await?;
+        Conn::over(stream).await?.send(Req::post(AUTH)).await
+    };
+    assert!(refused.await.is_err());
+    assert!(serving.terminate().await.success());
+}
+
+/// `certs issue` makes a client certificate (key 0600) valid for --days; a second issue for the
+/// same CN, or for a CN `certs init` already made, is refused and keeps the existing key.
+#[tokio::test]
+async fn certs_issue_refuses_an_existing_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("certs");
+
+    let run = sessionauth(
+        &[
+            "certs", "issue", "--cn", "new.bot", "--days", "10", "--dir", "certs",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    for (name, secret) in [
+        ("new.bot.pem", false),
+        ("new.bot-key.pem", true),
+        ("new.bot.bundle.pem", true),
+    ] {
+        let path = dir.join(name);
+        assert!(path.exists(), "{name}");
+        if secret {
+            assert_eq!(mode(&path), 0o600, "{name}");
+        }
+    }
+    let pem = std::fs::read(dir.join("new.bot.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .next()
+        .unwrap()
+        .unwrap();
+    let (_, cert) = <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<
+        '_,
+        x509_parser::error::X509Error,
+    >>::from_der(der.as_ref())
+    .unwrap();
+    let days = (cert.validity().not_after.timestamp()
+        - time::OffsetDateTime::now_utc().unix_timestamp())
+        / 86_400;
+    assert!((9..=10).contains(&days), "valid for {days} days");
+    assert_eq!(
+        cert.subject()
+            .iter_common_name()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap(),
+        "new.bot"
+    );
+
+    for cn in ["new.bot", "bot.user"] {
+        let key = std::fs::read(dir.join(format!("{cn}-key.pem"))).unwrap();
+        let run = sessionauth(
+            &["certs", "issue", "--cn", cn, "--dir", "certs"],
+            tmp.path(),
+        )
+        .await;
+        assert!(!run.status.success(), "{cn}: second issue succeeded");
+        let stderr = run.stderr.trim_end();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains("already exists"), "{stderr}");
+        assert_eq!(
+            std::fs::read(dir.join(format!("{cn}-key.pem"))).unwrap(),
+            key
+        );
+    }
+}
+
+/// `certs issue` without a CA, with zero days, or with a name that is not a safe file name is
+/// refused with a one-line error and writes nothing.
+#[tokio::test]
+async fn certs_issue_refuses_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("empty")).unwrap();
+    let run = sessionauth(
+        &["certs", "issue", "--cn", "x", "--dir", "empty"],
+        tmp.path(),
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("no dev CA"), "{}", run.stderr);
+    assert!(!tmp.path().join("empty/x-key.pem").exists());
+
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let run = sessionauth(
+        &[
+            "certs", "issue", "--cn", "x", "--days", "0", "--dir", "certs",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--days"), "{}", run.stderr);
+    assert!(!tmp.path().join("certs/x-key.pem").exists());
+
+    for cn in ["../evil", "a/b", ".hidden", ""] {
+        let run = sessionauth(
+            &["certs", "issue", "--cn", cn, "--dir", "certs"],
+            tmp.path(),
+        )
+        .await;
+        assert!(!run.status.success(), "{cn:?} accepted");
+        assert_eq!(run.stderr.trim_end().lines().count(), 1, "{}", run.stderr);
+    }
+    assert!(!tmp.path().join("evil-key.pem").exists());
+    assert!(!tmp.path().join("evil.pem").exists());
+}
+
+/// A value of the wrong type, or a bad duration, is refused naming the key it belongs to, so
+/// that the operator knows which line to fix.
+#[tokio::test]
+async fn bad_value_error_names_the_key() {
+    let pki = Pki::new();
+    let port = free_port();
+    let config = write_config(
+        &pki,
+        &Options::default().limit("max_body_bytes = \"x\""),
+        port,
+    );
+    assert_refused(&pki, &config, &["max_body_bytes"], port).await;
+    let config = write_config(&pki, &Options::default().session_lifetime("soon"), port);
+    assert_refused(&pki, &config, &["session_lifetime"], port).await;
+}

@@ -1,0 +1,127 @@
+//! What the server logs: one access-log line per request carrying the client's X-Trace-Id, and
+//! never a token, whether issued, presented, or garbage.
+
+// Test code: a failed unwrap is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use hyper::StatusCode;
+use parking_lot::Mutex;
+
+/// Everything the server logs while the guard lives (debug level, this thread: the test runtime
+/// is single-threaded, so the server's tasks log here too).
+struct Captured {
+    buf: Arc<Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct Writer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Writer {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> Captured {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let sink = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+        .with_ansi(false)
+        .with_writer(move || Writer(sink.clone()))
+        .finish();
+    Captured {
+        buf,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock()).into_owned()
+    }
+}
+
+/// Each request's access-log line carries its X-Trace-Id, its status and the certificate's CN.
+#[tokio::test(flavor = "current_thread")]
+async fn access_log_carries_the_trace_id() {
+    let log = capture();
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    server
+        .request(Some(&bot), Req::post(AUTH).header("X-Trace-Id", "Tr4ce1"))
+        .await
+        .assert_status(StatusCode::OK);
+    server
+        .request(None, Req::get("/nope").header("X-Trace-Id", "Tr4ce2"))
+        .await
+        .assert_status(StatusCode::NOT_FOUND);
+    let text = log.text();
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.contains(id) && l.contains("status="))
+            .unwrap_or_else(|| panic!("no access-log line with {id}:\n{text}"))
+            .to_owned()
+    };
+    let first = line("Tr4ce1");
+    assert!(first.contains("status=200"), "{first}");
+    assert!(first.contains("bot.user"), "{first}");
+    assert!(first.contains(AUTH), "{first}");
+    let second = line("Tr4ce2");
+    assert!(second.contains("status=404"), "{second}");
+}
+
+/// No token reaches the log: not the ones issued (session, key-manager, app, OBO), not the
+/// ones presented (valid, logged out, or garbage of a token's shape), at any level.
+#[tokio::test(flavor = "current_thread")]
+async fn tokens_never_reach_the_log() {
+    let log = capture();
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let app = server.pki.client("demo-app");
+    let session = server.session_token(&bot).await;
+    let km = server.token(&bot, KEYAUTH).await;
+    let app_session = server.app_token(&app).await;
+    let obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    let garbage = "G".repeat(43);
+    for token in [&session, &obo, &garbage] {
+        let _ = server.session_info(Some(token)).await;
+    }
+    let _ = server
+        .post(Some(&app), &obo_by_id("2001"), Some(&garbage))
+        .await;
+    let _ = server.post(Some(&bot), LOGOUT, Some(&session)).await;
+    let _ = server.post(Some(&bot), LOGOUT, Some(&session)).await;
+    let _ = server.post(Some(&bot), KEY_LOGOUT, Some(&km)).await;
+    let _ = server.post(Some(&app), LOGOUT, Some(&obo)).await;
+    let _ = server.session_info(Some(&session)).await;
+
+    let text = log.text();
+    // The capture works: the session events were logged.
+    assert!(
+        text.contains("event=\"created\"") || text.contains("event=created"),
+        "{text}"
+    );
+    for token in [&session, &km, &app_session, &obo, &garbage] {
+        assert!(
+            !text.contains(token.as_str()),
+            "a token is in the log:\n{text}"
+        );
+        // Not even a long prefix of it.
+        assert!(
+            !text.contains(&token[..16]),
+            "a token prefix is in the log:\n{text}"
+        );
+    }
+}

@@ -1,0 +1,369 @@
+//! Logout: who may end which session, and that an ended session is dead everywhere at once
+//! while every other session lives on.
+
+// Test code: a failed unwrap is a test failure with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+
+/// Asserts a successful logout in the contract's shape.
+fn assert_logged_out(resp: &Resp) {
+    resp.assert_status(StatusCode::OK);
+    resp.assert_json_content_type();
+    let body = resp.json();
+    assert_keys(&body, &["message"]);
+    assert_eq!(body["message"], "Logout successful");
+}
+
+/// A bot ends its own session: the token is then 401 on sessioninfo and on a second logout.
+#[tokio::test]
+async fn bot_ends_its_own_session() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+
+    assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&token)).await);
+
+    let message = server
+        .session_info(Some(&token))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    assert_eq!(message, "Invalid session");
+    server
+        .post(Some(&bot), LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
+
+/// Ending one session leaves the bot's other sessions (and its key-manager token) valid.
+#[tokio::test]
+async fn ending_one_session_leaves_the_others() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let first = server.session_token(&bot).await;
+    let second = server.session_token(&bot).await;
+    let km = server.token(&bot, KEYAUTH).await;
+
+    assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&first)).await);
+
+    server
+        .session_info(Some(&first))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    server
+        .session_info(Some(&second))
+        .await
+        .assert_status(StatusCode::OK);
+    // The key-manager token is still alive: it can be logged out once.
+    assert_logged_out(&server.post(Some(&bot), KEY_LOGOUT, Some(&km)).await);
+    assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&second)).await);
+}
+
+/// The same bot with a different certificate (another key, same CN) may end its session.
+#[tokio::test]
+async fn bot_may_use_another_certificate_with_its_cn() {
+    let server = TestServer::start().await;
+    let token = server.session_token(&server.pki.client("bot.user")).await;
+    let again = server.pki.client("bot.user");
+    assert_logged_out(&server.post(Some(&again), LOGOUT, Some(&token)).await);
+}
+
+/// An app ends an OBO session it minted; its app session and other OBO sessions live on.
+#[tokio::test]
+async fn app_ends_an_obo_session_it_minted() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    let obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    let other_obo = server
+        .obo_token(&app, &app_session, &obo_by_name("alice"))
+        .await;
+
+    assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&obo)).await);
+
+    server
+        .session_info(Some(&obo))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    server
+        .session_info(Some(&other_obo))
+        .await
+        .assert_status(StatusCode::OK);
+    server
+        .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// An app ends its own app session; then it cannot mint OBO sessions with it, and logging it
+/// out again is 401.
+#[tokio::test]
+async fn app_ends_its_own_app_session() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&app_session)).await);
+    server
+        .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    server
+        .post(Some(&app), LOGOUT, Some(&app_session))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
+
+/// Ending the app session does not end the OBO sessions minted with it.
+#[tokio::test]
+async fn ending_the_app_session_leaves_its_obo_sessions() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    let obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&app_session)).await);
+    server
+        .session_info(Some(&obo))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// A bot's token presented with an app's certificate is 403, and stays valid.
+#[tokio::test]
+async fn app_cannot_end_a_bots_session() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    let app = server.pki.client("demo-app");
+    server
+        .post(Some(&app), LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// Bot B cannot end bot A's session (403); A's session stays valid and A can end it.
+#[tokio::test]
+async fn bot_cannot_end_another_bots_session() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    let admin = server.pki.client("admin.bot");
+    server
+        .post(Some(&admin), LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    let km = server.token(&bot, KEYAUTH).await;
+    server
+        .post(Some(&admin), KEY_LOGOUT, Some(&km))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+    assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&token)).await);
+}
+
+/// Another app cannot end an app's OBO session or its app session (403); both stay valid.
+#[tokio::test]
+async fn app_cannot_end_another_apps_sessions() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    let obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    let other = server.pki.client("other-app");
+    for token in [&obo, &app_session] {
+        server
+            .post(Some(&other), LOGOUT, Some(token))
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+    }
+    server
+        .session_info(Some(&obo))
+        .await
+        .assert_status(StatusCode::OK);
+    server
+        .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// Neither a bot nor the OBO target's own certificate may end an app's OBO session.
+#[tokio::test]
+async fn only_the_minting_app_ends_an_obo_session() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    let obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    for cn in ["bot.user", "alice"] {
+        let who = server.pki.client(cn);
+        server
+            .post(Some(&who), LOGOUT, Some(&obo))
+            .await
+            .assert_error(StatusCode::FORBIDDEN);
+    }
+    server
+        .session_info(Some(&obo))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// A bot's certificate cannot end an app session (403).
+#[tokio::test]
+async fn bot_cannot_end_an_app_session() {
+    let server = TestServer::start().await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    let bot = server.pki.client("bot.user");
+    server
+        .post(Some(&bot), LOGOUT, Some(&app_session))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+}
+
+/// Without the sessionToken header: 400, on both logout paths.
+#[tokio::test]
+async fn missing_header_is_400() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    for path in [LOGOUT, KEY_LOGOUT] {
+        server
+            .post(Some(&bot), path, None)
+            .await
+            .assert_error(StatusCode::BAD_REQUEST);
+    }
+}
+
+/// Without a certificate: 401, and the session survives.
+#[tokio::test]
+async fn no_certificate_is_401() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    for path in [LOGOUT, KEY_LOGOUT] {
+        server
+            .post(None, path, Some(&token))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED);
+    }
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// A certificate whose CN names no one: 403, and the session survives.
+#[tokio::test]
+async fn unknown_common_name_is_403() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    let stranger = server.pki.client("nobody.here");
+    server
+        .post(Some(&stranger), LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::FORBIDDEN);
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// A garbage or never-issued token: 401.
+#[tokio::test]
+async fn garbage_token_is_401() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let never_issued = "x".repeat(43);
+    for token in ["garbage", never_issued.as_str()] {
+        server
+            .post(Some(&bot), LOGOUT, Some(token))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// A key-manager token is ended on /keyauth/v1/logout, and is 401 on /sessionauth/v1/logout
+/// (where it stays alive).
+#[tokio::test]
+async fn key_manager_token_logout_only_on_keyauth() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let km = server.token(&bot, KEYAUTH).await;
+    server
+        .post(Some(&bot), LOGOUT, Some(&km))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    assert_logged_out(&server.post(Some(&bot), KEY_LOGOUT, Some(&km)).await);
+    server
+        .post(Some(&bot), KEY_LOGOUT, Some(&km))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
+
+/// A session token is 401 on /keyauth/v1/logout (and stays alive).
+#[tokio::test]
+async fn session_token_is_401_on_keyauth_logout() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    server
+        .post(Some(&bot), KEY_LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    server
+        .session_info(Some(&token))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// An expired session cannot be logged out (401).
+#[tokio::test]
+async fn expired_session_logout_is_401() {
+    let server = TestServer::start_with(Options::default().session_lifetime("10m")).await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    server.advance(std::time::Duration::from_secs(600));
+    server
+        .post(Some(&bot), LOGOUT, Some(&token))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
+
+/// A logout on one connection is seen at once by a request on another, already-open one.
+#[tokio::test]
+async fn logout_is_effective_at_once_on_open_connections() {
+    let server = TestServer::start().await;
+    let bot = server.pki.client("bot.user");
+    let token = server.session_token(&bot).await;
+    let mut reader = server.connect(None).await.unwrap();
+    reader
+        .send(Req::get(SESSIONINFO).token(&token))
+        .await
+        .unwrap()
+        .assert_status(StatusCode::OK);
+    assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&token)).await);
+    reader
+        .send(Req::get(SESSIONINFO).token(&token))
+        .await
+        .unwrap()
+        .assert_error(StatusCode::UNAUTHORIZED);
+}
