@@ -49,10 +49,10 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         None => Config::embedded_defaults(),
     };
     config.dev_pki = None;
+    let mut report = CheckReport::default();
     let prepared = Prepared::new(config)?;
     let config = prepared.config();
     let now = SystemClock.now();
-    let mut report = CheckReport::default();
     report.checked.push(format!(
         "server certificate {} matches key {}",
         config.tls.cert_chain.display(),
@@ -77,6 +77,12 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         .first()
         .and_then(|p| p.parent())
         .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    for path in &prepared.adopted_keys {
+        report.checked.push(format!(
+            "RSA public key {} (key-folder rule)",
+            path.display()
+        ));
+    }
     let principals = prepared.directory().certificate_principals();
     report.checked.push(format!(
         "directory: {} principals may authenticate by certificate",

@@ -31,6 +31,9 @@ pub struct Config {
     pub limits: Limits,
     /// When set, the dev PKI in this folder is created (or completed) before start-up.
     pub dev_pki: Option<PathBuf>,
+    /// The key-folder rule: service users and apps with no configured RSA key take
+    /// `<folder>/<name>-rsa.pub.pem` when it exists (see `Directory::use_key_folder`).
+    pub public_key_dir: Option<PathBuf>,
 }
 
 /// TLS material and settings.
@@ -133,6 +136,7 @@ impl Config {
             directory: DirectorySource::Embedded,
             session_lifetime: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
+            public_key_dir: Some(certs.clone()),
             dev_pki: Some(certs),
         }
     }
@@ -188,6 +192,7 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
+    public_key_dir: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -316,6 +321,7 @@ impl RawConfig {
             session_lifetime,
             limits,
             dev_pki: None,
+            public_key_dir: self.public_key_dir.map(at),
         })
     }
 }
@@ -375,6 +381,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("client_ca"), "{e}");
+    }
+
+    /// `public_key_dir` is resolved against the file's folder; without it there is no key folder.
+    #[test]
+    fn public_key_dir_is_resolved() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(c.public_key_dir, None);
+        let text = format!("public_key_dir = \"keys\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new("/etc/sa")).unwrap();
+        assert_eq!(c.public_key_dir, Some(PathBuf::from("/etc/sa/keys")));
     }
 
     /// A bad listen address is refused.

@@ -14,6 +14,7 @@
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
 //! | the dev PKI generator | [`pki`] |
+//! | RSA public keys (registered by principals) and dev RSA key pairs | [`rsakey`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
 //!
@@ -31,6 +32,7 @@ pub mod directory;
 pub mod http;
 pub mod identity;
 pub mod pki;
+pub mod rsakey;
 pub mod server;
 pub mod session;
 pub mod store;

@@ -22,6 +22,7 @@ use crate::directory::{Directory, DirectoryError};
 use crate::http::{Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
+use crate::rsakey::RsaKeyError;
 use crate::store::{MemoryStore, SessionStore};
 use crate::tls::TlsError;
 
@@ -40,6 +41,9 @@ pub enum StartError {
     /// The dev PKI could not be made.
     #[error("dev PKI: {0}")]
     Pki(#[from] PkiError),
+    /// The dev RSA key pairs could not be made.
+    #[error("dev RSA keys: {0}")]
+    RsaKeys(#[from] RsaKeyError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -60,6 +64,8 @@ pub struct Prepared {
     clock: Arc<dyn Clock>,
     /// What the dev PKI step did, when it ran.
     pub pki_report: Option<crate::pki::Report>,
+    /// The public key files the key-folder rule gave to directory entries.
+    pub adopted_keys: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -71,16 +77,26 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// Loads the directory, makes the dev PKI when configured, and builds the TLS
-    /// configuration. Sessions go to a fresh in-memory store, timed by the system clock.
+    /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
+    /// configured, applies the key-folder rule, and builds the TLS configuration. Sessions go to a
+    /// fresh in-memory store, timed by the system clock.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let directory = match &config.directory {
+        let mut directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
             DirectorySource::File(path) => Directory::from_file(path)?,
         };
         let pki_report = match &config.dev_pki {
-            Some(dir) => Some(crate::pki::init(dir, &directory.certificate_principals())?),
+            Some(dir) => {
+                let principals = directory.certificate_principals();
+                let mut report = crate::pki::init(dir, &principals)?;
+                crate::rsakey::init_pairs(dir, &principals, &mut report)?;
+                Some(report)
+            }
             None => None,
+        };
+        let adopted_keys = match &config.public_key_dir {
+            Some(dir) => directory.use_key_folder(dir)?,
+            None => Vec::new(),
         };
         let tls = crate::tls::server_config(&config.tls)?;
         Ok(Self {
@@ -90,6 +106,7 @@ impl Prepared {
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
             pki_report,
+            adopted_keys,
         })
     }
 
