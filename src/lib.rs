@@ -15,6 +15,7 @@
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
 //! | the dev PKI generator | [`pki`] |
 //! | RSA public keys (registered by principals) and dev RSA key pairs | [`rsakey`] |
+//! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
 //!
@@ -31,6 +32,7 @@ pub mod config;
 pub mod directory;
 pub mod http;
 pub mod identity;
+pub mod jwt;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

@@ -3,6 +3,8 @@
 //! | file | what |
 //! |---|---|
 //! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
+//! | `login.rs` | `/login/pubkey`, `/relay/pubkey`: RSA (signed JWT) authentication |
+//! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
 //! | `pod.rs` | `/pod`: session info; `/health` |
 //! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
 //! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
@@ -11,6 +13,8 @@
 mod certauth;
 pub mod error;
 pub mod json;
+mod login;
+mod obo;
 mod pod;
 mod sessions;
 
@@ -18,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request};
@@ -67,6 +72,10 @@ pub struct ConnInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
+    RsaAuthenticate(TokenFamily),
+    RsaAppAuthenticate,
+    RsaOboByUserId(String),
+    RsaOboByUsername(String),
     Authenticate(TokenFamily),
     AppAuthenticate,
     OboByUserId(String),
@@ -105,6 +114,8 @@ struct Ctx<'a> {
     api: &'a Api,
     peer: &'a PeerIdentity,
     headers: &'a HeaderMap,
+    /// The request body (read, capped, for every route; empty for most).
+    body: &'a Bytes,
     remote: SocketAddr,
     trace_id: &'a str,
     now: Millis,
@@ -170,19 +181,24 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         let route = route(req.method(), req.uri().path())?;
         let headers = req.headers().clone();
-        // No endpoint here takes a body, but one may be sent: read it (capped) so that the
-        // connection stays usable, and refuse an oversized one.
-        json::read_body(req, self.max_body_bytes).await?;
+        // Every body is read (capped), also where none is expected, so that the connection
+        // stays usable; an oversized one is refused. Handlers that take a body find it in `ctx`.
+        let body = json::read_body(req, self.max_body_bytes).await?;
         let ctx = Ctx {
             api: self,
             peer: &conn.peer,
             headers: &headers,
+            body: &body,
             remote: conn.remote,
             trace_id,
             now: self.clock.now(),
         };
         match route {
             Route::Health => Ok(pod::health()),
+            Route::RsaAuthenticate(family) => login::authenticate(&ctx, family).await,
+            Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
+            Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
+            Route::RsaOboByUsername(name) => login::obo_by_username(&ctx, &name).await,
             Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
             Route::AppAuthenticate => certauth::app_authenticate(&ctx).await,
             Route::OboByUserId(uid) => certauth::obo_by_user_id(&ctx, &uid).await,
@@ -201,6 +217,17 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let (allow, route) = match segments.as_slice() {
         ["health"] => (GET, Route::Health),
+        ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
+        ["relay", "pubkey", "authenticate"] => {
+            (POST, Route::RsaAuthenticate(TokenFamily::KeyManager))
+        }
+        ["login", "pubkey", "app", "authenticate"] => (POST, Route::RsaAppAuthenticate),
+        ["login", "pubkey", "app", "user", uid, "authenticate"] => {
+            (POST, Route::RsaOboByUserId((*uid).to_owned()))
+        }
+        ["login", "pubkey", "app", "username", name, "authenticate"] => {
+            (POST, Route::RsaOboByUsername(percent_decode(name)?))
+        }
         ["sessionauth", "v1", "authenticate"] | ["session", "authenticate"] => {
             (POST, Route::Authenticate(TokenFamily::Session))
         }
@@ -297,6 +324,23 @@ mod tests {
             .unwrap_err()
             .status(),
             hyper::StatusCode::BAD_REQUEST
+        );
+    }
+
+    /// The RSA paths route.
+    #[test]
+    fn rsa_routing() {
+        assert_eq!(
+            route(&Method::POST, "/relay/pubkey/authenticate").unwrap(),
+            Route::RsaAuthenticate(TokenFamily::KeyManager)
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/login/pubkey/app/username/a%2Eb/authenticate"
+            )
+            .unwrap(),
+            Route::RsaOboByUsername("a.b".into())
         );
     }
 
