@@ -16,6 +16,7 @@
 //! | the dev PKI generator | [`pki`] |
 //! | RSA public keys (registered by principals) and dev RSA key pairs | [`rsakey`] |
 //! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
+//! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
 //!
@@ -37,6 +38,7 @@ pub mod pki;
 pub mod rsakey;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod token;

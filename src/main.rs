@@ -111,6 +111,9 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
             tracing::info!(file = %path.display(), "dev PKI: created");
         }
     }
+    if let Some(path) = prepared.signing().created() {
+        tracing::info!(file = %path.display(), "signing key: created");
+    }
     for path in &prepared.adopted_keys {
         tracing::info!(file = %path.display(), "RSA public key taken from the key folder");
     }

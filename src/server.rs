@@ -23,6 +23,7 @@ use crate::http::{Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
 use crate::rsakey::RsaKeyError;
+use crate::signing::{SigningError, SigningKeys};
 use crate::store::{MemoryStore, SessionStore};
 use crate::tls::TlsError;
 
@@ -44,6 +45,9 @@ pub enum StartError {
     /// The dev RSA key pairs could not be made.
     #[error("dev RSA keys: {0}")]
     RsaKeys(#[from] RsaKeyError),
+    /// The signing key could not be loaded or made.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -62,6 +66,7 @@ pub struct Prepared {
     directory: Arc<Directory>,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
+    signing: Arc<SigningKeys>,
     /// What the dev PKI step did, when it ran.
     pub pki_report: Option<crate::pki::Report>,
     /// The public key files the key-folder rule gave to directory entries.
@@ -78,8 +83,8 @@ impl std::fmt::Debug for Prepared {
 
 impl Prepared {
     /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
-    /// configured, applies the key-folder rule, and builds the TLS configuration. Sessions go to a
-    /// fresh in-memory store, timed by the system clock.
+    /// configured, applies the key-folder rule, loads (or makes) the signing key, and builds the
+    /// TLS configuration. Sessions go to a fresh in-memory store, timed by the system clock.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let mut directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
@@ -98,6 +103,7 @@ impl Prepared {
             Some(dir) => directory.use_key_folder(dir)?,
             None => Vec::new(),
         };
+        let signing = SigningKeys::load(&config.signing)?;
         let tls = crate::tls::server_config(&config.tls)?;
         Ok(Self {
             config,
@@ -105,6 +111,7 @@ impl Prepared {
             directory: Arc::new(directory),
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
+            signing: Arc::new(signing),
             pki_report,
             adopted_keys,
         })
@@ -132,6 +139,11 @@ impl Prepared {
         &self.directory
     }
 
+    /// The signing key and its published predecessors.
+    pub fn signing(&self) -> &Arc<SigningKeys> {
+        &self.signing
+    }
+
     /// Binds the configured listen address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let addr = self.config.listen;
@@ -150,6 +162,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         directory,
         store,
         clock,
+        signing,
         ..
     } = prepared;
     let limits = config.limits.clone();
@@ -160,6 +173,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         clock.clone(),
         config.session_lifetime,
         limits.max_body_bytes,
+        signing,
     ));
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));

@@ -5,6 +5,7 @@
 //! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
 //! | `login.rs` | `/login/pubkey`, `/relay/pubkey`: RSA (signed JWT) authentication |
 //! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
+//! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
 //! | `pod.rs` | `/pod`: session info; `/health` |
 //! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
 //! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
@@ -12,6 +13,7 @@
 
 mod certauth;
 pub mod error;
+mod idm;
 pub mod json;
 mod login;
 mod obo;
@@ -34,6 +36,7 @@ use crate::clock::{Clock, Millis};
 use crate::directory::Directory;
 use crate::identity::PeerIdentity;
 use crate::session::SessionKind;
+use crate::signing::SigningKeys;
 use crate::store::SessionStore;
 
 /// The header clients put their session token in.
@@ -48,6 +51,7 @@ pub struct Api {
     clock: Arc<dyn Clock>,
     session_lifetime: Duration,
     max_body_bytes: usize,
+    signing: Arc<SigningKeys>,
 }
 
 impl std::fmt::Debug for Api {
@@ -76,6 +80,8 @@ enum Route {
     RsaAppAuthenticate,
     RsaOboByUserId(String),
     RsaOboByUsername(String),
+    AccessToken,
+    Jwks,
     Authenticate(TokenFamily),
     AppAuthenticate,
     OboByUserId(String),
@@ -116,6 +122,8 @@ struct Ctx<'a> {
     headers: &'a HeaderMap,
     /// The request body (read, capped, for every route; empty for most).
     body: &'a Bytes,
+    /// The query string, if any.
+    query: Option<&'a str>,
     remote: SocketAddr,
     trace_id: &'a str,
     now: Millis,
@@ -129,6 +137,7 @@ impl Api {
         clock: Arc<dyn Clock>,
         session_lifetime: Duration,
         max_body_bytes: usize,
+        signing: Arc<SigningKeys>,
     ) -> Self {
         Self {
             directory,
@@ -136,6 +145,7 @@ impl Api {
             clock,
             session_lifetime,
             max_body_bytes,
+            signing,
         }
     }
 
@@ -181,6 +191,7 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         let route = route(req.method(), req.uri().path())?;
         let headers = req.headers().clone();
+        let query = req.uri().query().map(str::to_owned);
         // Every body is read (capped), also where none is expected, so that the connection
         // stays usable; an oversized one is refused. Handlers that take a body find it in `ctx`.
         let body = json::read_body(req, self.max_body_bytes).await?;
@@ -189,6 +200,7 @@ impl Api {
             peer: &conn.peer,
             headers: &headers,
             body: &body,
+            query: query.as_deref(),
             remote: conn.remote,
             trace_id,
             now: self.clock.now(),
@@ -199,6 +211,8 @@ impl Api {
             Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
             Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
             Route::RsaOboByUsername(name) => login::obo_by_username(&ctx, &name).await,
+            Route::AccessToken => idm::access_token(&ctx).await,
+            Route::Jwks => Ok(idm::keys(&ctx)),
             Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
             Route::AppAuthenticate => certauth::app_authenticate(&ctx).await,
             Route::OboByUserId(uid) => certauth::obo_by_user_id(&ctx, &uid).await,
@@ -228,6 +242,8 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         ["login", "pubkey", "app", "username", name, "authenticate"] => {
             (POST, Route::RsaOboByUsername(percent_decode(name)?))
         }
+        ["login", "idm", "tokens"] => (POST, Route::AccessToken),
+        ["login", "idm", "keys"] => (GET, Route::Jwks),
         ["sessionauth", "v1", "authenticate"] | ["session", "authenticate"] => {
             (POST, Route::Authenticate(TokenFamily::Session))
         }
@@ -327,7 +343,7 @@ mod tests {
         );
     }
 
-    /// The RSA paths route.
+    /// The RSA, extension-app and access-token paths route, with their methods.
     #[test]
     fn rsa_routing() {
         assert_eq!(
@@ -341,6 +357,18 @@ mod tests {
             )
             .unwrap(),
             Route::RsaOboByUsername("a.b".into())
+        );
+        assert_eq!(
+            route(&Method::GET, "/login/idm/tokens")
+                .unwrap_err()
+                .status(),
+            hyper::StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&Method::POST, "/login/idm/keys")
+                .unwrap_err()
+                .status(),
+            hyper::StatusCode::METHOD_NOT_ALLOWED
         );
     }
 

@@ -233,7 +233,8 @@ impl Setup {
             dir,
             ca,
             top: String::new(),
-            tail: String::new(),
+            // A pool key, so that no test waits for a signing key to be generated.
+            tail: "[signing]\nkey = \"keys/signing-a.pem\"\n".to_owned(),
             use_directory: true,
         }
     }
