@@ -324,6 +324,118 @@ async fn rsa_session_lives_the_configured_lifetime() {
     s.stop().await;
 }
 
+/// Extension apps: the certificate and the JWT flavours return appId, the app token, a fresh
+/// symphonyToken and an integer expireAt; the symphony token is not a session.
+#[tokio::test]
+async fn extension_app_tokens() {
+    let s = Setup::new().start().await;
+    let r = s
+        .post("/sessionauth/v1/authenticate/extensionApp")
+        .cert("demo-app")
+        .json(&json!({ "appToken": "app-token-1" }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["appId"], "demo-app");
+    assert_eq!(r.body["appToken"], "app-token-1");
+    let first = r.body["symphonyToken"].as_str().unwrap().to_owned();
+    let expire_at = r.body["expireAt"].as_i64().unwrap();
+    assert!(expire_at > now_secs() * 1000);
+
+    let r = s
+        .post("/login/v1/pubkey/app/authenticate/extensionApp")
+        .json(
+            &json!({ "appToken": "app-token-2", "authToken": KEYS.demo_app.jwt("demo-app", 290) }),
+        )
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["appId"], "demo-app");
+    assert_eq!(r.body["appToken"], "app-token-2");
+    let second = r.body["symphonyToken"].as_str().unwrap();
+    assert_ne!(first, second);
+    assert!(r.body["expireAt"].is_i64());
+    let r = s.get("/pod/v2/sessioninfo").session(second).send().await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    s.stop().await;
+}
+
+/// Extension-app refusals: no certificate 401, a bot certificate 403, a missing or empty app
+/// token 400, a bad app JWT 401, a bot's JWT 401.
+#[tokio::test]
+async fn extension_app_refusals() {
+    let s = Setup::new().start().await;
+    let cert_path = "/sessionauth/v1/authenticate/extensionApp";
+    let rsa_path = "/login/v1/pubkey/app/authenticate/extensionApp";
+    let body = json!({ "appToken": "t" });
+    let r = s.post(cert_path).json(&body).send().await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = s.post(cert_path).cert("bot.user").json(&body).send().await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = s
+        .post(cert_path)
+        .cert("demo-app")
+        .json(&json!({}))
+        .send()
+        .await;
+    assert_refused(&r, StatusCode::BAD_REQUEST, "appToken");
+    let r = s
+        .post(cert_path)
+        .cert("demo-app")
+        .json(&json!({ "appToken": "" }))
+        .send()
+        .await;
+    assert_refused(&r, StatusCode::BAD_REQUEST, "appToken");
+    let r = s
+        .post(rsa_path)
+        .json(&json!({ "appToken": "t", "authToken": KEYS.stranger.jwt("demo-app", 290) }))
+        .send()
+        .await;
+    assert_refused(&r, StatusCode::UNAUTHORIZED, "Bad JWT signature");
+    let r = s
+        .post(rsa_path)
+        .json(&json!({ "appToken": "t", "authToken": KEYS.bot.jwt("bot.user", 290) }))
+        .send()
+        .await;
+    assert_refused(&r, StatusCode::UNAUTHORIZED, "Unknown JWT subject");
+    let r = s
+        .post(rsa_path)
+        .json(&json!({ "appToken": "t" }))
+        .send()
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    s.stop().await;
+}
+
+/// Both pod certificate paths return the same PEM certificate, whose key is the one the JWKS
+/// publishes.
+#[tokio::test]
+async fn pod_certificate_is_the_signing_key_certificate() {
+    let s = Setup::new().start().await;
+    let a = s.get("/sessionauth/v1/app/pod/certificate").send().await;
+    let b = s.get("/pod/v1/podcert").send().await;
+    assert_eq!(a.status, StatusCode::OK);
+    assert_eq!(a.body, b.body);
+    let pem = a.body["certificate"].as_str().unwrap();
+    let (_, der) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+    let cert = der.parse_x509().unwrap();
+    let x509_parser::public_key::PublicKey::RSA(rsa) = cert.public_key().parsed().unwrap() else {
+        panic!("not an RSA certificate");
+    };
+    let jwks = s.get("/login/idm/keys").send().await.body;
+    let n = URL_SAFE_NO_PAD
+        .decode(jwks["keys"][0]["n"].as_str().unwrap())
+        .unwrap();
+    let modulus: Vec<u8> = rsa
+        .modulus
+        .iter()
+        .copied()
+        .skip_while(|b| *b == 0)
+        .collect();
+    assert_eq!(modulus, n);
+    s.stop().await;
+}
+
 /// The key-folder rule with the embedded sample: bot.user's `bot.user-rsa.pub.pem` in
 /// `public_key_dir` lets it authenticate; admin.bot, with no file, cannot.
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
 //! | `login.rs` | `/login/pubkey`, `/relay/pubkey`: RSA (signed JWT) authentication |
 //! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
+//! | `extension.rs` | extension apps (circle of trust) and the pod certificate |
 //! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
 //! | `pod.rs` | `/pod`: session info; `/health` |
 //! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
@@ -13,6 +14,7 @@
 
 mod certauth;
 pub mod error;
+mod extension;
 mod idm;
 pub mod json;
 mod login;
@@ -80,6 +82,9 @@ enum Route {
     RsaAppAuthenticate,
     RsaOboByUserId(String),
     RsaOboByUsername(String),
+    CertExtensionApp,
+    RsaExtensionApp,
+    PodCertificate,
     AccessToken,
     Jwks,
     Authenticate(TokenFamily),
@@ -211,6 +216,9 @@ impl Api {
             Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
             Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
             Route::RsaOboByUsername(name) => login::obo_by_username(&ctx, &name).await,
+            Route::CertExtensionApp => extension::authenticate_by_certificate(&ctx),
+            Route::RsaExtensionApp => extension::authenticate_by_key(&ctx),
+            Route::PodCertificate => Ok(extension::pod_certificate(&ctx)),
             Route::AccessToken => idm::access_token(&ctx).await,
             Route::Jwks => Ok(idm::keys(&ctx)),
             Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
@@ -241,6 +249,13 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
         }
         ["login", "pubkey", "app", "username", name, "authenticate"] => {
             (POST, Route::RsaOboByUsername(percent_decode(name)?))
+        }
+        ["sessionauth", "v1", "authenticate", "extensionApp"] => (POST, Route::CertExtensionApp),
+        ["login", "v1", "pubkey", "app", "authenticate", "extensionApp"] => {
+            (POST, Route::RsaExtensionApp)
+        }
+        ["sessionauth", "v1", "app", "pod", "certificate"] | ["pod", "v1", "podcert"] => {
+            (GET, Route::PodCertificate)
         }
         ["login", "idm", "tokens"] => (POST, Route::AccessToken),
         ["login", "idm", "keys"] => (GET, Route::Jwks),
@@ -357,6 +372,10 @@ mod tests {
             )
             .unwrap(),
             Route::RsaOboByUsername("a.b".into())
+        );
+        assert_eq!(
+            route(&Method::GET, "/pod/v1/podcert").unwrap(),
+            Route::PodCertificate
         );
         assert_eq!(
             route(&Method::GET, "/login/idm/tokens")
