@@ -83,8 +83,8 @@ impl std::fmt::Debug for Prepared {
 
 impl Prepared {
     /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
-    /// configured, applies the key-folder rule, loads (or makes) the signing key, and builds the
-    /// TLS configuration. Sessions go to a fresh in-memory store, timed by the system clock.
+    /// configured, applies the key-folder rule, builds the TLS configuration, and loads (or
+    /// makes) the signing key. Sessions go to a fresh in-memory store, timed by the system clock.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let mut directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
@@ -103,8 +103,9 @@ impl Prepared {
             Some(dir) => directory.use_key_folder(dir)?,
             None => Vec::new(),
         };
-        let signing = SigningKeys::load(&config.signing)?;
         let tls = crate::tls::server_config(&config.tls)?;
+        // Last, so that a start refused for anything else writes no signing key.
+        let signing = SigningKeys::load(&config.signing)?;
         Ok(Self {
             config,
             tls,

@@ -113,7 +113,7 @@ pub enum SigningError {
     #[error("cannot make the signing key")]
     Generate(#[source] RsaKeyError),
     /// A new key could not be written.
-    #[error("cannot write the signing key")]
+    #[error("cannot write the signing key (or configure an existing one as [signing] key)")]
     Write(#[source] PkiError),
     /// The self-signed certificate could not be made.
     #[error("cannot make the signing key's certificate")]

@@ -296,3 +296,13 @@ async fn missing_configured_signing_key_is_a_start_error() {
     let e = sessionauth::server::Prepared::new(setup.config()).unwrap_err();
     assert!(e.to_string().contains("absent.pem"), "{e}");
 }
+
+/// A start refused for bad TLS material writes no signing key.
+#[tokio::test]
+async fn refused_start_writes_no_signing_key() {
+    let mut setup = Setup::new();
+    setup.tail = String::new();
+    std::fs::write(setup.path().join("server.pem"), "not a certificate").unwrap();
+    assert!(sessionauth::server::Prepared::new(setup.config()).is_err());
+    assert!(!setup.path().join("signing-key.pem").exists());
+}
