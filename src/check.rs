@@ -8,7 +8,7 @@ use std::time::Duration;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::Config;
+use crate::config::{Config, SigningKeySource};
 use crate::pki::ClientFiles;
 use crate::server::Prepared;
 
@@ -49,10 +49,21 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         None => Config::embedded_defaults(),
     };
     config.dev_pki = None;
+    let mut report = CheckReport::default();
+    // `check` writes nothing: a signing key that `serve` would make on first start is only
+    // announced, and an in-memory one stands in for it.
+    if let SigningKeySource::Default(path) = &config.signing.key {
+        if !path.exists() {
+            report.warnings.push(format!(
+                "signing key {} does not exist yet: serve makes it on first start",
+                path.display()
+            ));
+            config.signing.key = SigningKeySource::Ephemeral;
+        }
+    }
     let prepared = Prepared::new(config)?;
     let config = prepared.config();
     let now = SystemClock.now();
-    let mut report = CheckReport::default();
     report.checked.push(format!(
         "server certificate {} matches key {}",
         config.tls.cert_chain.display(),
@@ -77,6 +88,17 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         .first()
         .and_then(|p| p.parent())
         .map_or_else(|| PathBuf::from("."), Path::to_owned);
+    report.checked.push(format!(
+        "signing key (kid {}), {} previous key(s) published",
+        prepared.signing().kid(),
+        prepared.signing().previous_kids().count()
+    ));
+    for path in &prepared.adopted_keys {
+        report.checked.push(format!(
+            "RSA public key {} (key-folder rule)",
+            path.display()
+        ));
+    }
     let principals = prepared.directory().certificate_principals();
     report.checked.push(format!(
         "directory: {} principals may authenticate by certificate",

@@ -31,6 +31,57 @@ pub struct Config {
     pub limits: Limits,
     /// When set, the dev PKI in this folder is created (or completed) before start-up.
     pub dev_pki: Option<PathBuf>,
+    /// The key-folder rule: service users and apps with no configured RSA key take
+    /// `<folder>/<name>-rsa.pub.pem` when it exists (see `Directory::use_key_folder`).
+    pub public_key_dir: Option<PathBuf>,
+    /// The server's signing key and the access tokens it signs.
+    pub signing: SigningSettings,
+}
+
+/// The server's signing key (access tokens, JWKS, the pod certificate) and the access tokens.
+#[derive(Debug, Clone)]
+pub struct SigningSettings {
+    /// Where the current signing key comes from.
+    pub key: SigningKeySource,
+    /// Keys rotated out: still published in the JWKS so that tokens they signed keep verifying
+    /// until they expire. Private (PKCS#8 or PKCS#1) or public PEM files.
+    pub previous_keys: Vec<PathBuf>,
+    /// How long an access token lives (never past its session's expiry).
+    pub access_token_lifetime: Duration,
+    /// The `iss` claim of access tokens.
+    pub issuer: String,
+}
+
+/// Where the current signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningKeySource {
+    /// A configured RSA private key file (PKCS#8 or PKCS#1 PEM) that must exist.
+    File(PathBuf),
+    /// Not configured: this file, made (2048-bit, mode 0600) on first start when missing.
+    Default(PathBuf),
+    /// A key made in memory at start-up and never written (for `check` and tests): access
+    /// tokens stop verifying when the process ends.
+    Ephemeral,
+}
+
+/// The default file name of the signing key, beside the TLS key.
+pub const DEFAULT_SIGNING_KEY: &str = "signing-key.pem";
+/// The default access token lifetime.
+pub const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The default `iss` of access tokens.
+pub const DEFAULT_ISSUER: &str = "sessionauth";
+
+impl SigningSettings {
+    /// The defaults: the key at `default_key` (made on first start), no previous keys,
+    /// 5-minute access tokens, issuer `sessionauth`.
+    pub fn with_default_key(default_key: PathBuf) -> Self {
+        Self {
+            key: SigningKeySource::Default(default_key),
+            previous_keys: Vec::new(),
+            access_token_lifetime: DEFAULT_ACCESS_TOKEN_LIFETIME,
+            issuer: DEFAULT_ISSUER.to_owned(),
+        }
+    }
 }
 
 /// TLS material and settings.
@@ -133,6 +184,8 @@ impl Config {
             directory: DirectorySource::Embedded,
             session_lifetime: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
+            public_key_dir: Some(certs.clone()),
+            signing: SigningSettings::with_default_key(certs.join(DEFAULT_SIGNING_KEY)),
             dev_pki: Some(certs),
         }
     }
@@ -202,6 +255,19 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
+    public_key_dir: Option<PathBuf>,
+    #[serde(default)]
+    signing: RawSigning,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSigning {
+    key: Option<PathBuf>,
+    #[serde(default)]
+    previous_keys: Vec<PathBuf>,
+    access_token_lifetime: Option<HumanDuration>,
+    issuer: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -315,6 +381,7 @@ impl RawConfig {
         if handshake_timeout.is_zero() {
             return Err(invalid("tls.handshake_timeout must be above zero".into()));
         }
+        let signing = self.signing.resolve(&at(self.tls.key.clone()), &at)?;
         Ok(Config {
             listen,
             tls: TlsSettings {
@@ -330,6 +397,50 @@ impl RawConfig {
             session_lifetime,
             limits,
             dev_pki: None,
+            public_key_dir: self.public_key_dir.map(at),
+            signing,
+        })
+    }
+}
+
+impl RawSigning {
+    fn resolve(
+        self,
+        tls_key: &Path,
+        at: &impl Fn(PathBuf) -> PathBuf,
+    ) -> Result<SigningSettings, ConfigError> {
+        let invalid = |message: &str| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message: message.to_owned(),
+        };
+        let key = match self.key {
+            Some(path) => SigningKeySource::File(at(path)),
+            None => SigningKeySource::Default(
+                tls_key
+                    .parent()
+                    .unwrap_or_else(|| Path::new("."))
+                    .join(DEFAULT_SIGNING_KEY),
+            ),
+        };
+        let access_token_lifetime = self
+            .access_token_lifetime
+            .map_or(DEFAULT_ACCESS_TOKEN_LIFETIME, |d| d.0);
+        if access_token_lifetime < Duration::from_secs(1)
+            || access_token_lifetime > Duration::from_secs(24 * 3600)
+        {
+            return Err(invalid(
+                "signing.access_token_lifetime must be between 1s and 24h",
+            ));
+        }
+        let issuer = self.issuer.unwrap_or_else(|| DEFAULT_ISSUER.to_owned());
+        if issuer.trim().is_empty() {
+            return Err(invalid("signing.issuer must not be empty"));
+        }
+        Ok(SigningSettings {
+            key,
+            previous_keys: self.previous_keys.into_iter().map(at).collect(),
+            access_token_lifetime,
+            issuer,
         })
     }
 }
@@ -389,6 +500,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("client_ca"), "{e}");
+    }
+
+    /// `public_key_dir` is resolved against the file's folder; without it there is no key folder.
+    #[test]
+    fn public_key_dir_is_resolved() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(c.public_key_dir, None);
+        let text = format!("public_key_dir = \"keys\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new("/etc/sa")).unwrap();
+        assert_eq!(c.public_key_dir, Some(PathBuf::from("/etc/sa/keys")));
+    }
+
+    /// Without `[signing]`, the signing key defaults to `signing-key.pem` beside the TLS key,
+    /// made on first start; a configured one is read from its path; lifetimes are checked.
+    #[test]
+    fn signing_settings() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.signing.key,
+            SigningKeySource::Default("/etc/sa/signing-key.pem".into())
+        );
+        assert_eq!(c.signing.access_token_lifetime, Duration::from_secs(300));
+        assert_eq!(c.signing.issuer, "sessionauth");
+        let text = format!(
+            "{MINIMAL}\n[signing]\nkey = \"k.pem\"\nprevious_keys = [\"old.pem\"]\naccess_token_lifetime = \"2m\"\nissuer = \"https://sa.example\"\n"
+        );
+        let c = Config::from_toml(&text, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.signing.key,
+            SigningKeySource::File("/etc/sa/k.pem".into())
+        );
+        assert_eq!(
+            c.signing.previous_keys,
+            vec![PathBuf::from("/etc/sa/old.pem")]
+        );
+        assert_eq!(c.signing.access_token_lifetime, Duration::from_secs(120));
+        assert_eq!(c.signing.issuer, "https://sa.example");
+        for bad in [
+            "access_token_lifetime = \"0s\"",
+            "access_token_lifetime = \"2d\"",
+            "issuer = \"\"",
+            "surprise = 1",
+        ] {
+            let text = format!("{MINIMAL}\n[signing]\n{bad}\n");
+            assert!(Config::from_toml(&text, Path::new(".")).is_err(), "{bad}");
+        }
     }
 
     /// A bad listen address is refused.

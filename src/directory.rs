@@ -3,6 +3,12 @@
 //! Loaded once from TOML (see `examples/directory.toml`) and checked whole: duplicate ids,
 //! usernames or app ids, a username equal to an app id, and an installed app that does not exist
 //! are load errors. Lookups are by exact, case-sensitive name.
+//!
+//! Service users and apps may register RSA public keys for JWT authentication: `publicKey`
+//! (PEM inline) or `publicKeyPath` (a file, relative to the directory file's folder), and
+//! `previousPublicKey` / `previousPublicKeyPath` during a key rotation. A key that does not
+//! parse, or is shorter than 2048 bits, is a load error naming the entry. Entries without a
+//! configured key can also take one from a key folder: see [`Directory::use_key_folder`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -10,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use crate::rsakey::{PublicKeyError, RsaPublicKey};
 
 /// The sample directory compiled into the binary.
 pub const EMBEDDED_SAMPLE: &str = include_str!("../examples/directory.toml");
@@ -89,6 +97,18 @@ pub struct User {
     /// Apps this user installed (on-behalf-of targets). Not part of `UserV2`.
     #[serde(default, skip_serializing)]
     pub installed_apps: Vec<AppId>,
+    /// RSA public key, PEM (service users only). Not part of `UserV2`.
+    #[serde(default, skip_serializing)]
+    pub public_key: Option<String>,
+    /// File holding the RSA public key, PEM (service users only). Not part of `UserV2`.
+    #[serde(default, skip_serializing)]
+    pub public_key_path: Option<PathBuf>,
+    /// The previous RSA public key during a rotation, PEM. Not part of `UserV2`.
+    #[serde(default, skip_serializing)]
+    pub previous_public_key: Option<String>,
+    /// File holding the previous RSA public key. Not part of `UserV2`.
+    #[serde(default, skip_serializing)]
+    pub previous_public_key_path: Option<PathBuf>,
     /// `UserV2.emailAddress`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub email_address: Option<String>,
@@ -167,6 +187,35 @@ pub struct App {
     /// Whether the app may obtain sessions on behalf of the users who installed it.
     #[serde(default)]
     pub allow_on_behalf_of: bool,
+    /// RSA public key, PEM.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// File holding the RSA public key, PEM.
+    #[serde(default)]
+    pub public_key_path: Option<PathBuf>,
+    /// The previous RSA public key during a rotation, PEM.
+    #[serde(default)]
+    pub previous_public_key: Option<String>,
+    /// File holding the previous RSA public key.
+    #[serde(default)]
+    pub previous_public_key_path: Option<PathBuf>,
+}
+
+/// The RSA public keys a service user or app authenticates with: the current one and, during a
+/// rotation, the previous one. A JWT verifying with either is accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredKeys {
+    /// The current key.
+    pub current: RsaPublicKey,
+    /// The key being rotated out, still accepted.
+    pub previous: Option<RsaPublicKey>,
+}
+
+impl RegisteredKeys {
+    /// The current key, then the previous one.
+    pub fn iter(&self) -> impl Iterator<Item = &RsaPublicKey> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
+    }
 }
 
 /// Who a certificate's CN names.
@@ -184,6 +233,8 @@ pub struct Directory {
     users: HashMap<UserId, Arc<User>>,
     by_username: HashMap<String, UserId>,
     apps: HashMap<AppId, Arc<App>>,
+    /// Registered RSA keys by username or app id (the two never collide).
+    keys: HashMap<String, RegisteredKeys>,
 }
 
 /// Why a directory could not be loaded.
@@ -214,6 +265,30 @@ pub enum DirectoryError {
         /// What is wrong.
         message: String,
     },
+    /// A registered RSA public key cannot be read or used.
+    #[error("invalid directory {origin}: {entry} {field}: {source}")]
+    Key {
+        /// The file, or "(embedded sample)".
+        origin: String,
+        /// The entry, for example `user "bot.user"`.
+        entry: String,
+        /// The field and, for a path, the file.
+        field: String,
+        /// What is wrong with the key.
+        #[source]
+        source: KeyLoadError,
+    },
+}
+
+/// Why a registered key could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyLoadError {
+    /// The key file could not be read.
+    #[error("cannot read the file")]
+    Read(#[source] std::io::Error),
+    /// The key is not usable.
+    #[error(transparent)]
+    Key(#[from] PublicKeyError),
 }
 
 #[derive(Deserialize)]
@@ -226,13 +301,14 @@ struct RawDirectory {
 }
 
 impl Directory {
-    /// Loads a directory file.
+    /// Loads a directory file. Relative key paths are resolved against the file's folder.
     pub fn from_file(path: &Path) -> Result<Self, DirectoryError> {
         let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml(&text, &path.display().to_string())
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
     }
 
     /// The sample directory compiled into the binary.
@@ -240,8 +316,13 @@ impl Directory {
         Self::from_toml(EMBEDDED_SAMPLE, "(embedded sample)")
     }
 
-    /// Parses directory text; `origin` names it in errors.
+    /// Parses directory text; `origin` names it in errors. Relative key paths are resolved
+    /// against the current folder.
     pub fn from_toml(text: &str, origin: &str) -> Result<Self, DirectoryError> {
+        Self::parse(text, origin, Path::new("."))
+    }
+
+    fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, DirectoryError> {
         let raw: RawDirectory = toml::from_str(text).map_err(|e| DirectoryError::Parse {
             origin: origin.to_owned(),
             message: crate::config::toml_error_line(text, &e),
@@ -256,8 +337,21 @@ impl Directory {
                 return Err(bad("an app has an empty appId".into()));
             }
             let id = app.app_id.clone();
+            let keys = load_keys(KeyFields {
+                origin,
+                entry: &format!("app {:?}", id.as_str()),
+                base,
+                current: (app.public_key.as_deref(), app.public_key_path.as_deref()),
+                previous: (
+                    app.previous_public_key.as_deref(),
+                    app.previous_public_key_path.as_deref(),
+                ),
+            })?;
             if dir.apps.insert(id.clone(), Arc::new(app)).is_some() {
                 return Err(bad(format!("duplicate appId {id:?}")));
+            }
+            if let Some(keys) = keys {
+                dir.keys.insert(id.0.clone(), keys);
             }
         }
         let mut seen_names = HashSet::new();
@@ -283,6 +377,25 @@ impl Directory {
                     "user {:?} installed app {:?}, which is not in the directory",
                     user.username, app.0
                 )));
+            }
+            let keys = load_keys(KeyFields {
+                origin,
+                entry: &format!("user {:?}", user.username),
+                base,
+                current: (user.public_key.as_deref(), user.public_key_path.as_deref()),
+                previous: (
+                    user.previous_public_key.as_deref(),
+                    user.previous_public_key_path.as_deref(),
+                ),
+            })?;
+            if keys.is_some() && !user.is_service_user() {
+                return Err(bad(format!(
+                    "user {:?} has an RSA public key, but only service users (accountType \"SYSTEM\") authenticate with one",
+                    user.username
+                )));
+            }
+            if let Some(keys) = keys {
+                dir.keys.insert(user.username.clone(), keys);
             }
             let id = user.id;
             dir.by_username.insert(user.username.clone(), id);
@@ -320,6 +433,48 @@ impl Directory {
             .map(|a| Principal::App(a.clone()))
     }
 
+    /// The RSA public keys registered for a service user (by username) or an app (by app id).
+    pub fn public_keys(&self, name: &str) -> Option<&RegisteredKeys> {
+        self.keys.get(name)
+    }
+
+    /// The key-folder rule: every service user and app with no configured key takes
+    /// `<folder>/<name>-rsa.pub.pem` as its key when that file exists (the dev PKI writes these
+    /// files). A file that exists but holds no usable key is a load error naming the entry.
+    /// Returns the files taken.
+    pub fn use_key_folder(&mut self, folder: &Path) -> Result<Vec<PathBuf>, DirectoryError> {
+        let mut taken = Vec::new();
+        for name in self.certificate_principals() {
+            if self.keys.contains_key(&name) {
+                continue;
+            }
+            let path = crate::rsakey::KeyPairFiles::new(folder, &name).public;
+            if !path.exists() {
+                continue;
+            }
+            let entry = if self.apps.contains_key(&AppId::new(name.clone())) {
+                format!("app {name:?}")
+            } else {
+                format!("user {name:?}")
+            };
+            let current = read_key(&path).map_err(|source| DirectoryError::Key {
+                origin: format!("key folder {}", folder.display()),
+                entry,
+                field: format!("key file {}", path.display()),
+                source,
+            })?;
+            self.keys.insert(
+                name,
+                RegisteredKeys {
+                    current,
+                    previous: None,
+                },
+            );
+            taken.push(path);
+        }
+        Ok(taken)
+    }
+
     /// Every service user and app: the principals that authenticate with a certificate.
     pub fn certificate_principals(&self) -> Vec<String> {
         let mut names: Vec<String> = self
@@ -332,6 +487,68 @@ impl Directory {
         names.sort();
         names
     }
+}
+
+/// Where one entry's key fields are, for [`load_keys`].
+struct KeyFields<'a> {
+    origin: &'a str,
+    entry: &'a str,
+    base: &'a Path,
+    /// `publicKey`, `publicKeyPath`.
+    current: (Option<&'a str>, Option<&'a Path>),
+    /// `previousPublicKey`, `previousPublicKeyPath`.
+    previous: (Option<&'a str>, Option<&'a Path>),
+}
+
+fn load_keys(f: KeyFields<'_>) -> Result<Option<RegisteredKeys>, DirectoryError> {
+    let bad = |message: String| DirectoryError::Inconsistent {
+        origin: f.origin.to_owned(),
+        message: format!("{} {message}", f.entry),
+    };
+    let one = |(inline, path): (Option<&str>, Option<&Path>),
+               names: (&str, &str)|
+     -> Result<Option<RsaPublicKey>, DirectoryError> {
+        let key_error = |field: String, source: KeyLoadError| DirectoryError::Key {
+            origin: f.origin.to_owned(),
+            entry: f.entry.to_owned(),
+            field,
+            source,
+        };
+        match (inline, path) {
+            (Some(_), Some(_)) => Err(bad(format!(
+                "sets both {} and {}: use one",
+                names.0, names.1
+            ))),
+            (Some(pem), None) => RsaPublicKey::from_pem(pem)
+                .map(Some)
+                .map_err(|e| key_error(names.0.to_owned(), e.into())),
+            (None, Some(path)) => {
+                let path = if path.is_absolute() {
+                    path.to_owned()
+                } else {
+                    f.base.join(path)
+                };
+                read_key(&path)
+                    .map(Some)
+                    .map_err(|e| key_error(format!("{} {}", names.1, path.display()), e))
+            }
+            (None, None) => Ok(None),
+        }
+    };
+    let current = one(f.current, ("publicKey", "publicKeyPath"))?;
+    let previous = one(f.previous, ("previousPublicKey", "previousPublicKeyPath"))?;
+    match (current, previous) {
+        (Some(current), previous) => Ok(Some(RegisteredKeys { current, previous })),
+        (None, Some(_)) => Err(bad(
+            "has a previous public key but no current one (publicKey or publicKeyPath)".into(),
+        )),
+        (None, None) => Ok(None),
+    }
+}
+
+fn read_key(path: &Path) -> Result<RsaPublicKey, KeyLoadError> {
+    let pem = std::fs::read_to_string(path).map_err(KeyLoadError::Read)?;
+    Ok(RsaPublicKey::from_pem(&pem)?)
 }
 
 #[cfg(test)]
@@ -392,6 +609,91 @@ mod tests {
         assert!(e.to_string().contains("shoeSize"), "{e}");
     }
 
+    fn pem(bits: usize) -> String {
+        use rsa::pkcs8::EncodePublicKey as _;
+        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).unwrap();
+        key.to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap()
+    }
+
+    fn bot(extra: &str) -> String {
+        format!("[[user]]\nid=1\nusername=\"bot\"\naccountType=\"SYSTEM\"\n{extra}\n")
+    }
+
+    /// Keys load inline and by path (relative to the directory file), current and previous.
+    #[test]
+    fn keys_load_inline_and_by_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (pem(2048), pem(2048));
+        std::fs::write(dir.path().join("app.pub.pem"), &b).unwrap();
+        let text = format!(
+            "{}[[app]]\nappId=\"app\"\npublicKeyPath=\"app.pub.pem\"\npreviousPublicKey='''{a}'''\n",
+            bot(&format!("publicKey='''{a}'''"))
+        );
+        let file = dir.path().join("directory.toml");
+        std::fs::write(&file, text).unwrap();
+        let d = Directory::from_file(&file).unwrap();
+        assert_eq!(d.public_keys("bot").unwrap().iter().count(), 1);
+        let app = d.public_keys("app").unwrap();
+        assert_eq!(app.current, RsaPublicKey::from_pem(&b).unwrap());
+        assert_eq!(app.previous, Some(RsaPublicKey::from_pem(&a).unwrap()));
+        assert_eq!(app.iter().count(), 2);
+        assert!(d.public_keys("nobody").is_none());
+    }
+
+    /// A short key, garbage, a missing file, both forms at once, a previous key alone and a key
+    /// on an end user are load errors naming the entry.
+    #[test]
+    fn bad_keys_are_load_errors_naming_the_entry() {
+        let short = pem(1024);
+        let good = pem(2048);
+        let cases = [
+            (bot(&format!("publicKey='''{short}'''")), "at least 2048"),
+            (bot("publicKey=\"garbage\""), "not a PEM public key"),
+            (bot("publicKeyPath=\"/nonexistent/k.pem\""), "cannot read"),
+            (
+                bot(&format!("publicKey='''{good}'''\npublicKeyPath=\"x\"")),
+                "both publicKey and publicKeyPath",
+            ),
+            (
+                bot(&format!("previousPublicKey='''{good}'''")),
+                "no current one",
+            ),
+            (
+                format!(
+                    "[[user]]\nid=2\nusername=\"bot\"\naccountType=\"NORMAL\"\npublicKey='''{good}'''\n"
+                ),
+                "only service users",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = load(&text).unwrap_err();
+            let source = std::error::Error::source(&e).map(ToString::to_string);
+            let chain = format!("{e}: {}", source.unwrap_or_default());
+            assert!(chain.contains("\"bot\""), "{chain}");
+            assert!(chain.contains(expected), "{expected}: {chain}");
+        }
+    }
+
+    /// The key-folder rule gives `<name>-rsa.pub.pem` to service users and apps without a
+    /// configured key, leaves end users alone, and refuses a bad file naming the entry.
+    #[test]
+    fn key_folder_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = Directory::embedded_sample().unwrap();
+        for name in ["bot.user", "demo-app", "alice"] {
+            std::fs::write(dir.path().join(format!("{name}-rsa.pub.pem")), pem(2048)).unwrap();
+        }
+        let taken = d.use_key_folder(dir.path()).unwrap();
+        assert_eq!(taken.len(), 2);
+        assert!(d.public_keys("bot.user").is_some() && d.public_keys("demo-app").is_some());
+        assert!(d.public_keys("alice").is_none() && d.public_keys("admin.bot").is_none());
+        std::fs::write(dir.path().join("admin.bot-rsa.pub.pem"), "junk").unwrap();
+        let e = d.use_key_folder(dir.path()).unwrap_err();
+        assert!(e.to_string().contains("admin.bot"), "{e}");
+    }
+
     /// A user serializes to UserV2 without nulls and without the directory-only fields.
     #[test]
     fn user_serializes_as_user_v2() {
@@ -401,6 +703,7 @@ mod tests {
         assert_eq!(v["accountType"], "NORMAL");
         assert!(v.get("title").is_none());
         assert!(v.get("active").is_none() && v.get("installedApps").is_none());
+        assert!(v.get("publicKey").is_none() && v.get("publicKeyPath").is_none());
         let v = serde_json::to_value(d.user(UserId(2001)).unwrap().as_ref()).unwrap();
         assert_eq!(v["userMetadata"]["desk"]["floor"], 3);
         assert_eq!(v["avatars"][0]["size"], "original");

@@ -14,6 +14,9 @@
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
 //! | the dev PKI generator | [`pki`] |
+//! | RSA public keys (registered by principals) and dev RSA key pairs | [`rsakey`] |
+//! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
+//! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
 //!
@@ -30,9 +33,12 @@ pub mod config;
 pub mod directory;
 pub mod http;
 pub mod identity;
+pub mod jwt;
 pub mod pki;
+pub mod rsakey;
 pub mod server;
 pub mod session;
+pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod token;

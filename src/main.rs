@@ -39,8 +39,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum CertsCommand {
-    /// Make (or complete) the dev PKI: CA, server certificate, and a client certificate for
-    /// every service user and app of the directory. Existing keys are kept.
+    /// Make (or complete) the dev PKI: CA, server certificate, and a client certificate and an
+    /// RSA key pair for every service user and app of the directory. Existing keys are kept.
     Init {
         /// Where to write the files.
         #[arg(long, default_value = "certs")]
@@ -48,6 +48,19 @@ enum CertsCommand {
         /// The directory file whose principals get certificates (default: the embedded sample).
         #[arg(long)]
         directory: Option<PathBuf>,
+    },
+    /// Make a dev RSA key pair: <name>-rsa.pem (private, PKCS#8, 0600) and <name>-rsa.pub.pem.
+    /// Refuses when the private key exists.
+    Rsa {
+        /// The service user's username or the app's id (the JWT's `sub`).
+        #[arg(long)]
+        name: String,
+        /// Where to write the files.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Key size: 2048 or 4096.
+        #[arg(long, default_value_t = sessionauth::rsakey::DEFAULT_DEV_BITS)]
+        bits: usize,
     },
     /// Issue a client certificate from the dev CA.
     Issue {
@@ -98,6 +111,12 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
             tracing::info!(file = %path.display(), "dev PKI: created");
         }
     }
+    if let Some(path) = prepared.signing().created() {
+        tracing::info!(file = %path.display(), "signing key: created");
+    }
+    for path in &prepared.adopted_keys {
+        tracing::info!(file = %path.display(), "RSA public key taken from the key folder");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -125,7 +144,13 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
                 Some(p) => sessionauth::directory::Directory::from_file(&p)?,
                 None => sessionauth::directory::Directory::embedded_sample()?,
             };
-            sessionauth::pki::init(&dir, &directory.certificate_principals())?
+            let principals = directory.certificate_principals();
+            let mut report = sessionauth::pki::init(&dir, &principals)?;
+            sessionauth::rsakey::init_pairs(&dir, &principals, &mut report)?;
+            report
+        }
+        CertsCommand::Rsa { name, dir, bits } => {
+            sessionauth::rsakey::make_pair(&dir, &name, bits)?.1
         }
         CertsCommand::Issue { cn, days, dir } => sessionauth::pki::issue(&dir, &cn, days)?.1,
     };

@@ -336,7 +336,7 @@ pub fn issue(dir: &Path, cn: &str, days: u32) -> Result<(ClientFiles, Report), P
     Ok((files, report))
 }
 
-fn check_name(name: &str) -> Result<(), PkiError> {
+pub(crate) fn check_name(name: &str) -> Result<(), PkiError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
@@ -427,7 +427,7 @@ fn complete_leaf(
     Ok(())
 }
 
-fn read(path: &Path) -> Result<String, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<String, PkiError> {
     fs::read_to_string(path).map_err(|source| io(path, source))
 }
 
@@ -440,11 +440,11 @@ fn io(path: &Path, source: std::io::Error) -> PkiError {
 
 /// Writes a new file that holds a secret: mode 0600 from the moment it exists, never replacing
 /// an existing file.
-fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_new(path, contents, 0o600)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_new(path, contents, 0o644)
 }
 

@@ -22,6 +22,8 @@ use crate::directory::{Directory, DirectoryError};
 use crate::http::{Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
+use crate::rsakey::RsaKeyError;
+use crate::signing::{SigningError, SigningKeys};
 use crate::store::{MemoryStore, SessionStore};
 use crate::tls::TlsError;
 
@@ -40,6 +42,12 @@ pub enum StartError {
     /// The dev PKI could not be made.
     #[error("dev PKI: {0}")]
     Pki(#[from] PkiError),
+    /// The dev RSA key pairs could not be made.
+    #[error("dev RSA keys: {0}")]
+    RsaKeys(#[from] RsaKeyError),
+    /// The signing key could not be loaded or made.
+    #[error(transparent)]
+    Signing(#[from] SigningError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -58,8 +66,11 @@ pub struct Prepared {
     directory: Arc<Directory>,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
+    signing: Arc<SigningKeys>,
     /// What the dev PKI step did, when it ran.
     pub pki_report: Option<crate::pki::Report>,
+    /// The public key files the key-folder rule gave to directory entries.
+    pub adopted_keys: Vec<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -71,25 +82,39 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// Loads the directory, makes the dev PKI when configured, and builds the TLS
-    /// configuration. Sessions go to a fresh in-memory store, timed by the system clock.
+    /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
+    /// configured, applies the key-folder rule, builds the TLS configuration, and loads (or
+    /// makes) the signing key. Sessions go to a fresh in-memory store, timed by the system clock.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let directory = match &config.directory {
+        let mut directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
             DirectorySource::File(path) => Directory::from_file(path)?,
         };
         let pki_report = match &config.dev_pki {
-            Some(dir) => Some(crate::pki::init(dir, &directory.certificate_principals())?),
+            Some(dir) => {
+                let principals = directory.certificate_principals();
+                let mut report = crate::pki::init(dir, &principals)?;
+                crate::rsakey::init_pairs(dir, &principals, &mut report)?;
+                Some(report)
+            }
             None => None,
         };
+        let adopted_keys = match &config.public_key_dir {
+            Some(dir) => directory.use_key_folder(dir)?,
+            None => Vec::new(),
+        };
         let tls = crate::tls::server_config(&config.tls)?;
+        // Last, so that a start refused for anything else writes no signing key.
+        let signing = SigningKeys::load(&config.signing)?;
         Ok(Self {
             config,
             tls,
             directory: Arc::new(directory),
             store: Arc::new(MemoryStore::new()),
             clock: Arc::new(SystemClock),
+            signing: Arc::new(signing),
             pki_report,
+            adopted_keys,
         })
     }
 
@@ -115,6 +140,11 @@ impl Prepared {
         &self.directory
     }
 
+    /// The signing key and its published predecessors.
+    pub fn signing(&self) -> &Arc<SigningKeys> {
+        &self.signing
+    }
+
     /// Binds the configured listen address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let addr = self.config.listen;
@@ -133,6 +163,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         directory,
         store,
         clock,
+        signing,
         ..
     } = prepared;
     let limits = config.limits.clone();
@@ -143,6 +174,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         clock.clone(),
         config.session_lifetime,
         limits.max_body_bytes,
+        signing,
     ));
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));

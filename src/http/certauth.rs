@@ -3,8 +3,7 @@
 //!
 //! The caller's identity is the CN of its verified client certificate, handed over as a
 //! [`PeerIdentity`]. Refusals: no certificate 401; a CN that names no one allowed 403; for
-//! on-behalf-of, a missing app session header 400, a bad one 401, another app's 403, an unknown
-//! user 404.
+//! on-behalf-of, the rules of `obo.rs` (shared with the RSA path).
 
 use std::sync::Arc;
 
@@ -12,8 +11,9 @@ use serde_json::json;
 
 use super::error::CERT_NOT_ALLOWED;
 use super::json::{self, Reply};
+use super::obo::{self, Target};
 use super::{sessions, ApiError, Ctx, TokenFamily};
-use crate::directory::{App, AppId, Principal, User, UserId};
+use crate::directory::{App, Principal};
 use crate::identity::{CertIdentity, PeerIdentity};
 use crate::session::SessionKind;
 
@@ -29,7 +29,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         TokenFamily::Session => SessionKind::User { user: user.id },
         TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
     };
-    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
+    let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
     Ok(json::ok(&json!({
         "name": family.response_name(),
         "token": token.expose(),
@@ -43,7 +43,7 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let kind = SessionKind::App {
         app: app.app_id.clone(),
     };
-    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
+    let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
     Ok(json::ok(
         &json!({ "name": "sessionToken", "token": token.expose() }),
     ))
@@ -51,27 +51,21 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
 
 /// `POST /sessionauth/v1/app/user/{uid}/authenticate`.
 pub(super) async fn obo_by_user_id(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
-    let (cert, app) = obo_caller(ctx).await?;
-    let uid: i64 = uid
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("User id {uid:?} is not an integer")))?;
-    let user = ctx
-        .api
-        .directory
-        .user(UserId(uid))
-        .ok_or_else(|| ApiError::NotFound("User id not found".into()))?;
-    obo_session(ctx, cert, &app, user).await
+    on_behalf_of(ctx, Target::UserId(uid)).await
 }
 
 /// `POST /sessionauth/v1/app/username/{username}/authenticate`.
 pub(super) async fn obo_by_username(ctx: &Ctx<'_>, username: &str) -> Result<Reply, ApiError> {
-    let (cert, app) = obo_caller(ctx).await?;
-    let user = ctx
-        .api
-        .directory
-        .user_by_name(username)
-        .ok_or_else(|| ApiError::NotFound("Username not found".into()))?;
-    obo_session(ctx, cert, &app, user).await
+    on_behalf_of(ctx, Target::Username(username)).await
+}
+
+/// An on-behalf-of session: an active app certificate, then the rules of [`obo`] with the
+/// certificate's app as the caller.
+async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiError> {
+    let cert = certificate(ctx.peer)?;
+    let app = active_app(ctx, cert)?;
+    let token = obo::session(ctx, Some(&app.app_id), target, Some(cert.not_after())).await?;
+    Ok(json::ok(&json!({ "sessionToken": token.expose() })))
 }
 
 /// `POST /sessionauth/v1/logout`, `/keyauth/v1/logout`: ends exactly the session named by the
@@ -112,7 +106,7 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
 }
 
 /// The verified certificate, or 401.
-fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError> {
+pub(super) fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError> {
     match peer {
         PeerIdentity::Certificate(c) => Ok(c),
         PeerIdentity::Anonymous => Err(ApiError::Unauthorized(
@@ -123,64 +117,11 @@ fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError> {
 }
 
 /// The active app the certificate names, or 403.
-fn active_app(ctx: &Ctx<'_>, cert: &CertIdentity) -> Result<Arc<App>, ApiError> {
+pub(super) fn active_app(ctx: &Ctx<'_>, cert: &CertIdentity) -> Result<Arc<App>, ApiError> {
     match ctx.api.directory.principal(cert.common_name()) {
         Some(Principal::App(a)) if a.active => Ok(a),
         _ => Err(ApiError::Forbidden(
             "Forbidden: Certificate authentication is not allowed for the requested app.".into(),
         )),
     }
-}
-
-/// Checks the caller of an on-behalf-of request: an active app certificate, that same app's live
-/// app session in `sessionToken`, and permission to act on behalf of users.
-async fn obo_caller<'c>(ctx: &Ctx<'c>) -> Result<(&'c CertIdentity, Arc<App>), ApiError> {
-    let cert = certificate(ctx.peer)?;
-    let app = active_app(ctx, cert)?;
-    let raw = sessions::header(ctx).ok_or_else(|| {
-        ApiError::BadRequest("Missing sessionToken header (the app's session)".into())
-    })?;
-    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
-    match &session.kind {
-        SessionKind::App { app: owner } if *owner == app.app_id => {}
-        SessionKind::App { .. } => {
-            return Err(ApiError::Forbidden(
-                "The sessionToken is another app's session".into(),
-            ))
-        }
-        _ => {
-            return Err(ApiError::Unauthorized(
-                "The sessionToken is not an app session".into(),
-            ))
-        }
-    }
-    if !app.allow_on_behalf_of {
-        return Err(ApiError::Forbidden(
-            "This app is not allowed to authenticate on behalf of users".into(),
-        ));
-    }
-    Ok((cert, app))
-}
-
-/// Mints the on-behalf-of session once the target user is known.
-async fn obo_session(
-    ctx: &Ctx<'_>,
-    cert: &CertIdentity,
-    app: &App,
-    user: &User,
-) -> Result<Reply, ApiError> {
-    if !user.active {
-        return Err(ApiError::Forbidden("The user is not active".into()));
-    }
-    if !user.installed(&app.app_id) {
-        return Err(ApiError::Forbidden(
-            "The user has not installed this app".into(),
-        ));
-    }
-    let kind = SessionKind::OnBehalfOf {
-        app: AppId::clone(&app.app_id),
-        user: user.id,
-    };
-    let token = sessions::mint(ctx, kind, cert.not_after()).await?;
-    Ok(json::ok(&json!({ "sessionToken": token.expose() })))
 }

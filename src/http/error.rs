@@ -53,6 +53,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// Every JWT refusal is a 401 that names the rule that failed.
+impl From<crate::jwt::JwtError> for ApiError {
+    fn from(e: crate::jwt::JwtError) -> Self {
+        Self::Unauthorized(e.to_string())
+    }
+}
+
 impl From<crate::token::RandomError> for ApiError {
     fn from(e: crate::token::RandomError) -> Self {
         Self::Internal(Box::new(e))

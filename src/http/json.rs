@@ -5,6 +5,7 @@ use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use super::error::ApiError;
@@ -27,6 +28,24 @@ pub fn reply(status: StatusCode, body: &impl Serialize) -> Reply {
 /// A 200 JSON response.
 pub fn ok(body: &impl Serialize) -> Reply {
     reply(StatusCode::OK, body)
+}
+
+/// Parses a JSON request body; an empty, malformed or wrongly shaped one is 400 saying what
+/// was `expected` (for example `{"token": "<JWT>"}`).
+pub fn parse_body<T: DeserializeOwned>(body: &Bytes, expected: &str) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(format!(
+            "A JSON body {expected} is required"
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        let problem = if e.is_data() {
+            "does not have the expected fields"
+        } else {
+            "is not valid JSON"
+        };
+        ApiError::BadRequest(format!("The request body {problem}: expected {expected}"))
+    })
 }
 
 /// Reads the whole body, refusing more than `limit` bytes with 413. A declared length over the

@@ -3,6 +3,10 @@
 //! | file | what |
 //! |---|---|
 //! | `certauth.rs` | `/sessionauth`, `/keyauth`, `/session`: certificate authentication and logout |
+//! | `login.rs` | `/login/pubkey`, `/relay/pubkey`: RSA (signed JWT) authentication |
+//! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
+//! | `extension.rs` | extension apps (circle of trust) and the pod certificate |
+//! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
 //! | `pod.rs` | `/pod`: session info; `/health` |
 //! | `admin.rs` | `/pod/v1/users/…/sessions`, `/pod/v1/apps/…/sessions`: session administration |
 //! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
@@ -12,7 +16,11 @@
 mod admin;
 mod certauth;
 pub mod error;
+mod extension;
+mod idm;
 pub mod json;
+mod login;
+mod obo;
 mod pod;
 mod sessions;
 
@@ -20,6 +28,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request};
@@ -31,6 +40,7 @@ use crate::clock::{Clock, Millis};
 use crate::directory::Directory;
 use crate::identity::PeerIdentity;
 use crate::session::SessionKind;
+use crate::signing::SigningKeys;
 use crate::store::SessionStore;
 
 /// The header clients put their session token in.
@@ -45,6 +55,7 @@ pub struct Api {
     clock: Arc<dyn Clock>,
     session_lifetime: Duration,
     max_body_bytes: usize,
+    signing: Arc<SigningKeys>,
 }
 
 impl std::fmt::Debug for Api {
@@ -69,6 +80,15 @@ pub struct ConnInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
+    RsaAuthenticate(TokenFamily),
+    RsaAppAuthenticate,
+    RsaOboByUserId(String),
+    RsaOboByUsername(String),
+    CertExtensionApp,
+    RsaExtensionApp,
+    PodCertificate,
+    AccessToken,
+    Jwks,
     Authenticate(TokenFamily),
     AppAuthenticate,
     OboByUserId(String),
@@ -111,6 +131,10 @@ struct Ctx<'a> {
     api: &'a Api,
     peer: &'a PeerIdentity,
     headers: &'a HeaderMap,
+    /// The request body (read, capped, for every route; empty for most).
+    body: &'a Bytes,
+    /// The query string, if any.
+    query: Option<&'a str>,
     remote: SocketAddr,
     trace_id: &'a str,
     now: Millis,
@@ -124,6 +148,7 @@ impl Api {
         clock: Arc<dyn Clock>,
         session_lifetime: Duration,
         max_body_bytes: usize,
+        signing: Arc<SigningKeys>,
     ) -> Self {
         Self {
             directory,
@@ -131,6 +156,7 @@ impl Api {
             clock,
             session_lifetime,
             max_body_bytes,
+            signing,
         }
     }
 
@@ -176,19 +202,31 @@ impl Api {
     ) -> Result<Reply, ApiError> {
         let route = route(req.method(), req.uri().path())?;
         let headers = req.headers().clone();
-        // No endpoint here takes a body, but one may be sent: read it (capped) so that the
-        // connection stays usable, and refuse an oversized one.
-        json::read_body(req, self.max_body_bytes).await?;
+        let query = req.uri().query().map(str::to_owned);
+        // Every body is read (capped), also where none is expected, so that the connection
+        // stays usable; an oversized one is refused. Handlers that take a body find it in `ctx`.
+        let body = json::read_body(req, self.max_body_bytes).await?;
         let ctx = Ctx {
             api: self,
             peer: &conn.peer,
             headers: &headers,
+            body: &body,
+            query: query.as_deref(),
             remote: conn.remote,
             trace_id,
             now: self.clock.now(),
         };
         match route {
             Route::Health => Ok(pod::health()),
+            Route::RsaAuthenticate(family) => login::authenticate(&ctx, family).await,
+            Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
+            Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
+            Route::RsaOboByUsername(name) => login::obo_by_username(&ctx, &name).await,
+            Route::CertExtensionApp => extension::authenticate_by_certificate(&ctx),
+            Route::RsaExtensionApp => extension::authenticate_by_key(&ctx),
+            Route::PodCertificate => Ok(extension::pod_certificate(&ctx)),
+            Route::AccessToken => idm::access_token(&ctx).await,
+            Route::Jwks => Ok(idm::keys(&ctx)),
             Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
             Route::AppAuthenticate => certauth::app_authenticate(&ctx).await,
             Route::OboByUserId(uid) => certauth::obo_by_user_id(&ctx, &uid).await,
@@ -213,6 +251,26 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let (allow, route) = match segments.as_slice() {
         ["health"] => (GET, Route::Health),
+        ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
+        ["relay", "pubkey", "authenticate"] => {
+            (POST, Route::RsaAuthenticate(TokenFamily::KeyManager))
+        }
+        ["login", "pubkey", "app", "authenticate"] => (POST, Route::RsaAppAuthenticate),
+        ["login", "pubkey", "app", "user", uid, "authenticate"] => {
+            (POST, Route::RsaOboByUserId((*uid).to_owned()))
+        }
+        ["login", "pubkey", "app", "username", name, "authenticate"] => {
+            (POST, Route::RsaOboByUsername(percent_decode(name)?))
+        }
+        ["sessionauth", "v1", "authenticate", "extensionApp"] => (POST, Route::CertExtensionApp),
+        ["login", "v1", "pubkey", "app", "authenticate", "extensionApp"] => {
+            (POST, Route::RsaExtensionApp)
+        }
+        ["sessionauth", "v1", "app", "pod", "certificate"] | ["pod", "v1", "podcert"] => {
+            (GET, Route::PodCertificate)
+        }
+        ["login", "idm", "tokens"] => (POST, Route::AccessToken),
+        ["login", "idm", "keys"] => (GET, Route::Jwks),
         ["sessionauth", "v1", "authenticate"] | ["session", "authenticate"] => {
             (POST, Route::Authenticate(TokenFamily::Session))
         }
@@ -319,6 +377,39 @@ mod tests {
             .unwrap_err()
             .status(),
             hyper::StatusCode::BAD_REQUEST
+        );
+    }
+
+    /// The RSA, extension-app and access-token paths route, with their methods.
+    #[test]
+    fn rsa_routing() {
+        assert_eq!(
+            route(&Method::POST, "/relay/pubkey/authenticate").unwrap(),
+            Route::RsaAuthenticate(TokenFamily::KeyManager)
+        );
+        assert_eq!(
+            route(
+                &Method::POST,
+                "/login/pubkey/app/username/a%2Eb/authenticate"
+            )
+            .unwrap(),
+            Route::RsaOboByUsername("a.b".into())
+        );
+        assert_eq!(
+            route(&Method::GET, "/pod/v1/podcert").unwrap(),
+            Route::PodCertificate
+        );
+        assert_eq!(
+            route(&Method::GET, "/login/idm/tokens")
+                .unwrap_err()
+                .status(),
+            hyper::StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(
+            route(&Method::POST, "/login/idm/keys")
+                .unwrap_err()
+                .status(),
+            hyper::StatusCode::METHOD_NOT_ALLOWED
         );
     }
 

@@ -6,13 +6,15 @@ use crate::session::{Session, SessionId, SessionKind};
 use crate::token::{SessionToken, TokenHash};
 
 /// Makes a session of `kind` that ends after the configured lifetime or at `cap` (the client
-/// certificate's `notAfter`), whichever comes first, and stores it.
+/// certificate's `notAfter`; `None` for RSA authentication), whichever comes first, and stores
+/// it.
 pub(super) async fn mint(
     ctx: &Ctx<'_>,
     kind: SessionKind,
-    cap: Millis,
+    cap: Option<Millis>,
 ) -> Result<SessionToken, ApiError> {
-    let expires = ctx.now.saturating_add(ctx.api.session_lifetime).min(cap);
+    let lifetime_end = ctx.now.saturating_add(ctx.api.session_lifetime);
+    let expires = cap.map_or(lifetime_end, |cap| lifetime_end.min(cap));
     if expires <= ctx.now {
         return Err(ApiError::Unauthorized(
             "The client certificate has expired".into(),

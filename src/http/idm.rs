@@ -1,0 +1,132 @@
+//! Short-lived access tokens for resource servers: `POST /login/idm/tokens` and
+//! `GET /login/idm/keys`.
+//!
+//! An access token is a JWT signed (RS256) by the server's signing key, `kid` in its header,
+//! with the claims `iss` (configured, default `sessionauth`), `sub` (the user id, as a string),
+//! `username`, `iat`, `exp` and `scope` (the requested scope, space-separated; empty when none
+//! was asked for: sessionauth grants what is asked and the resource server decides what a scope
+//! allows). It lives `signing.access_token_lifetime` (default 5 minutes) and never past its
+//! session's expiry. It is not a session token: no endpoint here accepts it. A resource server
+//! verifies it with the JWKS of `/login/idm/keys`.
+
+use serde_json::json;
+
+use super::json::{self, Reply};
+use super::{percent_decode, sessions, ApiError, Ctx, TokenFamily};
+use crate::session::SessionKind;
+
+/// The longest `scope` accepted.
+const MAX_SCOPE_LEN: usize = 1024;
+
+/// `POST /login/idm/tokens`: header `sessionToken`, optional query `scope`.
+pub(super) async fn access_token(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
+    let scope = scope(ctx.query)?;
+    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
+    let uid = match session.kind {
+        SessionKind::User { user } | SessionKind::OnBehalfOf { user, .. } => user,
+        SessionKind::App { .. } => {
+            return Err(ApiError::Forbidden(
+                "An app session has no user: use an on-behalf-of session".into(),
+            ))
+        }
+        SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
+    };
+    let user = ctx
+        .api
+        .directory
+        .user(uid)
+        .ok_or_else(ApiError::invalid_session)?;
+    let signing = &ctx.api.signing;
+    let ends = ctx
+        .now
+        .saturating_add(signing.access_token_lifetime())
+        .min(session.expires);
+    let iat = ctx.now.as_epoch_millis() / 1000;
+    let exp = ends.as_epoch_millis() / 1000;
+    if exp <= iat {
+        return Err(ApiError::invalid_session());
+    }
+    let claims = json!({
+        "iss": signing.issuer(),
+        "sub": uid.to_string(),
+        "username": user.username,
+        "iat": iat,
+        "exp": exp,
+        "scope": scope,
+    });
+    let token = signing
+        .sign(&claims)
+        .map_err(|e| ApiError::Internal(Box::new(e)))?;
+    tracing::info!(
+        target: "sessionauth::session",
+        event = "access_token",
+        user = uid.0,
+        session_id = session.id.0,
+        kid = signing.kid(),
+        expires = exp,
+        trace_id = ctx.trace_id,
+    );
+    Ok(json::ok(&json!({
+        "token_type": "Bearer",
+        "expires_in": exp - iat,
+        "access_token": token,
+    })))
+}
+
+/// `GET /login/idm/keys`: the JWKS, no authentication.
+pub(super) fn keys(ctx: &Ctx<'_>) -> Reply {
+    json::ok(&ctx.api.signing.jwks())
+}
+
+/// The `scope` query parameter: scope tokens (RFC 6749 §3.3 characters) separated by spaces,
+/// normalized to single spaces. Absent: empty.
+fn scope(query: Option<&str>) -> Result<String, ApiError> {
+    let bad = |why: &str| ApiError::BadRequest(format!("Invalid scope: {why}"));
+    let mut found = None;
+    for pair in query.unwrap_or("").split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "scope" {
+            continue;
+        }
+        if found.is_some() {
+            return Err(bad("give it once, space-separated"));
+        }
+        found = Some(percent_decode(&value.replace('+', " "))?);
+    }
+    let scope = found.unwrap_or_default();
+    if scope.len() > MAX_SCOPE_LEN {
+        return Err(bad("longer than 1024 characters"));
+    }
+    let allowed = |c: char| {
+        c == '\u{21}' || ('\u{23}'..='\u{5b}').contains(&c) || ('\u{5d}'..='\u{7e}').contains(&c)
+    };
+    if !scope.chars().all(|c| c == ' ' || allowed(c)) {
+        return Err(bad("only printable ASCII without quotes or backslashes"));
+    }
+    Ok(scope
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scopes are decoded, normalized, and refused when they hold forbidden characters or
+    /// appear twice.
+    #[test]
+    fn scope_parsing() {
+        assert_eq!(scope(None).unwrap(), "");
+        assert_eq!(scope(Some("x=1")).unwrap(), "");
+        assert_eq!(scope(Some("scope=a+b%20%20c&x=1")).unwrap(), "a b c");
+        assert_eq!(scope(Some("scope=at2")).unwrap(), "at2");
+        assert!(scope(Some("scope=a&scope=b")).is_err());
+        assert!(scope(Some("scope=%22")).is_err());
+        assert!(scope(Some("scope=%5C")).is_err());
+        assert!(scope(Some("scope=%0A")).is_err());
+        assert!(scope(Some("scope=%zz")).is_err());
+    }
+}

@@ -1,0 +1,109 @@
+//! The RSA authenticator: `/login/pubkey/...` and `/relay/pubkey/authenticate`.
+//!
+//! The caller proves who it is with a JWT signed by its RSA key (rules in [`crate::jwt`]), sent
+//! as the JSON body `{"token": "<JWT>"}`; no client certificate is needed. A body that is not
+//! that JSON is 400; every JWT failure is 401 with the rule that failed. Sessions made here are
+//! ordinary sessions (session info, logout, expiry) that live for the configured lifetime. The
+//! on-behalf-of paths take the app session in `sessionToken` as the only credential and follow
+//! the certificate path's rules (`obo.rs`), but answer in the RSA shape
+//! `{"name":"sessionToken","token":…}`.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::json;
+
+use super::json::{self, Reply};
+use super::obo::{self, Target};
+use super::{sessions, ApiError, Ctx, TokenFamily};
+use crate::directory::{App, AppId, User};
+use crate::jwt::{Assertion, JwtError};
+use crate::session::SessionKind;
+
+/// The body of the authenticate calls.
+#[derive(Deserialize)]
+struct AuthenticateRequest {
+    token: String,
+}
+
+const AUTHENTICATE_BODY: &str = r#"{"token": "<JWT>"}"#;
+
+/// `POST /login/pubkey/authenticate`, `/relay/pubkey/authenticate`: a service user's session
+/// or key-manager token.
+pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
+    let body: AuthenticateRequest = json::parse_body(ctx.body, AUTHENTICATE_BODY)?;
+    let user = verified_user(ctx, &body.token)?;
+    let kind = match family {
+        TokenFamily::Session => SessionKind::User { user: user.id },
+        TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
+    };
+    let token = sessions::mint(ctx, kind, None).await?;
+    Ok(json::ok(&json!({
+        "name": family.response_name(),
+        "token": token.expose(),
+    })))
+}
+
+/// `POST /login/pubkey/app/authenticate`: an app's own session.
+pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
+    let body: AuthenticateRequest = json::parse_body(ctx.body, AUTHENTICATE_BODY)?;
+    let app = verified_app(ctx, &body.token)?;
+    let kind = SessionKind::App {
+        app: app.app_id.clone(),
+    };
+    let token = sessions::mint(ctx, kind, None).await?;
+    Ok(json::ok(
+        &json!({ "name": "sessionToken", "token": token.expose() }),
+    ))
+}
+
+/// `POST /login/pubkey/app/user/{userId}/authenticate`.
+pub(super) async fn obo_by_user_id(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
+    on_behalf_of(ctx, Target::UserId(uid)).await
+}
+
+/// `POST /login/pubkey/app/username/{username}/authenticate`.
+pub(super) async fn obo_by_username(ctx: &Ctx<'_>, username: &str) -> Result<Reply, ApiError> {
+    on_behalf_of(ctx, Target::Username(username)).await
+}
+
+async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiError> {
+    let token = obo::session(ctx, None, target, None).await?;
+    Ok(json::ok(
+        &json!({ "name": "sessionToken", "token": token.expose() }),
+    ))
+}
+
+/// The active service user a JWT proves to be.
+fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<Arc<User>, ApiError> {
+    let jwt = Assertion::parse(token, ctx.now)?;
+    let dir = &ctx.api.directory;
+    let user = dir
+        .user_by_name(jwt.subject())
+        .filter(|u| u.is_service_user() && u.active);
+    let found = user.and_then(|u| dir.public_keys(&u.username).map(|k| (u, k)));
+    let Some((user, keys)) = found else {
+        return Err(JwtError::UnknownSubject(
+            "sub is not an active service user with a registered public key",
+        )
+        .into());
+    };
+    jwt.verify(keys)?;
+    Ok(user.clone())
+}
+
+/// The active app a JWT proves to be (also the credential of the extension-app call).
+pub(super) fn verified_app(ctx: &Ctx<'_>, token: &str) -> Result<Arc<App>, ApiError> {
+    let jwt = Assertion::parse(token, ctx.now)?;
+    let dir = &ctx.api.directory;
+    let app = dir.app(&AppId::new(jwt.subject())).filter(|a| a.active);
+    let found = app.and_then(|a| dir.public_keys(a.app_id.as_str()).map(|k| (a, k)));
+    let Some((app, keys)) = found else {
+        return Err(JwtError::UnknownSubject(
+            "sub is not an active app with a registered public key",
+        )
+        .into());
+    };
+    jwt.verify(keys)?;
+    Ok(app.clone())
+}
