@@ -116,6 +116,8 @@ pass "dev PKI in $WORK/certs"
 cat >"$WORK/sessionauth.toml" <<EOF
 # Written by scripts/bdk-conformance.sh. Port 0: the kernel picks a free one.
 listen = "127.0.0.1:0"
+# RSA mode: principals take the public keys \`certs init\` made (certs/<name>-rsa.pub.pem).
+public_key_dir = "certs"
 
 [tls]
 cert = "certs/server.pem"
@@ -187,11 +189,19 @@ if command -v timeout >/dev/null 2>&1; then
     runner=(timeout --kill-after=10 "$RUN_TIMEOUT_S")
 fi
 set +e
+echo "---- certificate mode (bot.certificate, app.certificate) ----"
 (cd "$WORK" && "${runner[@]}" "$VENV/bin/python" -u "$REPO/scripts/bdk_conformance.py" \
     --config "$WORK/bot.yaml" --refused-config "$WORK/retired.yaml" </dev/null)
 rc=$?
+echo "---- RSA mode (bot.privateKey, app.privateKey) ----"
+(cd "$WORK" && "${runner[@]}" "$VENV/bin/python" -u "$REPO/scripts/bdk_conformance_rsa.py" \
+    --port "$PORT" --certs "$WORK/certs" --ca "$WORK/certs/ca.pem" </dev/null)
+rc_rsa=$?
 set -e
-if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-    fail "bdk_conformance.py was stopped after ${RUN_TIMEOUT_S}s"
+if [[ $rc -eq 124 || $rc -eq 137 || $rc_rsa -eq 124 || $rc_rsa -eq 137 ]]; then
+    fail "a BDK conformance run was stopped after ${RUN_TIMEOUT_S}s"
 fi
-exit "$rc"
+if [[ $rc -ne 0 || $rc_rsa -ne 0 ]]; then
+    exit 1
+fi
+exit 0

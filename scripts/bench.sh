@@ -9,6 +9,7 @@
 #                POST /sessionauth/v1/authenticate
 #
 # Each row shows requests per second and the ratio to its baseline on the same server.
+# Then scripts/bench-rsa.sh: keep-alive RS512 JWT authentication with 2048- and 4096-bit keys.
 # Usage: scripts/bench.sh [DURATION] [CONNECTIONS]     (defaults: 10s, 32)
 # Environment: SESSIONAUTH_BIN (default target/release/sessionauth, built when missing).
 set -euo pipefail
@@ -106,3 +107,7 @@ row "keep-alive POST /sessionauth/v1/authenticate" "$BASE" -m POST "https://loca
 row "keep-alive GET /pod/v2/sessioninfo" "$BASE" -H "sessionToken: $TOKEN" "https://localhost:$PORT_KA/pod/v2/sessioninfo" >/dev/null
 BASE_FH=$(row "full handshake GET /health (baseline)" - --disable-keepalive "https://localhost:$PORT_FH/health")
 row "full handshake POST /sessionauth/v1/authenticate" "$BASE_FH" --disable-keepalive -m POST "https://localhost:$PORT_FH/sessionauth/v1/authenticate" >/dev/null
+
+# RSA (signed JWT) authentication, 2048- and 4096-bit keys, on a server of its own.
+echo >&2
+"$ROOT/scripts/bench-rsa.sh" "$DURATION" "$CONNS"
