@@ -27,6 +27,9 @@ use crate::tls::TlsError;
 
 /// How often expired sessions are purged from the store.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How many expired sessions one purge step ends: small, so that each step is short and the
+/// embedded store's steps share commits with requests.
+const PURGE_BATCH: usize = 500;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -253,22 +256,40 @@ async fn serve_connection(
     }
 }
 
-/// Drops expired sessions every [`PURGE_INTERVAL`]. Expired sessions are already refused on
-/// read; this only reclaims their memory.
+/// Drops expired sessions every [`PURGE_INTERVAL`], [`PURGE_BATCH`] at a time, and records
+/// each one as an `ended` session event with reason `expired` (as a logout is recorded, without
+/// a trace id, never with the token). Expired sessions are already refused on read; this
+/// reclaims their space. It runs as its own task, and each batch is short, so requests never
+/// wait for a sweep.
 async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.purge_expired(clock.now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                target: "sessionauth::session",
-                event = "purged",
-                reason = "expired",
-                count = n
-            ),
-            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        loop {
+            let ended = match store.purge_expired(clock.now(), PURGE_BATCH).await {
+                Ok(ended) => ended,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired sessions failed");
+                    break;
+                }
+            };
+            for session in &ended {
+                tracing::info!(
+                    target: "sessionauth::session",
+                    event = "ended",
+                    reason = "expired",
+                    kind = session.kind.label(),
+                    user = session.kind.user().map(|u| u.0),
+                    app = session.kind.app().map(|a| a.as_str()),
+                    session_id = session.id.0,
+                    trace_id = "-",
+                );
+            }
+            if ended.len() < PURGE_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
     }
 }

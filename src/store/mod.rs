@@ -60,8 +60,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// it minted. Returns them.
     async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
-    /// Drops every session expired by `now`; returns how many.
-    async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError>;
+    /// Drops at most `limit` sessions expired by `now` and returns them, so that the caller can
+    /// record each end. Fewer than `limit` means none are left for now. Each call is short, so a
+    /// caller that loops over batches never holds up requests for long.
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError>;
 
     /// How many sessions the store holds (live or not yet purged).
     async fn count(&self) -> Result<usize, StoreError>;
