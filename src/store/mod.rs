@@ -4,10 +4,20 @@
 //! backend keys sessions by [`TokenHash`] (never the token), treats a session past its expiry as
 //! absent, and makes `remove` atomic: of two concurrent removals of one session, exactly one
 //! gets it back. The conformance suite in `tests/store_conformance.rs` runs against each backend.
+//!
+//! | backend | file | durability |
+//! |---|---|---|
+//! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
+//! | [`EmbeddedStore`] (the default) | `embedded.rs` | a redb file; every change fsynced before it is acknowledged |
 
+pub mod embedded;
 mod memory;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -17,7 +27,7 @@ use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
 
 /// A store failure: the session's fate is unknown, so callers answer 503 and never succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend is unreachable or refused the operation.
     #[error("session store unavailable: {0}")]
@@ -25,6 +35,48 @@ pub enum StoreError {
     /// A key collision on insert: the token (or session id) already exists.
     #[error("a session with this token already exists")]
     Duplicate,
+    /// The backend reported an error; the detail is in the source.
+    #[error("session store failure ({backend}): {source}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said. Shared, so that one failed group commit can answer every waiter.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why a configured store could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file could not be opened (or created).
+    #[error("cannot open the session database {path}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database file was written by an incompatible version.
+    #[error("the session database {path} has layout version {found}; this build reads {expected}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build writes.
+        expected: u32,
+    },
 }
 
 /// Where sessions live.
