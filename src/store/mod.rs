@@ -9,12 +9,15 @@
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
 //! | [`EmbeddedStore`] (the default) | `embedded.rs` | a redb file; every change fsynced before it is acknowledged |
+//! | [`RedisStore`] | `redis.rs` | shared by every node; as durable as the Redis server is configured |
 
 pub mod embedded;
 mod memory;
+pub mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -77,6 +80,9 @@ pub enum OpenError {
         /// The version this build writes.
         expected: u32,
     },
+    /// The Redis client could not be set up (the URL is not shown: it may hold a password).
+    #[error("cannot set up the Redis client")]
+    Redis(#[source] ::redis::RedisError),
 }
 
 /// Where sessions live.
