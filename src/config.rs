@@ -15,6 +15,10 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Where the dev PKI lives when no configuration file is given.
 pub const DEFAULT_CERTS_DIR: &str = "certs";
+/// Where the embedded store keeps its file by default (next to `certs/`).
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// The default prefix of every Redis key sessionauth writes.
+pub const DEFAULT_REDIS_PREFIX: &str = "sessionauth:";
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ pub struct Config {
     pub session_lifetime: Duration,
     /// Limits that protect the server from slow or oversized clients.
     pub limits: Limits,
+    /// Where sessions live.
+    pub store: StoreConfig,
     /// When set, the dev PKI in this folder is created (or completed) before start-up.
     pub dev_pki: Option<PathBuf>,
 }
@@ -55,6 +61,25 @@ pub enum DirectorySource {
     Embedded,
     /// A TOML file.
     File(PathBuf),
+}
+
+/// Where sessions live (the `store` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `"memory"`: in process memory, gone at exit.
+    Memory,
+    /// `"embedded"` (the default): a redb file in `data_dir`, fsynced before every answer.
+    Embedded {
+        /// The folder that holds the database file.
+        data_dir: PathBuf,
+    },
+    /// `"redis://…"` or `"rediss://…"`: shared by every node that names the same Redis.
+    Redis {
+        /// The server's URL (it may carry a password: never printed).
+        url: RedisUrl,
+        /// The prefix of every key written.
+        prefix: String,
+    },
 }
 
 /// A `redis://` or `rediss://` URL. `Debug` and `Display` hide any password, so the value can
@@ -164,7 +189,8 @@ pub enum ConfigError {
 
 impl Config {
     /// The embedded defaults: the dev PKI in `certs/` (made on first start), the sample
-    /// directory, `127.0.0.1:8443`, 24-hour sessions.
+    /// directory, `127.0.0.1:8443`, 24-hour sessions, the embedded store in `data/` (both
+    /// folders relative to the working directory).
     pub fn embedded_defaults() -> Self {
         let certs = PathBuf::from(DEFAULT_CERTS_DIR);
         Self {
@@ -181,6 +207,9 @@ impl Config {
             directory: DirectorySource::Embedded,
             session_lifetime: Duration::from_secs(24 * 3600),
             limits: Limits::default(),
+            store: StoreConfig::Embedded {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
             dev_pki: Some(certs),
         }
     }
@@ -236,6 +265,9 @@ struct RawConfig {
     tls: RawTls,
     #[serde(default)]
     limits: RawLimits,
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    redis_prefix: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -349,6 +381,13 @@ impl RawConfig {
         if handshake_timeout.is_zero() {
             return Err(invalid("tls.handshake_timeout must be above zero".into()));
         }
+        let store = resolve_store(
+            self.store,
+            self.data_dir.map(at),
+            at(DEFAULT_DATA_DIR.into()),
+            self.redis_prefix,
+        )
+        .map_err(invalid)?;
         Ok(Config {
             listen,
             tls: TlsSettings {
@@ -363,9 +402,56 @@ impl RawConfig {
                 .map_or(DirectorySource::Embedded, |p| DirectorySource::File(at(p))),
             session_lifetime,
             limits,
+            store,
             dev_pki: None,
         })
     }
+}
+
+/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent) and
+/// `redis_prefix` together: a key that does not apply to the chosen store is refused rather than
+/// silently ignored.
+fn resolve_store(
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    default_data_dir: PathBuf,
+    redis_prefix: Option<String>,
+) -> Result<StoreConfig, String> {
+    let store = store.as_deref().unwrap_or("embedded");
+    let config = match store {
+        "memory" => StoreConfig::Memory,
+        "embedded" => StoreConfig::Embedded {
+            data_dir: data_dir.clone().unwrap_or(default_data_dir),
+        },
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let url = RedisUrl::parse(url).ok_or_else(|| {
+                format!(
+                    "store: {} is not a valid Redis URL (redis://[user:password@]host[:port][/db])",
+                    RedisUrl(url.to_owned())
+                )
+            })?;
+            let prefix = redis_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
+            if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("redis_prefix must be non-empty, without spaces".into());
+            }
+            StoreConfig::Redis { url, prefix }
+        }
+        // The value is not echoed: a mistyped URL may hold a password.
+        _ => {
+            return Err(
+                "store must be \"memory\", \"embedded\", or a redis:// or rediss:// URL".into(),
+            )
+        }
+    };
+    if data_dir.is_some() && !matches!(config, StoreConfig::Embedded { .. }) {
+        return Err("data_dir applies only to store = \"embedded\"".into());
+    }
+    if redis_prefix.is_some() && !matches!(config, StoreConfig::Redis { .. }) {
+        return Err("redis_prefix applies only to a redis:// or rediss:// store".into());
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -432,6 +518,68 @@ mod tests {
         assert!(Config::from_toml(&text, Path::new(".")).is_err());
     }
 
+    /// The store defaults to the embedded one in `data/` next to the file; each kind parses.
+    #[test]
+    fn store_kinds_parse() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded {
+                data_dir: "/etc/sa/data".into()
+            }
+        );
+        let text = format!("store = \"embedded\"\ndata_dir = \"/var/lib/sa\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded {
+                data_dir: "/var/lib/sa".into()
+            }
+        );
+        let text = format!("store = \"memory\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.store, StoreConfig::Memory);
+        let text =
+            format!("store = \"redis://127.0.0.1:6379/2\"\nredis_prefix = \"sa1:\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        let StoreConfig::Redis { url, prefix } = c.store else {
+            panic!("not redis: {:?}", c.store);
+        };
+        assert_eq!(url.expose(), "redis://127.0.0.1:6379/2");
+        assert_eq!(prefix, "sa1:");
+        let text = format!("store = \"rediss://redis.example:6380\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert!(
+            matches!(c.store, StoreConfig::Redis { ref url, ref prefix } if url.is_tls() && prefix == DEFAULT_REDIS_PREFIX)
+        );
+    }
+
+    /// An unknown store, or a key that does not apply to the chosen store, is refused; the
+    /// error never repeats a value that may hold a password.
+    #[test]
+    fn bad_store_settings_are_refused() {
+        for (line, needle) in [
+            ("store = \"postgres://u:hunter2@db\"", "store must be"),
+            (
+                "store = \"redis://u:hunter2@host:notaport\"",
+                "not a valid Redis URL",
+            ),
+            ("store = \"memory\"\ndata_dir = \"d\"", "data_dir"),
+            (
+                "store = \"embedded\"\nredis_prefix = \"x:\"",
+                "redis_prefix",
+            ),
+            ("store = \"redis://h\"\nredis_prefix = \"\"", "redis_prefix"),
+        ] {
+            let text = format!("{line}\n{MINIMAL}");
+            let e = Config::from_toml(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{line}: {e}");
+            assert!(!e.contains("hunter2"), "{line}: {e}");
+        }
+    }
+
     /// A Redis URL's password never shows in Debug or Display.
     #[test]
     fn redis_url_is_redacted() {
@@ -442,5 +590,8 @@ mod tests {
         assert_eq!(url.to_string(), "rediss://:***@h/0");
         let url = RedisUrl::parse("redis://h:6379").unwrap();
         assert_eq!(url.to_string(), "redis://h:6379");
+        let text = format!("store = \"redis://u:hunter2@h/1\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -17,12 +17,12 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DirectorySource, Limits};
+use crate::config::{Config, DirectorySource, Limits, StoreConfig};
 use crate::directory::{Directory, DirectoryError};
 use crate::http::{Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::{EmbeddedStore, MemoryStore, OpenError, RedisStore, SessionStore};
 use crate::tls::TlsError;
 
 /// How often expired sessions are purged from the store.
@@ -43,6 +43,9 @@ pub enum StartError {
     /// The dev PKI could not be made.
     #[error("dev PKI: {0}")]
     Pki(#[from] PkiError),
+    /// The session store could not be opened.
+    #[error("session store: {0}")]
+    Store(#[from] OpenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -74,8 +77,10 @@ impl std::fmt::Debug for Prepared {
 }
 
 impl Prepared {
-    /// Loads the directory, makes the dev PKI when configured, and builds the TLS
-    /// configuration. Sessions go to a fresh in-memory store, timed by the system clock.
+    /// Loads the directory, makes the dev PKI when configured, builds the TLS configuration and
+    /// opens the configured session store, timed by the system clock. The embedded store opens
+    /// its file here (and fails here when it cannot); the Redis store only parses its URL and
+    /// connects on first use, so a Redis that is down does not hold up start-up.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
@@ -86,11 +91,12 @@ impl Prepared {
             None => None,
         };
         let tls = crate::tls::server_config(&config.tls)?;
+        let store = open_store(&config.store)?;
         Ok(Self {
             config,
             tls,
             directory: Arc::new(directory),
-            store: Arc::new(MemoryStore::new()),
+            store,
             clock: Arc::new(SystemClock),
             pki_report,
         })
@@ -125,6 +131,22 @@ impl Prepared {
             .await
             .map_err(|source| StartError::Bind { addr, source })
     }
+}
+
+/// Opens the configured backend.
+fn open_store(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
+    Ok(match config {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Embedded { data_dir } => {
+            let store = EmbeddedStore::open(data_dir)?;
+            tracing::info!(file = %store.path().display(), "session store: embedded");
+            Arc::new(store)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
+            Arc::new(RedisStore::open(url, prefix)?)
+        }
+    })
 }
 
 /// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
