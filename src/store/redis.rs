@@ -74,20 +74,18 @@ const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local k, ik = p .. 's:' .. h, p .. 'i:' .. ARGV[5]
 if redis.call('EXISTS', k) == 1 or redis.call('EXISTS', ik) == 1 then return 0 end
-redis.call('HSET', k, 'v', ARGV[3], 'exp', ARGV[4], 'id', ARGV[5])
+local fields = {'v', ARGV[3], 'exp', ARGV[4], 'id', ARGV[5]}
+if ARGV[7] == '1' then fields[#fields + 1] = 'user'; fields[#fields + 1] = ARGV[8] end
+if ARGV[9] == '1' then fields[#fields + 1] = 'app'; fields[#fields + 1] = ARGV[10] end
+redis.call('HSET', k, unpack(fields))
+redis.call('PEXPIRE', k, ttl)
+-- An index set lives as long as its longest-lived member.
 local function index(set)
   redis.call('SADD', set, h)
   if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
 end
-if ARGV[7] == '1' then
-  redis.call('HSET', k, 'user', ARGV[8])
-  index(p .. 'u:' .. ARGV[8])
-end
-if ARGV[9] == '1' then
-  redis.call('HSET', k, 'app', ARGV[10])
-  index(p .. 'a:' .. ARGV[10])
-end
-redis.call('PEXPIRE', k, ttl)
+if ARGV[7] == '1' then index(p .. 'u:' .. ARGV[8]) end
+if ARGV[9] == '1' then index(p .. 'a:' .. ARGV[10]) end
 redis.call('SET', ik, h, 'PX', ttl)
 redis.call('ZADD', p .. 'x', ARGV[4], h)
 return 1
