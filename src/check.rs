@@ -8,7 +8,7 @@ use std::time::Duration;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::{Config, SigningKeySource};
+use crate::config::{Config, SigningKeySource, StoreConfig};
 use crate::pki::ClientFiles;
 use crate::server::Prepared;
 
@@ -61,9 +61,21 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
             config.signing.key = SigningKeySource::Ephemeral;
         }
     }
+    // The store is described, not opened: a running server holds the embedded store's file.
+    let store = std::mem::replace(&mut config.store, StoreConfig::Memory);
     let prepared = Prepared::new(config)?;
     let config = prepared.config();
     let now = SystemClock.now();
+    report.checked.push(match store {
+        StoreConfig::Memory => "session store: memory (sessions end at exit)".to_owned(),
+        StoreConfig::Embedded { data_dir } => format!(
+            "session store: embedded, {}",
+            data_dir.join(crate::store::embedded::DB_FILE).display()
+        ),
+        StoreConfig::Redis { url, prefix } => {
+            format!("session store: redis {url}, key prefix {prefix:?}")
+        }
+    });
     report.checked.push(format!(
         "server certificate {} matches key {}",
         config.tls.cert_chain.display(),

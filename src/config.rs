@@ -15,6 +15,10 @@ use serde::Deserialize;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Where the dev PKI lives when no configuration file is given.
 pub const DEFAULT_CERTS_DIR: &str = "certs";
+/// Where the embedded store keeps its file by default (next to `certs/`).
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// The default prefix of every Redis key sessionauth writes.
+pub const DEFAULT_REDIS_PREFIX: &str = "sessionauth:";
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -29,6 +33,8 @@ pub struct Config {
     pub session_lifetime: Duration,
     /// Limits that protect the server from slow or oversized clients.
     pub limits: Limits,
+    /// Where sessions live.
+    pub store: StoreConfig,
     /// When set, the dev PKI in this folder is created (or completed) before start-up.
     pub dev_pki: Option<PathBuf>,
     /// The key-folder rule: service users and apps with no configured RSA key take
@@ -108,6 +114,73 @@ pub enum DirectorySource {
     File(PathBuf),
 }
 
+/// Where sessions live (the `store` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `"memory"`: in process memory, gone at exit.
+    Memory,
+    /// `"embedded"` (the default): a redb file in `data_dir`, fsynced before every answer.
+    Embedded {
+        /// The folder that holds the database file.
+        data_dir: PathBuf,
+    },
+    /// `"redis://…"` or `"rediss://…"`: shared by every node that names the same Redis.
+    Redis {
+        /// The server's URL (it may carry a password: never printed).
+        url: RedisUrl,
+        /// The prefix of every key written.
+        prefix: String,
+    },
+}
+
+/// A `redis://` or `rediss://` URL. `Debug` and `Display` hide any password, so the value can
+/// appear in logs and error messages; [`RedisUrl::expose`] is the only way to the full text.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    /// Accepts a URL whose scheme is `redis` or `rediss` and which the Redis client can parse.
+    pub fn parse(text: &str) -> Option<Self> {
+        let url = Self(text.to_owned());
+        let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
+        (scheme_ok && ::redis::Client::open(text).is_ok()).then_some(url)
+    }
+
+    /// The full URL, password included: for the Redis client only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the connection uses TLS (`rediss://`).
+    pub fn is_tls(&self) -> bool {
+        self.0.starts_with("rediss://")
+    }
+}
+
+impl fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // scheme://[user[:password]@]host... → scheme://[user:***@]host...
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return f.write_str("<redacted>");
+        };
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, tail) = rest.split_at(authority_end);
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+                write!(f, "{scheme}://{user}:***@{host}{tail}")
+            }
+            None => write!(f, "{scheme}://{authority}{tail}"),
+        }
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
 /// Limits that protect the server from slow or oversized clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -167,7 +240,8 @@ pub enum ConfigError {
 
 impl Config {
     /// The embedded defaults: the dev PKI in `certs/` (made on first start), the sample
-    /// directory, `127.0.0.1:8443`, 24-hour sessions.
+    /// directory, `127.0.0.1:8443`, 24-hour sessions, the embedded store in `data/` (both
+    /// folders relative to the working directory).
     pub fn embedded_defaults() -> Self {
         let certs = PathBuf::from(DEFAULT_CERTS_DIR);
         Self {
@@ -186,6 +260,9 @@ impl Config {
             limits: Limits::default(),
             public_key_dir: Some(certs.clone()),
             signing: SigningSettings::with_default_key(certs.join(DEFAULT_SIGNING_KEY)),
+            store: StoreConfig::Embedded {
+                data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            },
             dev_pki: Some(certs),
         }
     }
@@ -258,6 +335,9 @@ struct RawConfig {
     public_key_dir: Option<PathBuf>,
     #[serde(default)]
     signing: RawSigning,
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    redis_prefix: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -381,6 +461,13 @@ impl RawConfig {
         if handshake_timeout.is_zero() {
             return Err(invalid("tls.handshake_timeout must be above zero".into()));
         }
+        let store = resolve_store(
+            self.store,
+            self.data_dir.map(at),
+            at(DEFAULT_DATA_DIR.into()),
+            self.redis_prefix,
+        )
+        .map_err(invalid)?;
         let signing = self.signing.resolve(&at(self.tls.key.clone()), &at)?;
         Ok(Config {
             listen,
@@ -396,6 +483,7 @@ impl RawConfig {
                 .map_or(DirectorySource::Embedded, |p| DirectorySource::File(at(p))),
             session_lifetime,
             limits,
+            store,
             dev_pki: None,
             public_key_dir: self.public_key_dir.map(at),
             signing,
@@ -443,6 +531,52 @@ impl RawSigning {
             issuer,
         })
     }
+}
+
+/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent) and
+/// `redis_prefix` together: a key that does not apply to the chosen store is refused rather than
+/// silently ignored.
+fn resolve_store(
+    store: Option<String>,
+    data_dir: Option<PathBuf>,
+    default_data_dir: PathBuf,
+    redis_prefix: Option<String>,
+) -> Result<StoreConfig, String> {
+    let store = store.as_deref().unwrap_or("embedded");
+    let config = match store {
+        "memory" => StoreConfig::Memory,
+        "embedded" => StoreConfig::Embedded {
+            data_dir: data_dir.clone().unwrap_or(default_data_dir),
+        },
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let url = RedisUrl::parse(url).ok_or_else(|| {
+                format!(
+                    "store: {} is not a valid Redis URL (redis://[user:password@]host[:port][/db])",
+                    RedisUrl(url.to_owned())
+                )
+            })?;
+            let prefix = redis_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
+            if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err("redis_prefix must be non-empty, without spaces".into());
+            }
+            StoreConfig::Redis { url, prefix }
+        }
+        // The value is not echoed: a mistyped URL may hold a password.
+        _ => {
+            return Err(
+                "store must be \"memory\", \"embedded\", or a redis:// or rediss:// URL".into(),
+            )
+        }
+    };
+    if data_dir.is_some() && !matches!(config, StoreConfig::Embedded { .. }) {
+        return Err("data_dir applies only to store = \"embedded\"".into());
+    }
+    if redis_prefix.is_some() && !matches!(config, StoreConfig::Redis { .. }) {
+        return Err("redis_prefix applies only to a redis:// or rediss:// store".into());
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -553,5 +687,82 @@ mod tests {
     fn bad_listen_is_refused() {
         let text = format!("listen = \"localhost\"\n{MINIMAL}");
         assert!(Config::from_toml(&text, Path::new(".")).is_err());
+    }
+
+    /// The store defaults to the embedded one in `data/` next to the file; each kind parses.
+    #[test]
+    fn store_kinds_parse() {
+        let c = Config::from_toml(MINIMAL, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded {
+                data_dir: "/etc/sa/data".into()
+            }
+        );
+        let text = format!("store = \"embedded\"\ndata_dir = \"/var/lib/sa\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new("/etc/sa")).unwrap();
+        assert_eq!(
+            c.store,
+            StoreConfig::Embedded {
+                data_dir: "/var/lib/sa".into()
+            }
+        );
+        let text = format!("store = \"memory\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.store, StoreConfig::Memory);
+        let text =
+            format!("store = \"redis://127.0.0.1:6379/2\"\nredis_prefix = \"sa1:\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        let StoreConfig::Redis { url, prefix } = c.store else {
+            panic!("not redis: {:?}", c.store);
+        };
+        assert_eq!(url.expose(), "redis://127.0.0.1:6379/2");
+        assert_eq!(prefix, "sa1:");
+        let text = format!("store = \"rediss://redis.example:6380\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert!(
+            matches!(c.store, StoreConfig::Redis { ref url, ref prefix } if url.is_tls() && prefix == DEFAULT_REDIS_PREFIX)
+        );
+    }
+
+    /// An unknown store, or a key that does not apply to the chosen store, is refused; the
+    /// error never repeats a value that may hold a password.
+    #[test]
+    fn bad_store_settings_are_refused() {
+        for (line, needle) in [
+            ("store = \"postgres://u:hunter2@db\"", "store must be"),
+            (
+                "store = \"redis://u:hunter2@host:notaport\"",
+                "not a valid Redis URL",
+            ),
+            ("store = \"memory\"\ndata_dir = \"d\"", "data_dir"),
+            (
+                "store = \"embedded\"\nredis_prefix = \"x:\"",
+                "redis_prefix",
+            ),
+            ("store = \"redis://h\"\nredis_prefix = \"\"", "redis_prefix"),
+        ] {
+            let text = format!("{line}\n{MINIMAL}");
+            let e = Config::from_toml(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{line}: {e}");
+            assert!(!e.contains("hunter2"), "{line}: {e}");
+        }
+    }
+
+    /// A Redis URL's password never shows in Debug or Display.
+    #[test]
+    fn redis_url_is_redacted() {
+        let url = RedisUrl::parse("redis://user:hunter2@127.0.0.1:6379/15").unwrap();
+        assert_eq!(url.to_string(), "redis://user:***@127.0.0.1:6379/15");
+        assert!(!format!("{url:?}").contains("hunter2"));
+        let url = RedisUrl::parse("rediss://:hunter2@h/0").unwrap();
+        assert_eq!(url.to_string(), "rediss://:***@h/0");
+        let url = RedisUrl::parse("redis://h:6379").unwrap();
+        assert_eq!(url.to_string(), "redis://h:6379");
+        let text = format!("store = \"redis://u:hunter2@h/1\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

@@ -17,18 +17,21 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DirectorySource, Limits};
+use crate::config::{Config, DirectorySource, Limits, StoreConfig};
 use crate::directory::{Directory, DirectoryError};
 use crate::http::{Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
 use crate::rsakey::RsaKeyError;
 use crate::signing::{SigningError, SigningKeys};
-use crate::store::{MemoryStore, SessionStore};
+use crate::store::{EmbeddedStore, MemoryStore, OpenError, RedisStore, SessionStore};
 use crate::tls::TlsError;
 
 /// How often expired sessions are purged from the store.
 const PURGE_INTERVAL: Duration = Duration::from_secs(60);
+/// How many expired sessions one purge step ends: small, so that each step is short and the
+/// embedded store's steps share commits with requests.
+const PURGE_BATCH: usize = 500;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +51,9 @@ pub enum StartError {
     /// The signing key could not be loaded or made.
     #[error(transparent)]
     Signing(#[from] SigningError),
+    /// The session store could not be opened.
+    #[error("session store: {0}")]
+    Store(#[from] OpenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -83,8 +89,10 @@ impl std::fmt::Debug for Prepared {
 
 impl Prepared {
     /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
-    /// configured, applies the key-folder rule, builds the TLS configuration, and loads (or
-    /// makes) the signing key. Sessions go to a fresh in-memory store, timed by the system clock.
+    /// configured, applies the key-folder rule, builds the TLS configuration, opens the
+    /// configured session store, and loads (or makes) the signing key. The embedded store opens
+    /// its file here (and fails here when it cannot); the Redis store only parses its URL and
+    /// connects on first use, so a Redis that is down does not hold up start-up.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let mut directory = match &config.directory {
             DirectorySource::Embedded => Directory::embedded_sample()?,
@@ -104,13 +112,14 @@ impl Prepared {
             None => Vec::new(),
         };
         let tls = crate::tls::server_config(&config.tls)?;
+        let store = open_store(&config.store)?;
         // Last, so that a start refused for anything else writes no signing key.
         let signing = SigningKeys::load(&config.signing)?;
         Ok(Self {
             config,
             tls,
             directory: Arc::new(directory),
-            store: Arc::new(MemoryStore::new()),
+            store,
             clock: Arc::new(SystemClock),
             signing: Arc::new(signing),
             pki_report,
@@ -152,6 +161,22 @@ impl Prepared {
             .await
             .map_err(|source| StartError::Bind { addr, source })
     }
+}
+
+/// Opens the configured backend.
+fn open_store(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
+    Ok(match config {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Embedded { data_dir } => {
+            let store = EmbeddedStore::open(data_dir)?;
+            tracing::info!(file = %store.path().display(), "session store: embedded");
+            Arc::new(store)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
+            Arc::new(RedisStore::open(url, prefix)?)
+        }
+    })
 }
 
 /// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
@@ -284,22 +309,40 @@ async fn serve_connection(
     }
 }
 
-/// Drops expired sessions every [`PURGE_INTERVAL`]. Expired sessions are already refused on
-/// read; this only reclaims their memory.
+/// Drops expired sessions every [`PURGE_INTERVAL`], [`PURGE_BATCH`] at a time, and records
+/// each one as an `ended` session event with reason `expired` (as a logout is recorded, without
+/// a trace id, never with the token). Expired sessions are already refused on read; this
+/// reclaims their space. It runs as its own task, and each batch is short, so requests never
+/// wait for a sweep.
 async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match store.purge_expired(clock.now()).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                target: "sessionauth::session",
-                event = "purged",
-                reason = "expired",
-                count = n
-            ),
-            Err(e) => tracing::warn!(error = %e, "purging expired sessions failed"),
+        loop {
+            let ended = match store.purge_expired(clock.now(), PURGE_BATCH).await {
+                Ok(ended) => ended,
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging expired sessions failed");
+                    break;
+                }
+            };
+            for session in &ended {
+                tracing::info!(
+                    target: "sessionauth::session",
+                    event = "ended",
+                    reason = "expired",
+                    kind = session.kind.label(),
+                    user = session.kind.user().map(|u| u.0),
+                    app = session.kind.app().map(|a| a.as_str()),
+                    session_id = session.id.0,
+                    trace_id = "-",
+                );
+            }
+            if ended.len() < PURGE_BATCH {
+                break;
+            }
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -1,9 +1,9 @@
 //! The in-memory backend: maps behind one `parking_lot` mutex. Fast, and gone at exit.
 //!
-//! Besides the sessions keyed by token hash it keeps three indexes (by user, by app, by public
-//! id) so that administrative operations do not scan every session.
+//! Besides the sessions keyed by token hash it keeps four indexes (by user, by app, by public
+//! id, by expiry) so that administrative operations and the purge do not scan every session.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -26,6 +26,7 @@ struct Inner {
     by_user: HashMap<UserId, HashSet<TokenHash>>,
     by_app: HashMap<AppId, HashSet<TokenHash>>,
     by_id: HashMap<SessionId, TokenHash>,
+    by_expiry: BTreeSet<(Millis, [u8; 32])>,
 }
 
 impl Inner {
@@ -40,6 +41,7 @@ impl Inner {
             self.by_app.entry(app.clone()).or_default().insert(key);
         }
         self.by_id.insert(session.id, key);
+        self.by_expiry.insert((session.expires, *key.as_bytes()));
         self.sessions.insert(key, session);
         Ok(())
     }
@@ -63,6 +65,7 @@ impl Inner {
             }
         }
         self.by_id.remove(&session.id);
+        self.by_expiry.remove(&(session.expires, *key.as_bytes()));
         Some(session)
     }
 
@@ -148,18 +151,16 @@ impl SessionStore for MemoryStore {
         Ok(inner.remove_all(keys, now))
     }
 
-    async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError> {
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError> {
         let mut inner = self.inner.lock();
+        // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
         let expired: Vec<TokenHash> = inner
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.is_expired(now))
-            .map(|(k, _)| *k)
+            .by_expiry
+            .range(..=(now, [u8::MAX; 32]))
+            .take(limit)
+            .map(|(_, k)| TokenHash::from_bytes(*k))
             .collect();
-        for key in &expired {
-            inner.remove(key);
-        }
-        Ok(expired.len())
+        Ok(expired.iter().filter_map(|k| inner.remove(k)).collect())
     }
 
     async fn count(&self) -> Result<usize, StoreError> {

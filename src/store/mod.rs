@@ -4,10 +4,23 @@
 //! backend keys sessions by [`TokenHash`] (never the token), treats a session past its expiry as
 //! absent, and makes `remove` atomic: of two concurrent removals of one session, exactly one
 //! gets it back. The conformance suite in `tests/store_conformance.rs` runs against each backend.
+//!
+//! | backend | file | durability |
+//! |---|---|---|
+//! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
+//! | [`EmbeddedStore`] (the default) | `embedded.rs` | a redb file; every change fsynced before it is acknowledged |
+//! | [`RedisStore`] | `redis.rs` | shared by every node; as durable as the Redis server is configured |
 
+pub mod embedded;
 mod memory;
+pub mod redis;
 
+pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -17,7 +30,7 @@ use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
 
 /// A store failure: the session's fate is unknown, so callers answer 503 and never succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// The backend is unreachable or refused the operation.
     #[error("session store unavailable: {0}")]
@@ -25,6 +38,51 @@ pub enum StoreError {
     /// A key collision on insert: the token (or session id) already exists.
     #[error("a session with this token already exists")]
     Duplicate,
+    /// The backend reported an error; the detail is in the source.
+    #[error("session store failure ({backend}): {source}")]
+    Backend {
+        /// Which backend.
+        backend: &'static str,
+        /// What it said. Shared, so that one failed group commit can answer every waiter.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// Why a configured store could not be opened at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database file could not be opened (or created).
+    #[error("cannot open the session database {path}")]
+    Database {
+        /// The file.
+        path: PathBuf,
+        /// What redb said.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The database file was written by an incompatible version.
+    #[error("the session database {path} has layout version {found}; this build reads {expected}")]
+    Layout {
+        /// The file.
+        path: PathBuf,
+        /// The version in the file.
+        found: u32,
+        /// The version this build writes.
+        expected: u32,
+    },
+    /// The Redis client could not be set up (the URL is not shown: it may hold a password).
+    #[error("cannot set up the Redis client")]
+    Redis(#[source] ::redis::RedisError),
 }
 
 /// Where sessions live.
@@ -60,8 +118,10 @@ pub trait SessionStore: Send + Sync + 'static {
     /// it minted. Returns them.
     async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
-    /// Drops every session expired by `now`; returns how many.
-    async fn purge_expired(&self, now: Millis) -> Result<usize, StoreError>;
+    /// Drops at most `limit` sessions expired by `now` and returns them, so that the caller can
+    /// record each end. Fewer than `limit` means none are left for now. Each call is short, so a
+    /// caller that loops over batches never holds up requests for long.
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError>;
 
     /// How many sessions the store holds (live or not yet purged).
     async fn count(&self) -> Result<usize, StoreError>;

@@ -1,0 +1,319 @@
+//! Load tools for `scripts/bench-stores.sh`.
+//!
+//! - `store_bench http`: keep-alive load at a running server over mTLS. Logout needs a fresh
+//!   token per request, which a generic load generator (oha) cannot send, so this tool first
+//!   authenticates for `--duration` seconds on `--connections` connections (collecting every
+//!   token, and reporting that rate too), then logs every token out on the same connections and
+//!   reports that rate. Any answer other than 200 is counted and makes the exit status 1.
+//! - `store_bench fill`: writes `--sessions` live sessions straight into an embedded store's
+//!   data directory (through [`EmbeddedStore`], so with the same group commit), to measure
+//!   start-up time and memory with a large store.
+//!
+//! Output ends with one `RESULT key=value ...` line for scripts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use sessionauth::clock::{Clock as _, SystemClock};
+use sessionauth::directory::UserId;
+use sessionauth::session::{Session, SessionId, SessionKind};
+use sessionauth::store::{EmbeddedStore, SessionStore as _};
+use sessionauth::token::SessionToken;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Authenticate for a while on keep-alive connections, then log every token out.
+    Http {
+        /// The server's address.
+        #[arg(long)]
+        addr: SocketAddr,
+        /// The dev PKI folder (ca.pem, <cn>.pem, <cn>-key.pem).
+        #[arg(long)]
+        certs: PathBuf,
+        /// The client certificate's CN (a service user).
+        #[arg(long, default_value = "bot.user")]
+        cn: String,
+        /// Concurrent keep-alive connections.
+        #[arg(long, default_value_t = 32)]
+        connections: usize,
+        /// Seconds of authenticate load (the logout phase then takes what it takes).
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+    },
+    /// Fill an embedded store with live sessions.
+    Fill {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// How many sessions.
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Cmd::Http {
+                addr,
+                certs,
+                cn,
+                connections,
+                duration,
+            } => {
+                http(
+                    addr,
+                    &certs,
+                    &cn,
+                    connections,
+                    Duration::from_secs(duration),
+                )
+                .await
+            }
+            Cmd::Fill { data_dir, sessions } => fill(&data_dir, sessions).await,
+        }
+    });
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn http(
+    addr: SocketAddr,
+    certs: &Path,
+    cn: &str,
+    connections: usize,
+    duration: Duration,
+) -> Result<bool, BoxError> {
+    let tls = client_config(certs, cn)?;
+    let mut conns = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        conns.push(Conn::open(addr, tls.clone()).await?);
+    }
+
+    // Phase 1: authenticate until the deadline; keep every token.
+    let started = Instant::now();
+    let deadline = started + duration;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut conn| {
+            tokio::spawn(async move {
+                let mut tokens = Vec::new();
+                let mut errors = 0usize;
+                while Instant::now() < deadline {
+                    match conn
+                        .call(Method::POST, "/sessionauth/v1/authenticate", None)
+                        .await
+                    {
+                        Ok((StatusCode::OK, body)) => {
+                            let v: serde_json::Value = serde_json::from_slice(&body)?;
+                            match v["token"].as_str() {
+                                Some(t) => tokens.push(t.to_owned()),
+                                None => errors += 1,
+                            }
+                        }
+                        Ok(_) => errors += 1,
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok::<_, BoxError>((conn, tokens, errors))
+            })
+        })
+        .collect();
+    let mut conns = Vec::new();
+    let mut tokens = Vec::new();
+    let mut auth_errors = 0;
+    for t in tasks {
+        let (conn, mine, errors) = t.await??;
+        conns.push(conn);
+        tokens.push(mine);
+        auth_errors += errors;
+    }
+    let auth_elapsed = started.elapsed();
+    let authenticated: usize = tokens.iter().map(Vec::len).sum();
+    let auth_rps = per_second(authenticated + auth_errors, auth_elapsed);
+    println!(
+        "authenticate: {authenticated} ok, {auth_errors} errors in {:.2}s = {auth_rps:.0} req/s",
+        auth_elapsed.as_secs_f64()
+    );
+
+    // Phase 2: log every token out, each on the connection that made it.
+    let started = Instant::now();
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(tokens)
+        .map(|(mut conn, tokens)| {
+            tokio::spawn(async move {
+                let mut errors = 0usize;
+                for token in &tokens {
+                    match conn
+                        .call(Method::POST, "/sessionauth/v1/logout", Some(token))
+                        .await?
+                    {
+                        (StatusCode::OK, _) => {}
+                        _ => errors += 1,
+                    }
+                }
+                Ok::<_, BoxError>(errors)
+            })
+        })
+        .collect();
+    let mut logout_errors = 0;
+    for t in tasks {
+        logout_errors += t.await??;
+    }
+    let logout_elapsed = started.elapsed();
+    let logout_rps = per_second(authenticated, logout_elapsed);
+    println!(
+        "logout: {authenticated} requests, {logout_errors} errors in {:.2}s = {logout_rps:.0} req/s",
+        logout_elapsed.as_secs_f64()
+    );
+    println!(
+        "RESULT authenticate_rps={auth_rps:.0} logout_rps={logout_rps:.0} requests={authenticated} errors={}",
+        auth_errors + logout_errors
+    );
+    Ok(auth_errors + logout_errors == 0)
+}
+
+async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
+    let store = Arc::new(EmbeddedStore::open(data_dir)?);
+    let now = SystemClock.now();
+    let started = Instant::now();
+    // Many inserts in flight at once: each group commit carries thousands.
+    let workers = 4096.min(sessions.max(1));
+    let tasks: Vec<_> = (0..workers)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut i = w;
+                while i < sessions {
+                    let user = UserId(1_000_000 + i64::try_from(i % 10_000).unwrap_or(0));
+                    let session = Session {
+                        id: SessionId::generate()?,
+                        kind: SessionKind::User { user },
+                        created: now,
+                        expires: now.saturating_add(Duration::from_secs(24 * 3600)),
+                        client_ip: Some("127.0.0.1".into()),
+                        user_agent: Some("store_bench fill".into()),
+                    };
+                    store
+                        .insert(SessionToken::generate()?.hash(), session)
+                        .await?;
+                    i += workers;
+                }
+                Ok::<_, BoxError>(())
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let count = store.count().await?;
+    let elapsed = started.elapsed();
+    println!(
+        "filled {} with {sessions} sessions in {:.1}s ({:.0}/s); it holds {count}",
+        store.path().display(),
+        elapsed.as_secs_f64(),
+        per_second(sessions, elapsed)
+    );
+    println!("RESULT sessions={count}");
+    Ok(count >= sessions)
+}
+
+fn per_second(n: usize, d: Duration) -> f64 {
+    #[allow(clippy::cast_precision_loss)] // a rate to print
+    let n = n as f64;
+    n / d.as_secs_f64().max(1e-9)
+}
+
+fn client_config(certs: &Path, cn: &str) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in sessionauth::tls::read_certs(&certs.join("ca.pem"))? {
+        roots.add(ca)?;
+    }
+    let chain = sessionauth::tls::read_certs(&certs.join(format!("{cn}.pem")))?;
+    let key = sessionauth::tls::read_key(&certs.join(format!("{cn}-key.pem")))?;
+    let config = rustls::ClientConfig::builder_with_provider(sessionauth::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    Ok(Arc::new(config))
+}
+
+/// One keep-alive HTTP/1.1 connection over TLS.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr, tls: Arc<rustls::ClientConfig>) -> Result<Self, BoxError> {
+        let tcp = TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let stream = TlsConnector::from(tls)
+            .connect(ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { sender })
+    }
+
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<(StatusCode, Bytes), BoxError> {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "localhost");
+        if let Some(token) = token {
+            req = req.header("sessionToken", token);
+        }
+        self.sender.ready().await?;
+        let res = self
+            .sender
+            .send_request(req.body(Full::new(Bytes::new()))?)
+            .await?;
+        let status = res.status();
+        Ok((status, res.into_body().collect().await?.to_bytes()))
+    }
+}

@@ -1,0 +1,537 @@
+//! One suite of session-store behaviour, run against every backend: memory, embedded (a redb
+//! file in a temporary folder) and Redis.
+//!
+//! The Redis cases read the server's URL from `SESSIONAUTH_TEST_REDIS_URL` (for example
+//! `redis://127.0.0.1:6379/15`); each case writes under its own random key prefix and deletes
+//! its keys afterwards. Without the variable they print a `SKIPPED` line and pass.
+
+// A failed expectation in a test is a panic, in helpers too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sessionauth::clock::{Clock, Millis, SystemClock};
+use sessionauth::config::RedisUrl;
+use sessionauth::directory::{AppId, UserId};
+use sessionauth::session::{Session, SessionId, SessionKind};
+use sessionauth::store::{EmbeddedStore, MemoryStore, RedisStore, SessionStore, StoreError};
+use sessionauth::token::{SessionToken, TokenHash};
+
+/// The environment variable that names the Redis server for tests.
+const REDIS_ENV: &str = "SESSIONAUTH_TEST_REDIS_URL";
+
+// ---------------------------------------------------------------------------------------------
+// The cases
+// ---------------------------------------------------------------------------------------------
+
+/// A stored session reads back as stored; an unknown key reads as absent; count sees it.
+async fn insert_then_get(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let (key, s) = new_session(user(1001), now, HOUR);
+    store.insert(key, s.clone()).await.unwrap();
+    assert_eq!(store.get(&key, now).await.unwrap(), Some(s));
+    assert_eq!(store.get(&token(), now).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
+/// A second insert under the same token, or with the same public id, is refused and changes
+/// nothing.
+async fn duplicate_insert_is_refused(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let (key, s) = new_session(user(1001), now, HOUR);
+    store.insert(key, s.clone()).await.unwrap();
+    let (_, other) = new_session(user(1003), now, HOUR);
+    let same_key = store.insert(key, other.clone()).await;
+    assert!(
+        matches!(same_key, Err(StoreError::Duplicate)),
+        "{same_key:?}"
+    );
+    let same_id = Session { id: s.id, ..other };
+    let same_id = store.insert(token(), same_id).await;
+    assert!(matches!(same_id, Err(StoreError::Duplicate)), "{same_id:?}");
+    assert_eq!(store.get(&key, now).await.unwrap(), Some(s));
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
+/// A session past its end reads as absent; the purge removes exactly the expired ones, in
+/// batches of the size asked for, and returns them.
+async fn expiry_and_purge(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let (short_key, short) = new_session(user(1001), now, Duration::from_secs(1));
+    let (long_key, long) = new_session(user(1001), now, HOUR);
+    store.insert(short_key, short.clone()).await.unwrap();
+    store.insert(long_key, long.clone()).await.unwrap();
+    let later = now.saturating_add(Duration::from_secs(2));
+    assert_eq!(
+        store.get(&short_key, now).await.unwrap(),
+        Some(short.clone())
+    );
+    assert_eq!(store.get(&short_key, later).await.unwrap(), None);
+    // The end itself counts as expired.
+    assert_eq!(store.get(&short_key, short.expires).await.unwrap(), None);
+    assert_eq!(
+        store.get(&long_key, later).await.unwrap(),
+        Some(long.clone())
+    );
+
+    assert!(store.purge_expired(now, 10).await.unwrap().is_empty());
+    let purged = store.purge_expired(later, 10).await.unwrap();
+    assert_eq!(purged, vec![short]);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert!(store.purge_expired(later, 10).await.unwrap().is_empty());
+
+    for _ in 0..5 {
+        let (k, s) = new_session(user(1003), now, Duration::from_secs(1));
+        store.insert(k, s).await.unwrap();
+    }
+    let sizes = [
+        store.purge_expired(later, 2).await.unwrap().len(),
+        store.purge_expired(later, 2).await.unwrap().len(),
+        store.purge_expired(later, 2).await.unwrap().len(),
+    ];
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.get(&long_key, later).await.unwrap(), Some(long));
+}
+
+/// A session is removed once: the second removal finds nothing, and so does a read.
+async fn remove_once(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let (key, s) = new_session(user(1001), now, HOUR);
+    store.insert(key, s.clone()).await.unwrap();
+    assert_eq!(store.remove(&key, now).await.unwrap(), Some(s));
+    assert_eq!(store.remove(&key, now).await.unwrap(), None);
+    assert_eq!(store.get(&key, now).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 0);
+    // An expired session is not "removed" (the caller answers 401), but it is gone after.
+    let (key, s) = new_session(user(1001), now, Duration::from_secs(1));
+    store.insert(key, s).await.unwrap();
+    let later = now.saturating_add(Duration::from_secs(2));
+    assert_eq!(store.remove(&key, later).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
+/// Of many concurrent removals of one session, exactly one gets it.
+async fn concurrent_removes_have_one_winner(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    for _ in 0..5 {
+        let (key, s) = new_session(user(1001), now, HOUR);
+        store.insert(key, s).await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.remove(&key, now).await.unwrap() })
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            if t.await.unwrap().is_some() {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1);
+    }
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
+/// A user's sessions are its own, its key-manager tokens and the on-behalf-of sessions apps
+/// hold for it; nothing else, and nothing expired.
+async fn list_user_lists_what_acts_as_the_user(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let mine = fixture(&store, now).await;
+    let listed = ids(&store.list_user(user_id(1001), now).await.unwrap());
+    assert_eq!(listed, ids(&mine.user_1001));
+    assert!(store
+        .list_user(user_id(9999), now)
+        .await
+        .unwrap()
+        .is_empty());
+    let later = now.saturating_add(Duration::from_secs(2 * 3600));
+    assert!(store
+        .list_user(user_id(1001), later)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// Ending a user's sessions ends exactly the ones listed for it, and returns them.
+async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let f = fixture(&store, now).await;
+    let ended = store.remove_user(user_id(1001), now).await.unwrap();
+    assert_eq!(ids(&ended), ids(&f.user_1001));
+    for (key, _) in &f.keyed_1001 {
+        assert_eq!(store.get(key, now).await.unwrap(), None);
+    }
+    for (key, s) in &f.others {
+        assert_eq!(store.get(key, now).await.unwrap().as_ref(), Some(s));
+    }
+    assert!(store
+        .remove_user(user_id(1001), now)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+/// A session is ended by its public id only for the user it acts as; a wrong user, an unknown
+/// id or an expired session is `None` and changes nothing.
+async fn remove_by_id_checks_the_user(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let (key, s) = new_session(user(1001), now, HOUR);
+    store.insert(key, s.clone()).await.unwrap();
+    assert_eq!(
+        store.remove_by_id(user_id(1003), s.id, now).await.unwrap(),
+        None
+    );
+    assert_eq!(store.get(&key, now).await.unwrap(), Some(s.clone()));
+    assert_eq!(
+        store
+            .remove_by_id(user_id(1001), SessionId(42), now)
+            .await
+            .unwrap(),
+        None
+    );
+    let later = now.saturating_add(Duration::from_secs(2 * 3600));
+    assert_eq!(
+        store
+            .remove_by_id(user_id(1001), s.id, later)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.remove_by_id(user_id(1001), s.id, now).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(store.get(&key, now).await.unwrap(), None);
+    assert_eq!(
+        store.remove_by_id(user_id(1001), s.id, now).await.unwrap(),
+        None
+    );
+    // An app's own session acts as no user: no user can end it by id.
+    let (key, app_session) = new_session(app("demo-app"), now, HOUR);
+    store.insert(key, app_session.clone()).await.unwrap();
+    assert_eq!(
+        store
+            .remove_by_id(user_id(1001), app_session.id, now)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Ending an app's sessions ends its app sessions and every on-behalf-of session it minted,
+/// and nothing of other apps or of bots.
+async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let f = fixture(&store, now).await;
+    let ended = store
+        .remove_app(&AppId::new("demo-app"), now)
+        .await
+        .unwrap();
+    assert_eq!(ids(&ended), ids(&f.demo_app));
+    for s in &f.demo_app {
+        assert!(
+            matches!(&s.kind, SessionKind::App { app } | SessionKind::OnBehalfOf { app, .. } if app.as_str() == "demo-app")
+        );
+    }
+    let remaining: Vec<Session> = f
+        .all()
+        .into_iter()
+        .filter(|s| !ids(&f.demo_app).contains(&s.id.0))
+        .collect();
+    // The expired session of user 1001 is still held (until purged); demo-app's expired OBO
+    // session went with the others.
+    assert_eq!(store.count().await.unwrap(), remaining.len() + 1);
+    assert!(store
+        .remove_app(&AppId::new("demo-app"), now)
+        .await
+        .unwrap()
+        .is_empty());
+    let other = store
+        .remove_app(&AppId::new("other-app"), now)
+        .await
+        .unwrap();
+    assert_eq!(other.len(), 2);
+}
+
+/// Many tasks inserting at once all succeed, and every session reads back.
+async fn concurrent_inserts_all_land(store: Arc<dyn SessionStore>) {
+    let now = SystemClock.now();
+    let tasks: Vec<_> = (0..32)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut keys = Vec::new();
+                for _ in 0..25 {
+                    let (key, s) = new_session(user(1001), now, HOUR);
+                    store.insert(key, s).await.unwrap();
+                    keys.push(key);
+                }
+                keys
+            })
+        })
+        .collect();
+    let mut keys = Vec::new();
+    for t in tasks {
+        keys.extend(t.await.unwrap());
+    }
+    assert_eq!(store.count().await.unwrap(), 32 * 25);
+    for key in &keys {
+        assert!(store.get(key, now).await.unwrap().is_some());
+    }
+    assert_eq!(
+        store.list_user(user_id(1001), now).await.unwrap().len(),
+        32 * 25
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backends
+// ---------------------------------------------------------------------------------------------
+
+/// Runs every case against one backend, each case on a fresh store.
+macro_rules! conformance {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    super::$case(std::sync::Arc::new(super::MemoryStore::new())).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::EmbeddedStore::open(&dir.path().join("data")).unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
+                }
+            )*
+        }
+        mod redis {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let Some(redis) = super::TestRedis::new(stringify!($case)) else {
+                        return;
+                    };
+                    super::$case(redis.store.clone()).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    insert_then_get,
+    duplicate_insert_is_refused,
+    expiry_and_purge,
+    remove_once,
+    concurrent_removes_have_one_winner,
+    list_user_lists_what_acts_as_the_user,
+    remove_user_ends_exactly_the_users_sessions,
+    remove_by_id_checks_the_user,
+    remove_app_ends_the_apps_and_its_obo_sessions,
+    concurrent_inserts_all_land,
+);
+
+/// The embedded store keeps sessions (and removals) across a close and reopen.
+#[tokio::test]
+async fn embedded_store_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let now = SystemClock.now();
+    let (kept_key, kept) = new_session(user(1001), now, HOUR);
+    let (gone_key, gone) = new_session(user(1001), now, HOUR);
+    {
+        let store = EmbeddedStore::open(&data).unwrap();
+        store.insert(kept_key, kept.clone()).await.unwrap();
+        store.insert(gone_key, gone).await.unwrap();
+        assert!(store.remove(&gone_key, now).await.unwrap().is_some());
+    }
+    let store = EmbeddedStore::open(&data).unwrap();
+    assert_eq!(store.get(&kept_key, now).await.unwrap(), Some(kept));
+    assert_eq!(store.get(&gone_key, now).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.list_user(user_id(1001), now).await.unwrap().len(), 1);
+}
+
+/// A second process (or store) cannot open a data directory that is in use.
+#[test]
+fn embedded_store_refuses_a_second_opener() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let _first = EmbeddedStore::open(&data).unwrap();
+    let second = EmbeddedStore::open(&data).unwrap_err().to_string();
+    assert!(second.contains("sessions.redb"), "{second}");
+}
+
+/// A Redis store for one test case: a random key prefix, deleted when the case ends (also when
+/// it fails).
+struct TestRedis {
+    store: Arc<dyn SessionStore>,
+    url: String,
+    prefix: String,
+}
+
+impl TestRedis {
+    fn new(case: &str) -> Option<Self> {
+        let Ok(url) = std::env::var(REDIS_ENV) else {
+            skipped(case);
+            return None;
+        };
+        let prefix = format!(
+            "sessionauth-test:{}:",
+            &SessionToken::generate().unwrap().expose()[..12]
+        );
+        let parsed = RedisUrl::parse(&url).expect("SESSIONAUTH_TEST_REDIS_URL is not a Redis URL");
+        let store = RedisStore::open(&parsed, &prefix).unwrap();
+        Some(Self {
+            store: Arc::new(store),
+            url,
+            prefix,
+        })
+    }
+}
+
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let Ok(client) = ::redis::Client::open(self.url.as_str()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{}*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// Says a Redis case was skipped, on the real stderr (not the test harness's captured output),
+/// so that a plain `cargo test` shows it.
+fn skipped(case: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: redis::{case}: set {REDIS_ENV} (e.g. redis://127.0.0.1:6379/15) to run it"
+    );
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn token() -> TokenHash {
+    SessionToken::generate().unwrap().hash()
+}
+
+fn user_id(id: i64) -> UserId {
+    UserId(id)
+}
+
+fn user(id: i64) -> SessionKind {
+    SessionKind::User { user: UserId(id) }
+}
+
+fn app(id: &str) -> SessionKind {
+    SessionKind::App {
+        app: AppId::new(id),
+    }
+}
+
+fn obo(app: &str, user: i64) -> SessionKind {
+    SessionKind::OnBehalfOf {
+        app: AppId::new(app),
+        user: UserId(user),
+    }
+}
+
+fn new_session(kind: SessionKind, now: Millis, lifetime: Duration) -> (TokenHash, Session) {
+    let s = Session {
+        id: SessionId::generate().unwrap(),
+        kind,
+        created: now,
+        expires: now.saturating_add(lifetime),
+        client_ip: Some("127.0.0.1".into()),
+        user_agent: Some("store-conformance".into()),
+    };
+    (token(), s)
+}
+
+fn ids(sessions: &[Session]) -> BTreeSet<i64> {
+    sessions.iter().map(|s| s.id.0).collect()
+}
+
+/// Sessions of several kinds, users and apps, all live for an hour.
+struct Fixture {
+    /// What acts as user 1001: a session, a key-manager token, OBO by demo-app and other-app.
+    user_1001: Vec<Session>,
+    keyed_1001: Vec<(TokenHash, Session)>,
+    /// demo-app's app session and the OBO sessions it minted (for 1001 and 2001).
+    demo_app: Vec<Session>,
+    /// Everything not acting as user 1001.
+    others: Vec<(TokenHash, Session)>,
+}
+
+impl Fixture {
+    fn all(&self) -> Vec<Session> {
+        let mut all: Vec<Session> = self.keyed_1001.iter().map(|(_, s)| s.clone()).collect();
+        all.extend(self.others.iter().map(|(_, s)| s.clone()));
+        all
+    }
+}
+
+async fn fixture(store: &Arc<dyn SessionStore>, now: Millis) -> Fixture {
+    let kinds_1001 = [
+        user(1001),
+        SessionKind::KeyManager { user: UserId(1001) },
+        obo("demo-app", 1001),
+        obo("other-app", 1001),
+    ];
+    let kinds_others = [
+        user(1003),
+        app("demo-app"),
+        app("other-app"),
+        obo("demo-app", 2001),
+    ];
+    let mut f = Fixture {
+        user_1001: Vec::new(),
+        keyed_1001: Vec::new(),
+        demo_app: Vec::new(),
+        others: Vec::new(),
+    };
+    for kind in kinds_1001 {
+        let (k, s) = new_session(kind, now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        f.user_1001.push(s.clone());
+        f.keyed_1001.push((k, s));
+    }
+    for kind in kinds_others {
+        let (k, s) = new_session(kind, now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        f.others.push((k, s));
+    }
+    // One expired session of user 1001 and of demo-app: never listed, never returned.
+    for kind in [user(1001), obo("demo-app", 1001)] {
+        let (k, s) = new_session(kind, now.saturating_add(Duration::ZERO), Duration::ZERO);
+        store.insert(k, s).await.unwrap();
+    }
+    f.demo_app = f
+        .all()
+        .into_iter()
+        .filter(|s| s.kind.app().is_some_and(|a| a.as_str() == "demo-app"))
+        .collect();
+    f
+}
