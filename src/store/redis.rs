@@ -73,7 +73,7 @@ end
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local k, ik = p .. 's:' .. h, p .. 'i:' .. ARGV[5]
-if redis.call('EXISTS', k) == 1 or redis.call('EXISTS', ik) == 1 then return 0 end
+if redis.call('EXISTS', k, ik) > 0 then return 0 end
 local fields = {'v', ARGV[3], 'exp', ARGV[4], 'id', ARGV[5]}
 if ARGV[7] == '1' then fields[#fields + 1] = 'user'; fields[#fields + 1] = ARGV[8] end
 if ARGV[9] == '1' then fields[#fields + 1] = 'app'; fields[#fields + 1] = ARGV[10] end
