@@ -73,7 +73,7 @@ end
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local k, ik = p .. 's:' .. h, p .. 'i:' .. ARGV[5]
-if redis.call('EXISTS', k) == 1 or redis.call('EXISTS', ik) == 1 then return 0 end
+if redis.call('EXISTS', k, ik) > 0 then return 0 end
 local fields = {'v', ARGV[3], 'exp', ARGV[4], 'id', ARGV[5]}
 if ARGV[7] == '1' then fields[#fields + 1] = 'user'; fields[#fields + 1] = ARGV[8] end
 if ARGV[9] == '1' then fields[#fields + 1] = 'app'; fields[#fields + 1] = ARGV[10] end
@@ -167,6 +167,14 @@ impl RedisStore {
     /// connection is made on first use, so a Redis that is down at start-up delays nothing
     /// (requests answer 503 until it is reachable).
     pub fn open(url: &RedisUrl, prefix: &str) -> Result<Self, OpenError> {
+        if url.is_tls() {
+            // The redis client builds its TLS configuration from rustls's process-wide default
+            // provider; make that ours (ring), so that it never depends on which providers other
+            // dependencies enable. An error means one is installed already, which is fine.
+            let _ = rustls::crypto::CryptoProvider::install_default(
+                crate::tls::provider().as_ref().clone(),
+            );
+        }
         let client = Client::open(url.expose()).map_err(OpenError::Redis)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
         Ok(Self {
