@@ -229,7 +229,7 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
                         kind: SessionKind::User { user },
                         created: now,
                         expires: now.saturating_add(Duration::from_secs(24 * 3600)),
-                        client_ip: Some("127.0.0.1".into()),
+                        client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                         user_agent: Some("store_bench fill".into()),
                     };
                     store

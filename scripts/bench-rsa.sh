@@ -49,6 +49,7 @@ C="$WORK/certs"
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 cat >"$WORK/sessionauth.toml" <<TOML
 listen = "127.0.0.1:$PORT"
+store = "${BENCH_STORE:-memory}"
 public_key_dir = "certs"
 [tls]
 cert = "certs/server.pem"

@@ -11,6 +11,7 @@
 # Each row shows requests per second and the ratio to its baseline on the same server.
 # Then scripts/bench-rsa.sh: keep-alive RS512 JWT authentication with 2048- and 4096-bit keys.
 # Usage: scripts/bench.sh [DURATION] [CONNECTIONS]     (defaults: 10s, 32)
+#        BENCH_STORE=embedded scripts/bench.sh         (default store: memory; see below)
 # Environment: SESSIONAUTH_BIN (default target/release/sessionauth, built when missing).
 set -euo pipefail
 
@@ -39,13 +40,24 @@ trap cleanup EXIT
 "$BIN" certs init --dir "$WORK/certs" >/dev/null
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+# The session store under test: memory by default, so that these rows measure TLS, HTTP and
+# the authenticator itself; scripts/bench-stores.sh compares the stores. BENCH_STORE=embedded
+# (each server gets its own data folder) or a redis:// URL measures the same rows on that store.
+BENCH_STORE=${BENCH_STORE:-memory}
+store_config() {
+  case $BENCH_STORE in
+    embedded) printf 'store = "embedded"\ndata_dir = "data-%s"\n' "$1" ;;
+    *) printf 'store = "%s"\n' "$BENCH_STORE" ;;
+  esac
+}
+
 # start_server NAME RESUMPTION → prints the port
 start_server() {
   local name=$1 resumption=$2 port
   port=$(free_port)
   cat >"$WORK/$name.toml" <<TOML
 listen = "127.0.0.1:$port"
-${SESSIONAUTH_BENCH_EXTRA_CONFIG:-}
+$(store_config "$name")
 [tls]
 cert = "certs/server.pem"
 key = "certs/server-key.pem"
@@ -87,7 +99,7 @@ rps = r["summary"]["requestsPerSec"]
 print("%.0f %d" % (rps, bad))' "$out"
 }
 
-echo "sessionauth benchmark: $DURATION per row, $CONNS connections, oha $(oha --version | awk '{print $2}'), $(nproc) cores"
+echo "sessionauth benchmark: $DURATION per row, $CONNS connections, store $BENCH_STORE, oha $(oha --version | awk '{print $2}'), $(nproc) cores"
 printf '%-46s %12s %10s %8s\n' "scenario" "req/s" "vs base" "non-2xx"
 row() {
   local label=$1 base=$2 result rps bad
@@ -110,4 +122,4 @@ row "full handshake POST /sessionauth/v1/authenticate" "$BASE_FH" --disable-keep
 
 # RSA (signed JWT) authentication, 2048- and 4096-bit keys, on a server of its own.
 echo >&2
-"$ROOT/scripts/bench-rsa.sh" "$DURATION" "$CONNS"
+BENCH_STORE=$BENCH_STORE "$ROOT/scripts/bench-rsa.sh" "$DURATION" "$CONNS"

@@ -81,10 +81,10 @@ pub struct Session {
     pub expires: Millis,
     /// The client's IP address when the session was made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ip: Option<String>,
+    pub client_ip: Option<std::net::IpAddr>,
     /// The client's `User-Agent` when the session was made (at most 256 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_agent: Option<String>,
+    pub user_agent: Option<std::sync::Arc<str>>,
 }
 
 impl Session {
@@ -102,8 +102,12 @@ impl SessionId {
         ring::rand::SystemRandom::new()
             .fill(&mut b)
             .map_err(|_| crate::token::RandomError)?;
-        // Clear the sign bit; zero is avoided so that 0 never names a session.
-        let v = i64::from_be_bytes(b) & i64::MAX;
-        Ok(Self(v.max(1)))
+        Ok(Self::from_random(b))
+    }
+
+    /// An id from 8 random bytes: the sign bit is cleared, and zero is avoided so that 0 never
+    /// names a session.
+    pub fn from_random(bytes: [u8; 8]) -> Self {
+        Self((i64::from_be_bytes(bytes) & i64::MAX).max(1))
     }
 }

@@ -27,11 +27,19 @@ pub struct RandomError;
 impl SessionToken {
     /// A fresh token from the OS random source.
     pub fn generate() -> Result<Self, RandomError> {
-        let mut bytes = [0u8; TOKEN_BYTES];
-        SystemRandom::new()
-            .fill(&mut bytes)
-            .map_err(|_| RandomError)?;
-        Ok(Self(URL_SAFE_NO_PAD.encode(bytes)))
+        Ok(Self::generate_with::<0>()?.0)
+    }
+
+    /// A fresh token and `N` more random bytes (for a session id), from one read of the OS
+    /// random source. The extra bytes are independent of the token's 256 bits.
+    pub fn generate_with<const N: usize>() -> Result<(Self, [u8; N]), RandomError> {
+        let mut bytes = [0u8; 64];
+        let buf = bytes.get_mut(..TOKEN_BYTES + N).ok_or(RandomError)?;
+        SystemRandom::new().fill(buf).map_err(|_| RandomError)?;
+        let (token, rest) = buf.split_at(TOKEN_BYTES);
+        let mut extra = [0u8; N];
+        extra.copy_from_slice(rest);
+        Ok((Self(URL_SAFE_NO_PAD.encode(token)), extra))
     }
 
     /// Reads a token presented by a client. Anything that is not the exact shape of a token we
@@ -65,8 +73,42 @@ impl fmt::Debug for SessionToken {
 }
 
 /// SHA-256 of a session token: the store's key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct TokenHash([u8; 32]);
+
+impl std::hash::Hash for TokenHash {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+/// A hasher for maps keyed by [`TokenHash`]: the key is already a SHA-256 digest, uniform and
+/// out of any client's control (clients choose tokens, not their digests), so its first 8 bytes
+/// are used as they are instead of being hashed again.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TokenHasher(u64);
+
+impl std::hash::Hasher for TokenHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached for TokenHash keys; fold anything else in (FNV-1a) so it still works.
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+}
+
+/// Builds [`TokenHasher`]s.
+pub type BuildTokenHasher = std::hash::BuildHasherDefault<TokenHasher>;
 
 impl TokenHash {
     /// Rebuilds a hash from its bytes (for store backends).

@@ -464,7 +464,7 @@ fn new_session(kind: SessionKind, now: Millis, lifetime: Duration) -> (TokenHash
         kind,
         created: now,
         expires: now.saturating_add(lifetime),
-        client_ip: Some("127.0.0.1".into()),
+        client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         user_agent: Some("store-conformance".into()),
     };
     (token(), s)

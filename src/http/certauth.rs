@@ -30,10 +30,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
     };
     let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
-    Ok(json::ok(&json!({
-        "name": family.response_name(),
-        "token": token.expose(),
-    })))
+    Ok(json::token(family.response_name(), &token))
 }
 
 /// `POST /sessionauth/v1/app/authenticate`: an app's own session.
@@ -44,9 +41,7 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         app: app.app_id.clone(),
     };
     let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
-    Ok(json::ok(
-        &json!({ "name": "sessionToken", "token": token.expose() }),
-    ))
+    Ok(json::token("sessionToken", &token))
 }
 
 /// `POST /sessionauth/v1/app/user/{uid}/authenticate`.

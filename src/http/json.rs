@@ -25,6 +25,19 @@ pub fn reply(status: StatusCode, body: &impl Serialize) -> Reply {
     response
 }
 
+/// The 200 answer that hands out a token: `{"name": <name>, "token": <token>}`.
+pub fn token(name: &str, token: &crate::token::SessionToken) -> Reply {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        name: &'a str,
+        token: &'a str,
+    }
+    ok(&Body {
+        name,
+        token: token.expose(),
+    })
+}
+
 /// A 200 JSON response.
 pub fn ok(body: &impl Serialize) -> Reply {
     reply(StatusCode::OK, body)

@@ -11,7 +11,6 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde_json::json;
 
 use super::json::{self, Reply};
 use super::obo::{self, Target};
@@ -38,10 +37,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
     };
     let token = sessions::mint(ctx, kind, None).await?;
-    Ok(json::ok(&json!({
-        "name": family.response_name(),
-        "token": token.expose(),
-    })))
+    Ok(json::token(family.response_name(), &token))
 }
 
 /// `POST /login/pubkey/app/authenticate`: an app's own session.
@@ -52,9 +48,7 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         app: app.app_id.clone(),
     };
     let token = sessions::mint(ctx, kind, None).await?;
-    Ok(json::ok(
-        &json!({ "name": "sessionToken", "token": token.expose() }),
-    ))
+    Ok(json::token("sessionToken", &token))
 }
 
 /// `POST /login/pubkey/app/user/{userId}/authenticate`.
@@ -69,9 +63,7 @@ pub(super) async fn obo_by_username(ctx: &Ctx<'_>, username: &str) -> Result<Rep
 
 async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiError> {
     let token = obo::session(ctx, None, target, None).await?;
-    Ok(json::ok(
-        &json!({ "name": "sessionToken", "token": token.expose() }),
-    ))
+    Ok(json::token("sessionToken", &token))
 }
 
 /// The active service user a JWT proves to be.

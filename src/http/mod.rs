@@ -56,6 +56,8 @@ pub struct Api {
     session_lifetime: Duration,
     max_body_bytes: usize,
     signing: Arc<SigningKeys>,
+    /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
+    last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -157,6 +159,7 @@ impl Api {
             session_lifetime,
             max_body_bytes,
             signing,
+            last_user_agent: parking_lot::Mutex::new(None),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Minting sessions and resolving the `sessionToken` header back to a live session.
 
+use std::sync::Arc;
+
 use super::{ApiError, Ctx, TokenFamily, SESSION_TOKEN_HEADER};
 use crate::clock::Millis;
 use crate::session::{Session, SessionId, SessionKind};
@@ -20,35 +22,54 @@ pub(super) async fn mint(
             "The client certificate has expired".into(),
         ));
     }
-    let token = SessionToken::generate()?;
+    let (token, id) = SessionToken::generate_with::<8>()?;
     let session = Session {
-        id: SessionId::generate()?,
+        id: SessionId::from_random(id),
         kind,
         created: ctx.now,
         expires,
-        client_ip: Some(ctx.remote.ip().to_string()),
+        client_ip: Some(ctx.remote.ip()),
         user_agent: user_agent(ctx),
     };
-    ctx.api.store.insert(token.hash(), session.clone()).await?;
+    let (id, kind) = (session.id, session.kind.clone());
+    ctx.api.store.insert(token.hash(), session).await?;
     tracing::info!(
         target: "sessionauth::session",
         event = "created",
-        kind = session.kind.label(),
-        user = session.kind.user().map(|u| u.0),
-        app = session.kind.app().map(|a| a.as_str()),
-        session_id = session.id.0,
-        expires = session.expires.as_epoch_millis(),
+        kind = kind.label(),
+        user = kind.user().map(|u| u.0),
+        app = kind.app().map(|a| a.as_str()),
+        session_id = id.0,
+        expires = expires.as_epoch_millis(),
         trace_id = ctx.trace_id,
         client = %ctx.remote,
     );
     Ok(token)
 }
 
-/// The client's `User-Agent`, printable ASCII only, at most 256 characters.
-fn user_agent(ctx: &Ctx<'_>) -> Option<String> {
-    let ua = ctx.headers.get(hyper::header::USER_AGENT)?.to_str().ok()?;
-    let ua: String = ua.chars().filter(|c| !c.is_control()).take(256).collect();
-    (!ua.is_empty()).then_some(ua)
+/// The client's `User-Agent`, printable ASCII only, at most 256 characters. Sessions from the
+/// same client share one copy: the last value seen is reused when it matches.
+fn user_agent(ctx: &Ctx<'_>) -> Option<Arc<str>> {
+    let raw = ctx.headers.get(hyper::header::USER_AGENT)?.to_str().ok()?;
+    let clean = |s: &str| {
+        s.chars()
+            .filter(|c| !c.is_control())
+            .take(256)
+            .collect::<String>()
+    };
+    let mut last = ctx.api.last_user_agent.lock();
+    if let Some(ua) = last.as_ref().filter(|ua| ***ua == *raw) {
+        return Some(ua.clone());
+    }
+    let ua = clean(raw);
+    if ua.is_empty() {
+        return None;
+    }
+    let ua: Arc<str> = Arc::from(ua);
+    if *ua == *raw {
+        *last = Some(ua.clone());
+    }
+    Some(ua)
 }
 
 /// The raw `sessionToken` header, if one was sent.

@@ -12,7 +12,7 @@ use super::{SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
-use crate::token::TokenHash;
+use crate::token::{BuildTokenHasher, TokenHash};
 
 /// Sessions in process memory; lost when the process ends.
 #[derive(Debug, Default)]
@@ -22,10 +22,11 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Inner {
-    sessions: HashMap<TokenHash, Session>,
-    by_user: HashMap<UserId, HashSet<TokenHash>>,
-    by_app: HashMap<AppId, HashSet<TokenHash>>,
-    by_id: HashMap<SessionId, TokenHash>,
+    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
+    by_user: HashMap<UserId, HashSet<TokenHash, BuildTokenHasher>>,
+    by_app: HashMap<AppId, HashSet<TokenHash, BuildTokenHasher>>,
+    // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
+    by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
     by_expiry: BTreeSet<(Millis, [u8; 32])>,
 }
 
