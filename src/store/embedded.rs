@@ -118,6 +118,17 @@ impl EmbeddedStore {
             .set_cache_size(CACHE_BYTES)
             .create(&path)
             .map_err(|e| db_error(e.into()))?;
+        // Token digests and who holds which session: readable by the server's user only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |source| OpenError::DataDir {
+                    path: path.clone(),
+                    source,
+                },
+            )?;
+        }
         let found = prepare_tables(&db).map_err(db_error)?;
         if found != LAYOUT_VERSION {
             return Err(OpenError::Layout {
@@ -544,4 +555,23 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         builder.mode(0o700);
     }
     builder.create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The data folder is 0700 and the database file 0600: only the server's user reads them.
+    #[cfg(unix)]
+    #[test]
+    fn files_are_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = EmbeddedStore::open(&data).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join(DB_FILE)), 0o600);
+        drop(store);
+    }
 }
