@@ -12,8 +12,7 @@
 use serde_json::json;
 
 use super::json::{self, Reply};
-use super::{percent_decode, sessions, ApiError, Ctx, TokenFamily};
-use crate::session::SessionKind;
+use super::{percent_decode, sessions, ApiError, Ctx};
 
 /// The longest `scope` accepted.
 const MAX_SCOPE_LEN: usize = 1024;
@@ -22,21 +21,8 @@ const MAX_SCOPE_LEN: usize = 1024;
 pub(super) async fn access_token(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
     let scope = scope(ctx.query)?;
-    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
-    let uid = match session.kind {
-        SessionKind::User { user } | SessionKind::OnBehalfOf { user, .. } => user,
-        SessionKind::App { .. } => {
-            return Err(ApiError::Forbidden(
-                "An app session has no user: use an on-behalf-of session".into(),
-            ))
-        }
-        SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
-    };
-    let user = ctx
-        .api
-        .directory
-        .user(uid)
-        .ok_or_else(ApiError::invalid_session)?;
+    let (session, user) = sessions::user_session(ctx, raw).await?;
+    let uid = user.id;
     let signing = &ctx.api.signing;
     let ends = ctx
         .now

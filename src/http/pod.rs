@@ -3,8 +3,7 @@
 use serde_json::json;
 
 use super::json::{self, Reply};
-use super::{sessions, ApiError, Ctx, TokenFamily};
-use crate::session::SessionKind;
+use super::{sessions, ApiError, Ctx};
 
 /// `GET /health`: `{"status":"UP"}`. No authentication, no store access.
 pub(super) fn health() -> Reply {
@@ -16,20 +15,6 @@ pub(super) fn health() -> Reply {
 /// has no user (403).
 pub(super) async fn session_info(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
-    let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
-    let uid = match session.kind {
-        SessionKind::User { user } | SessionKind::OnBehalfOf { user, .. } => user,
-        SessionKind::App { .. } => {
-            return Err(ApiError::Forbidden(
-                "An app session has no user: use an on-behalf-of session".into(),
-            ))
-        }
-        SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
-    };
-    let user = ctx
-        .api
-        .directory
-        .user(uid)
-        .ok_or_else(ApiError::invalid_session)?;
+    let (_, user) = sessions::user_session(ctx, raw).await?;
     Ok(json::ok(user.as_ref()))
 }

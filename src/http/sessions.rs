@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{ApiError, Ctx, TokenFamily, SESSION_TOKEN_HEADER};
 use crate::clock::Millis;
+use crate::directory::User;
 use crate::session::{Session, SessionId, SessionKind};
 use crate::token::{SessionToken, TokenHash};
 
@@ -100,6 +101,32 @@ pub(super) async fn resolve(
         return Err(ApiError::invalid_session());
     }
     Ok((key, session))
+}
+
+/// Resolves a presented token to a live session that acts as a user, and that user: a bot's
+/// own session or an on-behalf-of session. A key-manager token is not a session token (401); an
+/// app's own session has no user (403).
+pub(super) async fn user_session(
+    ctx: &Ctx<'_>,
+    raw: &str,
+) -> Result<(Session, Arc<User>), ApiError> {
+    let (_, session) = resolve(ctx, raw, TokenFamily::Session).await?;
+    let uid = match session.kind {
+        SessionKind::User { user } | SessionKind::OnBehalfOf { user, .. } => user,
+        SessionKind::App { .. } => {
+            return Err(ApiError::Forbidden(
+                "An app session has no user: use an on-behalf-of session".into(),
+            ))
+        }
+        SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
+    };
+    let user = ctx
+        .api
+        .directory
+        .user(uid)
+        .cloned()
+        .ok_or_else(ApiError::invalid_session)?;
+    Ok((session, user))
 }
 
 fn principals_active(ctx: &Ctx<'_>, kind: &SessionKind) -> bool {
