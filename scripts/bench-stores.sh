@@ -9,8 +9,8 @@
 #      logout figure. Goals: embedded and redis each at least 0.5 of memory's requests per second.
 #   2. With FILL (default 1,000,000) live sessions in the embedded store: start-up time (exec to
 #      the "listening" log line) after a clean stop and after SIGKILL, authenticate throughput,
-#      resident memory (VmRSS) compared with an empty store after the same load, and the file's
-#      size per session.
+#      resident memory (VmRSS) compared with an empty store after the same load, and the
+#      database's size on disk per session.
 #
 # Usage: scripts/bench-stores.sh            (from anywhere; builds what it needs)
 # Environment:
@@ -241,8 +241,8 @@ data_dir = "data-empty"'
     "$BENCH" fill --data-dir "$WORK/data-big" --sessions "$FILL" >"$WORK/fill.txt" 2>&1 ||
         { cat "$WORK/fill.txt" >&2; die "fill $FILL sessions"; }
     pass "filled $FILL sessions in $((($(now_ms) - started) / 1000)) s"
-    file_bytes="$(stat -c %s "$WORK/data-big/sessions.redb")"
-    disk_bytes="$(($(stat -c %b "$WORK/data-big/sessions.redb") * $(stat -c %B "$WORK/data-big/sessions.redb")))"
+    file_bytes="$(du -s --apparent-size -B1 "$WORK/data-big/sessions.db" | cut -f1)"
+    disk_bytes="$(du -s -B1 "$WORK/data-big/sessions.db" | cut -f1)"
 
     big='store = "embedded"
 data_dir = "data-big"'
@@ -265,7 +265,7 @@ data_dir = "data-big"'
     echo "authenticate with $FILL sessions: ${big_rps} req/s (empty store: ${AUTH[embedded]:-n/a} req/s in part 1)"
     echo "RSS after ${DURATION}s of load: empty ${empty_rss} KiB, $FILL sessions ${big_rss} KiB (at start ${big_rss_start} KiB)"
     echo "resident memory per stored session:   ${per_session} bytes"
-    echo "file per session:                     $((file_bytes / FILL)) bytes (allocated on disk: $((disk_bytes / FILL)) bytes)"
+    echo "disk per session:                     $((file_bytes / FILL)) bytes (allocated: $((disk_bytes / FILL)) bytes)"
     if ((big_start < 1000 && crash_start < 1000)); then
         pass "start-up with $FILL sessions under 1 s (clean ${big_start} ms, after SIGKILL ${crash_start} ms)"
     else

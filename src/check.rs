@@ -70,7 +70,7 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         StoreConfig::Memory => "session store: memory (sessions end at exit)".to_owned(),
         StoreConfig::Embedded { data_dir } => format!(
             "session store: embedded, {}",
-            data_dir.join(crate::store::embedded::DB_FILE).display()
+            data_dir.join(crate::store::embedded::DB_DIR).display()
         ),
         StoreConfig::Redis { url, prefix } => {
             format!("session store: redis {url}, key prefix {prefix:?}")

@@ -119,7 +119,7 @@ pub enum DirectorySource {
 pub enum StoreConfig {
     /// `"memory"`: in process memory, gone at exit.
     Memory,
-    /// `"embedded"` (the default): a redb file in `data_dir`, fsynced before every answer.
+    /// `"embedded"` (the default): a fjall database in `data_dir`, fsynced before every answer.
     Embedded {
         /// The folder that holds the database file.
         data_dir: PathBuf,

@@ -1,5 +1,5 @@
-//! One suite of session-store behaviour, run against every backend: memory, embedded (a redb
-//! file in a temporary folder) and Redis.
+//! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
+//! database in a temporary folder) and Redis.
 //!
 //! The Redis cases read the server's URL from `SESSIONAUTH_TEST_REDIS_URL` (for example
 //! `redis://127.0.0.1:6379/15`); each case writes under its own random key prefix and deletes
@@ -368,7 +368,7 @@ fn embedded_store_refuses_a_second_opener() {
     let data = dir.path().join("data");
     let _first = EmbeddedStore::open(&data).unwrap();
     let second = EmbeddedStore::open(&data).unwrap_err().to_string();
-    assert!(second.contains("sessions.redb"), "{second}");
+    assert!(second.contains("sessions.db"), "{second}");
 }
 
 /// A Redis store for one test case: a random key prefix, deleted when the case ends (also when

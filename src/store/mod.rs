@@ -8,7 +8,7 @@
 //! | backend | file | durability |
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
-//! | [`EmbeddedStore`] (the default) | `embedded.rs` | a redb file; every change fsynced before it is acknowledged |
+//! | [`EmbeddedStore`] (the default) | `embedded.rs` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
 //! | [`RedisStore`] | `redis.rs` | shared by every node; as durable as the Redis server is configured |
 
 pub mod embedded;
@@ -66,7 +66,7 @@ pub enum OpenError {
     Database {
         /// The file.
         path: PathBuf,
-        /// What redb said.
+        /// What the database said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
