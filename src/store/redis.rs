@@ -4,11 +4,13 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P s:<hex token hash>` | hash | `v` the session (JSON, as the embedded store writes it), `exp`, `id`, `user`, `app` |
+//! | `P s:<hex token hash>` | string | the session: a one-line header `<id> <expires ms> <user id or nothing> <app id length>`, the app id, then the session as JSON (as the embedded store writes it) |
 //! | `P i:<session id>` | string | the token hash (the by-id index; also makes ids unique) |
 //! | `P u:<user id>` | set | token hashes of the user's sessions (own, key-manager, on-behalf-of) |
 //! | `P a:<app id>` | set | token hashes of the app's sessions and the on-behalf-of sessions it minted |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
+//!
+//! The header lets the scripts find a session's index entries without decoding its JSON.
 //!
 //! # Guarantees
 //!
@@ -53,40 +55,48 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long Redis keeps a session past its end, for the purge to record it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
 
-/// Removes one session and its index entries; returns its JSON, or false when absent.
+/// Reads a stored session's header, and removes one session with its index entries (returning
+/// the stored value, or false when absent).
 const DROP_FN: &str = r"
 local p = ARGV[1]
+local function header(v)
+  local id, exp, user, n, rest = string.match(v, '^(%d+) (%d+) (%-?%d*) (%d+)\n(.*)$')
+  local app = nil
+  if n ~= '0' then app = string.sub(rest, 1, tonumber(n)) end
+  return id, exp, user, app
+end
 local function drop(h)
   local k = p .. 's:' .. h
   redis.call('ZREM', p .. 'x', h)
-  local f = redis.call('HMGET', k, 'v', 'user', 'app', 'id')
-  if not f[1] then return false end
+  local v = redis.call('GET', k)
+  if not v then return false end
   redis.call('DEL', k)
-  if f[2] then redis.call('SREM', p .. 'u:' .. f[2], h) end
-  if f[3] then redis.call('SREM', p .. 'a:' .. f[3], h) end
-  if f[4] then redis.call('DEL', p .. 'i:' .. f[4]) end
-  return f[1]
+  local id, _, user, app = header(v)
+  if user ~= '' then redis.call('SREM', p .. 'u:' .. user, h) end
+  if app then redis.call('SREM', p .. 'a:' .. app, h) end
+  redis.call('DEL', p .. 'i:' .. id)
+  return v
 end
 ";
 
-/// ARGV: prefix, hash, json, expires ms, id, ttl ms, has user, user, has app, app.
+/// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty.
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
-local k, ik = p .. 's:' .. h, p .. 'i:' .. ARGV[5]
-if redis.call('EXISTS', k, ik) > 0 then return 0 end
-local fields = {'v', ARGV[3], 'exp', ARGV[4], 'id', ARGV[5]}
-if ARGV[7] == '1' then fields[#fields + 1] = 'user'; fields[#fields + 1] = ARGV[8] end
-if ARGV[9] == '1' then fields[#fields + 1] = 'app'; fields[#fields + 1] = ARGV[10] end
-redis.call('HSET', k, unpack(fields))
-redis.call('PEXPIRE', k, ttl)
+local ik = p .. 'i:' .. ARGV[5]
+if not redis.call('SET', ik, h, 'PX', ttl, 'NX') then return 0 end
+if not redis.call('SET', p .. 's:' .. h, ARGV[3], 'PX', ttl, 'NX') then
+  redis.call('DEL', ik)
+  return 0
+end
 -- An index set lives as long as its longest-lived member.
 local function index(set)
   redis.call('SADD', set, h)
-  if redis.call('PTTL', set) < ttl then redis.call('PEXPIRE', set, ttl) end
+  if redis.call('PEXPIRE', set, ttl, 'GT') == 0 and redis.call('PTTL', set) == -1 then
+    redis.call('PEXPIRE', set, ttl)
+  end
 end
-if ARGV[7] == '1' then index(p .. 'u:' .. ARGV[8]) end
-if ARGV[9] == '1' then index(p .. 'a:' .. ARGV[10]) end
-redis.call('SET', ik, h, 'PX', ttl)
+if ARGV[7] ~= '' then index(p .. 'u:' .. ARGV[7]) end
+if ARGV[8] ~= '' then index(p .. 'a:' .. ARGV[8]) end
 redis.call('ZADD', p .. 'x', ARGV[4], h)
 return 1
 ";
@@ -94,7 +104,7 @@ return 1
 /// ARGV: prefix, hash.
 const REMOVE: &str = "return drop(ARGV[2])";
 
-/// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`). Returns the JSON of every session removed.
+/// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`). Returns every session removed.
 const REMOVE_SET: &str = r"
 local set = p .. ARGV[2]
 local out = {}
@@ -109,12 +119,14 @@ return out
 const REMOVE_BY_ID: &str = r"
 local h = redis.call('GET', p .. 'i:' .. ARGV[2])
 if not h then return false end
-local f = redis.call('HMGET', p .. 's:' .. h, 'user', 'exp')
-if f[1] ~= ARGV[3] or not f[2] or tonumber(f[2]) <= tonumber(ARGV[4]) then return false end
+local v = redis.call('GET', p .. 's:' .. h)
+if not v then return false end
+local _, exp, user = header(v)
+if user ~= ARGV[3] or tonumber(exp) <= tonumber(ARGV[4]) then return false end
 return drop(h)
 ";
 
-/// ARGV: prefix, now ms, limit. Returns {entries swept, {JSON of sessions removed}}.
+/// ARGV: prefix, now ms, limit. Returns {entries swept, {sessions removed}}.
 const PURGE: &str = r"
 local hs = redis.call('ZRANGEBYSCORE', p .. 'x', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
 local out = {}
@@ -125,12 +137,12 @@ end
 return {#hs, out}
 ";
 
-/// ARGV: prefix, user id. Returns the JSON of the user's sessions.
+/// ARGV: prefix, user id. Returns the user's sessions.
 const LIST_USER: &str = r"
 local p = ARGV[1]
 local out = {}
 for _, h in ipairs(redis.call('SMEMBERS', p .. 'u:' .. ARGV[2])) do
-  local v = redis.call('HGET', p .. 's:' .. h, 'v')
+  local v = redis.call('GET', p .. 's:' .. h)
   if v then out[#out + 1] = v end
 end
 return out
@@ -215,30 +227,49 @@ impl RedisStore {
         script: &Script,
         args: &[String],
     ) -> Result<T, StoreError> {
-        let mut conn = self.connection()?;
         let mut invocation = script.prepare_invoke();
         invocation.arg(&self.prefix);
         for arg in args {
             invocation.arg(arg);
         }
-        match tokio::time::timeout(OP_TIMEOUT, invocation.invoke_async(&mut conn)).await {
-            Ok(result) => result.map_err(redis_error),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis did not answer within {}s",
-                OP_TIMEOUT.as_secs()
-            ))),
-        }
+        self.invoke(&invocation).await
+    }
+
+    /// Runs a prepared script invocation, bounded by [`OP_TIMEOUT`].
+    async fn invoke<T: ::redis::FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection()?;
+        bounded(invocation.invoke_async(&mut conn)).await
     }
 
     fn session_key(&self, key: &TokenHash) -> String {
-        format!("{}s:{}", self.prefix, hex(key))
+        let mut out = String::with_capacity(self.prefix.len() + 2 + 64);
+        out.push_str(&self.prefix);
+        out.push_str("s:");
+        push_hex(&mut out, key);
+        out
+    }
+}
+
+/// Awaits one Redis call, at most [`OP_TIMEOUT`].
+async fn bounded<T>(
+    call: impl std::future::Future<Output = Result<T, RedisError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(OP_TIMEOUT, call).await {
+        Ok(result) => result.map_err(redis_error),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "Redis did not answer within {}s",
+            OP_TIMEOUT.as_secs()
+        ))),
     }
 }
 
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
-        let json = encode(&session)?;
+        let value = encode(&session)?;
         let ttl_ms = session
             .expires
             .saturating_since(session.created)
@@ -246,26 +277,23 @@ impl SessionStore for RedisStore {
             .as_millis()
             .max(1);
         let ttl_ms = u64::try_from(ttl_ms).unwrap_or(u64::MAX);
-        let (has_user, user) = match session.kind.user() {
-            Some(u) => ("1", u.0.to_string()),
-            None => ("0", String::new()),
-        };
-        let (has_app, app) = match session.kind.app() {
-            Some(a) => ("1", a.as_str().to_owned()),
-            None => ("0", String::new()),
-        };
-        let args = [
-            hex(&key),
-            json,
-            session.expires.as_epoch_millis().to_string(),
-            session.id.0.to_string(),
-            ttl_ms.to_string(),
-            has_user.to_owned(),
-            user,
-            has_app.to_owned(),
-            app,
-        ];
-        let inserted: i64 = self.run(&self.scripts.insert, &args).await?;
+        let user = session
+            .kind
+            .user()
+            .map(|u| u.0.to_string())
+            .unwrap_or_default();
+        let app = session.kind.app().map(AppId::as_str).unwrap_or_default();
+        let mut invocation = self.scripts.insert.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(hex(&key).as_str())
+            .arg(value)
+            .arg(session.expires.as_epoch_millis())
+            .arg(session.id.0)
+            .arg(ttl_ms)
+            .arg(user)
+            .arg(app);
+        let inserted: i64 = self.invoke(&invocation).await?;
         if inserted == 1 {
             Ok(())
         } else {
@@ -275,20 +303,9 @@ impl SessionStore for RedisStore {
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
         let mut conn = self.connection()?;
-        let cmd = ::redis::cmd("HGET")
-            .arg(self.session_key(key))
-            .arg("v")
-            .clone();
-        let value: Option<Vec<u8>> =
-            match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
-                Ok(result) => result.map_err(redis_error)?,
-                Err(_) => {
-                    return Err(StoreError::Unavailable(format!(
-                        "Redis did not answer within {}s",
-                        OP_TIMEOUT.as_secs()
-                    )))
-                }
-            };
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(self.session_key(key));
+        let value: Option<Vec<u8>> = bounded(cmd.query_async(&mut conn)).await?;
         live(value.as_deref().map(decode).transpose()?, now)
     }
 
@@ -347,16 +364,9 @@ impl SessionStore for RedisStore {
 
     async fn count(&self) -> Result<usize, StoreError> {
         let mut conn = self.connection()?;
-        let cmd = ::redis::cmd("ZCARD")
-            .arg(format!("{}x", self.prefix))
-            .clone();
-        match tokio::time::timeout(OP_TIMEOUT, cmd.query_async(&mut conn)).await {
-            Ok(result) => result.map_err(redis_error),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "Redis did not answer within {}s",
-                OP_TIMEOUT.as_secs()
-            ))),
-        }
+        let mut cmd = ::redis::cmd("ZCARD");
+        cmd.arg(format!("{}x", self.prefix));
+        bounded(cmd.query_async(&mut conn)).await
     }
 }
 
@@ -376,26 +386,62 @@ fn decode_live(values: &[Vec<u8>], now: Millis) -> Result<Vec<Session>, StoreErr
 }
 
 fn hex(key: &TokenHash) -> String {
-    use std::fmt::Write as _;
     let mut out = String::with_capacity(64);
-    for b in key.as_bytes() {
-        let _ = write!(out, "{b:02x}");
-    }
+    push_hex(&mut out, key);
     out
 }
 
-fn encode(s: &Session) -> Result<String, StoreError> {
-    serde_json::to_string(s).map_err(|e| StoreError::Backend {
-        backend: "redis",
-        source: Arc::new(e),
-    })
+fn push_hex(out: &mut String, key: &TokenHash) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in key.as_bytes() {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
 }
 
+/// The stored form: the header the scripts read (id, expiry, user, app), then the JSON.
+fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
+    use std::io::Write as _;
+    let app = s.kind.app().map(AppId::as_str).unwrap_or_default();
+    let mut out = Vec::with_capacity(256);
+    let user = s.kind.user().map(|u| u.0.to_string()).unwrap_or_default();
+    let header = write!(
+        out,
+        "{} {} {user} {}\n{app}",
+        s.id.0,
+        s.expires.as_epoch_millis(),
+        app.len()
+    );
+    header
+        .map_err(|e| backend(Arc::new(e)))
+        .and_then(|()| serde_json::to_writer(&mut out, s).map_err(|e| backend(Arc::new(e))))?;
+    Ok(out)
+}
+
+/// Reads the stored form back: skips the header line and the app id it announces.
 fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Backend {
+    let bad = || {
+        backend(Arc::new(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "a stored session without its header",
+        )))
+    };
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or_else(bad)?;
+    let header = std::str::from_utf8(bytes.get(..newline).ok_or_else(bad)?).map_err(|_| bad())?;
+    let app_len: usize = header
+        .rsplit(' ')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    let json = bytes.get(newline + 1 + app_len..).ok_or_else(bad)?;
+    serde_json::from_slice(json).map_err(|e| backend(Arc::new(e)))
+}
+
+fn backend(source: Arc<dyn std::error::Error + Send + Sync>) -> StoreError {
+    StoreError::Backend {
         backend: "redis",
-        source: Arc::new(e),
-    })
+        source,
+    }
 }
 
 /// Connection failures are "unavailable" (503 with that word); anything else Redis says is
@@ -408,5 +454,40 @@ fn redis_error(e: RedisError) -> StoreError {
             backend: "redis",
             source: Arc::new(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::SessionKind;
+
+    /// The stored form reads back, whatever the app id holds (spaces, newlines, non-ASCII).
+    #[test]
+    fn stored_form_round_trips() {
+        let now = Millis::from_epoch_millis(1_700_000_000_000);
+        for kind in [
+            SessionKind::User { user: UserId(-5) },
+            SessionKind::App {
+                app: AppId::new("odd app\nid é"),
+            },
+            SessionKind::OnBehalfOf {
+                app: AppId::new("demo-app"),
+                user: UserId(2001),
+            },
+        ] {
+            let s = Session {
+                id: SessionId(42),
+                kind,
+                created: now,
+                expires: now.saturating_add(std::time::Duration::from_secs(60)),
+                client_ip: None,
+                user_agent: Some("ua".into()),
+            };
+            let stored = encode(&s).unwrap();
+            assert_eq!(decode(&stored).unwrap(), s);
+        }
+        assert!(decode(b"no header").is_err());
+        assert!(decode(b"1 2 3 99\nshort").is_err());
     }
 }
