@@ -315,6 +315,42 @@ async fn obo_session_expires() {
         .assert_error(StatusCode::UNAUTHORIZED);
 }
 
+/// An on-behalf-of session ends when the app session that minted it ends, on the certificate
+/// path and on the RSA path (where no certificate caps it), even when minted late in the app
+/// session's life.
+#[tokio::test]
+async fn obo_session_ends_with_its_app_session() {
+    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
+    let app = server.pki.client("demo-app");
+    let app_session = server.app_token(&app).await;
+    server.advance(std::time::Duration::from_secs(1800));
+    let by_certificate = server
+        .obo_token(&app, &app_session, &obo_by_id("2001"))
+        .await;
+    let resp = server
+        .request(
+            None,
+            Req::post("/login/pubkey/app/user/2001/authenticate").token(&app_session),
+        )
+        .await;
+    resp.assert_status(StatusCode::OK);
+    let by_rsa_path = resp.json()["token"].as_str().unwrap().to_owned();
+    server.advance(std::time::Duration::from_secs(1799));
+    for obo in [&by_certificate, &by_rsa_path] {
+        server
+            .session_info(Some(obo))
+            .await
+            .assert_status(StatusCode::OK);
+    }
+    server.advance(std::time::Duration::from_secs(2));
+    for obo in [&by_certificate, &by_rsa_path] {
+        server
+            .session_info(Some(obo))
+            .await
+            .assert_error(StatusCode::UNAUTHORIZED);
+    }
+}
+
 /// The checks run in the documented order: certificate, app, header, token, token kind,
 /// permission, uid syntax, user. Each request below fails two checks; the earlier one decides.
 #[tokio::test]

@@ -6,6 +6,11 @@
 //! certificate path, where the caller is also named by its certificate); app not allowed to act
 //! on behalf of users 403; user id not an integer 400; unknown user 404; inactive user 403; the
 //! user did not install the app 403.
+//!
+//! An on-behalf-of session never outlives the app session that minted it: it ends at the
+//! configured lifetime, the app certificate's `notAfter` (certificate path), or the app
+//! session's own end, whichever comes first. So an app session made with a short-lived
+//! certificate cannot mint longer-lived sessions on the RSA path, where no certificate is shown.
 
 use std::sync::Arc;
 
@@ -34,17 +39,22 @@ pub(super) async fn session(
     target: Target<'_>,
     cap: Option<Millis>,
 ) -> Result<SessionToken, ApiError> {
-    let app = app_of_session(ctx, caller).await?;
+    let (app, app_session_end) = app_of_session(ctx, caller).await?;
     let user = target_user(ctx, &app, target)?;
     let kind = SessionKind::OnBehalfOf {
         app: app.app_id.clone(),
         user: user.id,
     };
-    sessions::mint(ctx, kind, cap).await
+    let cap = cap.map_or(app_session_end, |cap| cap.min(app_session_end));
+    sessions::mint(ctx, kind, Some(cap)).await
 }
 
-/// The app whose live app session is in `sessionToken`, when it may act on behalf of users.
-async fn app_of_session(ctx: &Ctx<'_>, caller: Option<&AppId>) -> Result<Arc<App>, ApiError> {
+/// The app whose live app session is in `sessionToken`, when it may act on behalf of users,
+/// and when that app session ends.
+async fn app_of_session(
+    ctx: &Ctx<'_>,
+    caller: Option<&AppId>,
+) -> Result<(Arc<App>, Millis), ApiError> {
     let raw = sessions::header(ctx).ok_or_else(|| {
         ApiError::BadRequest("Missing sessionToken header (the app's session)".into())
     })?;
@@ -71,7 +81,7 @@ async fn app_of_session(ctx: &Ctx<'_>, caller: Option<&AppId>) -> Result<Arc<App
             "This app is not allowed to authenticate on behalf of users".into(),
         ));
     }
-    Ok(app)
+    Ok((app, session.expires))
 }
 
 /// The active user `target` names who installed `app`.

@@ -9,8 +9,8 @@ use crate::session::{Session, SessionId, SessionKind};
 use crate::token::{SessionToken, TokenHash};
 
 /// Makes a session of `kind` that ends after the configured lifetime or at `cap` (the client
-/// certificate's `notAfter`; `None` for RSA authentication), whichever comes first, and stores
-/// it.
+/// certificate's `notAfter`, the minting app session's end; `None` when only the lifetime
+/// applies), whichever comes first, and stores it.
 pub(super) async fn mint(
     ctx: &Ctx<'_>,
     kind: SessionKind,
