@@ -186,6 +186,8 @@ impl fmt::Debug for RedisUrl {
 pub struct Limits {
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long a client may take to send a request's body, once its headers are in.
+    pub body_read_timeout: Duration,
     /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// The largest request head (request line and headers) accepted, in bytes.
@@ -200,6 +202,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
@@ -364,6 +367,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     header_read_timeout: Option<HumanDuration>,
+    body_read_timeout: Option<HumanDuration>,
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
@@ -424,6 +428,10 @@ impl RawConfig {
                 .limits
                 .header_read_timeout
                 .map_or(defaults.header_read_timeout, |d| d.0),
+            body_read_timeout: self
+                .limits
+                .body_read_timeout
+                .map_or(defaults.body_read_timeout, |d| d.0),
             max_body_bytes: self
                 .limits
                 .max_body_bytes
@@ -452,6 +460,11 @@ impl RawConfig {
         if limits.header_read_timeout.is_zero() {
             return Err(invalid(
                 "limits.header_read_timeout must be above zero".into(),
+            ));
+        }
+        if limits.body_read_timeout.is_zero() {
+            return Err(invalid(
+                "limits.body_read_timeout must be above zero".into(),
             ));
         }
         let handshake_timeout = self
@@ -624,6 +637,23 @@ mod tests {
         assert_eq!(c.session_lifetime, Duration::from_secs(5400));
         let text = format!("session_lifetime = \"soon\"\n{MINIMAL}");
         assert!(Config::from_toml(&text, Path::new(".")).is_err());
+    }
+
+    /// Time limits default to 10 s, read from `[limits]`, and must be above zero.
+    #[test]
+    fn time_limits() {
+        let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(10));
+        let text = format!("{MINIMAL}\n[limits]\nbody_read_timeout = \"2s\"\n");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.limits.body_read_timeout, Duration::from_secs(2));
+        for key in ["header_read_timeout", "body_read_timeout"] {
+            let text = format!("{MINIMAL}\n[limits]\n{key} = \"0s\"\n");
+            let e = Config::from_toml(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
     }
 
     /// An empty CA list is refused before anything is read.

@@ -198,7 +198,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         store.clone(),
         clock.clone(),
         config.session_lifetime,
-        limits.max_body_bytes,
+        &limits,
         signing,
     ));
     let acceptor = TlsAcceptor::from(tls);

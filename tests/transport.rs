@@ -267,6 +267,40 @@ async fn slow_request_head_is_dropped_after_header_read_timeout() {
     assert_still_serving(&server).await;
 }
 
+/// A client that sends its headers but stalls in the middle of its body gets a JSON 408 after
+/// limits.body_read_timeout and its connection is closed, so stalled bodies cannot hold every
+/// connection slot; a prompt request on another connection is served meanwhile.
+#[tokio::test]
+async fn stalled_body_is_408_after_body_read_timeout() {
+    let server = TestServer::start_with(
+        Options::default().limit("body_read_timeout = \"300ms\"\nmax_connections = 2"),
+    )
+    .await;
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = server.tls(None).await.unwrap();
+        write_raw(
+            &mut stream,
+            b"POST /login/pubkey/authenticate HTTP/1.1\r\nHost: localhost\r\n\
+              Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await;
+        stalled.push(stream);
+    }
+    for mut stream in stalled {
+        // Well under the 10 s default, so that this only passes because of the configured limit.
+        let received = read_to_end_within(&mut stream, Duration::from_secs(5))
+            .await
+            .expect("the server answers and closes the stalled connection");
+        let text = String::from_utf8_lossy(&received);
+        assert_eq!(raw_status(&received), Some(408), "{text}");
+        assert!(text.contains("application/json"), "{text}");
+        assert!(text.contains(r#""code":408"#), "{text}");
+    }
+    // Both slots are free again.
+    assert_still_serving(&server).await;
+}
+
 /// Keep-alive: several requests, including refusals, on one connection.
 #[tokio::test]
 async fn keep_alive_serves_several_requests_on_one_connection() {

@@ -33,6 +33,15 @@ pub enum ApiError {
         /// The method the path accepts.
         allow: &'static str,
     },
+    /// 408: the body did not arrive in time.
+    #[error(
+        "The request body did not arrive within {}",
+        humantime::format_duration(*.limit)
+    )]
+    BodyTimeout {
+        /// The configured limit.
+        limit: std::time::Duration,
+    },
     /// 413: the body is larger than the configured cap.
     #[error("Request body too large (limit {limit} bytes)")]
     PayloadTooLarge {
@@ -80,6 +89,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

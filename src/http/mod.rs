@@ -55,6 +55,7 @@ pub struct Api {
     clock: Arc<dyn Clock>,
     session_lifetime: Duration,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
     signing: Arc<SigningKeys>,
     /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
     last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
@@ -65,6 +66,7 @@ impl std::fmt::Debug for Api {
         f.debug_struct("Api")
             .field("session_lifetime", &self.session_lifetime)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("body_read_timeout", &self.body_read_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -149,7 +151,7 @@ impl Api {
         store: Arc<dyn SessionStore>,
         clock: Arc<dyn Clock>,
         session_lifetime: Duration,
-        max_body_bytes: usize,
+        limits: &crate::config::Limits,
         signing: Arc<SigningKeys>,
     ) -> Self {
         Self {
@@ -157,7 +159,8 @@ impl Api {
             store,
             clock,
             session_lifetime,
-            max_body_bytes,
+            max_body_bytes: limits.max_body_bytes,
+            body_read_timeout: limits.body_read_timeout,
             signing,
             last_user_agent: parking_lot::Mutex::new(None),
         }
@@ -206,9 +209,18 @@ impl Api {
         let route = route(req.method(), req.uri().path())?;
         let headers = req.headers().clone();
         let query = req.uri().query().map(str::to_owned);
-        // Every body is read (capped), also where none is expected, so that the connection
-        // stays usable; an oversized one is refused. Handlers that take a body find it in `ctx`.
-        let body = json::read_body(req, self.max_body_bytes).await?;
+        // Every body is read (capped, and within the body time limit), also where none is
+        // expected, so that the connection stays usable; an oversized or stalled one is refused
+        // (and the connection, whose body was not read to its end, is closed). Handlers that
+        // take a body find it in `ctx`.
+        let body = tokio::time::timeout(
+            self.body_read_timeout,
+            json::read_body(req, self.max_body_bytes),
+        )
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            limit: self.body_read_timeout,
+        })??;
         let ctx = Ctx {
             api: self,
             peer: &conn.peer,
