@@ -74,6 +74,15 @@ pub enum PkiError {
     /// A validity of zero days.
     #[error("--days must be at least 1")]
     ZeroDays,
+    /// A validity that ends after the last date a certificate can name.
+    #[error("--days {0} would end the certificate after the year 9999")]
+    TooManyDays(u32),
+    /// A name whose files would be another principal's, or the dev PKI's own.
+    #[error(
+        "{0:?} cannot get dev PKI files: ca, server and signing name the PKI's own files, and a \
+         name ending in -key, -rsa, -rsa.pub or .bundle would share another principal's files"
+    )]
+    ReservedName(String),
     /// The random source failed.
     #[error("the operating system's random source failed")]
     Random,
@@ -130,13 +139,23 @@ pub struct Validity {
 }
 
 impl Validity {
-    /// From a few minutes ago until `days` from now.
+    /// From a few minutes ago until `days` from now, or until the last instant a certificate
+    /// can name (the end of year 9999) when that comes first.
     pub fn days_from_now(days: u32) -> Self {
+        Self::checked_days_from_now(days).unwrap_or_else(|| Self {
+            not_before: OffsetDateTime::now_utc() - BACKDATE,
+            not_after: time::PrimitiveDateTime::MAX.assume_utc(),
+        })
+    }
+
+    /// From a few minutes ago until `days` from now; `None` when that is past the end of year
+    /// 9999.
+    pub fn checked_days_from_now(days: u32) -> Option<Self> {
         let now = OffsetDateTime::now_utc();
-        Self {
+        Some(Self {
             not_before: now - BACKDATE,
-            not_after: now + Duration::from_secs(u64::from(days) * 86_400),
-        }
+            not_after: now.checked_add(time::Duration::days(i64::from(days)))?,
+        })
     }
 }
 
@@ -325,7 +344,8 @@ pub fn issue(dir: &Path, cn: &str, days: u32) -> Result<(ClientFiles, Report), P
         return Err(PkiError::KeyExists(files.key));
     }
     let ca = load_ca(dir)?.ok_or_else(|| PkiError::NoCa(dir.to_owned()))?;
-    let issued = ca.issue_client(cn, Validity::days_from_now(days))?;
+    let validity = Validity::checked_days_from_now(days).ok_or(PkiError::TooManyDays(days))?;
+    let issued = ca.issue_client(cn, validity)?;
     let mut report = Report::default();
     write_secret(&files.key, issued.key_pem())?;
     report.created.push(files.key.clone());
@@ -343,12 +363,24 @@ pub(crate) fn check_name(name: &str) -> Result<(), PkiError> {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PkiError::BadName(name.to_owned()))
+    if !ok {
+        return Err(PkiError::BadName(name.to_owned()));
     }
+    // A principal's files are <name>.pem, <name>-key.pem, <name>.bundle.pem, <name>-rsa.pem and
+    // <name>-rsa.pub.pem, beside ca(-key).pem, server(-key).pem and signing-key.pem. These rules
+    // keep every name's files apart from every other's (a user named `ca` would otherwise be
+    // handed the CA's key in its bundle).
+    let lower = name.to_ascii_lowercase();
+    let reserved = matches!(lower.as_str(), "ca" | "server" | "signing")
+        || RESERVED_SUFFIXES.iter().any(|s| lower.ends_with(s));
+    if reserved {
+        return Err(PkiError::ReservedName(name.to_owned()));
+    }
+    Ok(())
 }
+
+/// Name endings that would make one principal's files another's.
+const RESERVED_SUFFIXES: [&str; 4] = ["-key", "-rsa", "-rsa.pub", ".bundle"];
 
 fn load_ca(dir: &Path) -> Result<Option<Ca>, PkiError> {
     let (cert, key) = (dir.join(CA_CERT), dir.join(CA_KEY));
@@ -523,6 +555,50 @@ mod tests {
             issue(dir.path(), "ok", 0),
             Err(PkiError::ZeroDays)
         ));
+    }
+
+    /// Names whose files would be the PKI's own or another principal's are refused, by init
+    /// and by issue, before anything is written; a validity past year 9999 is an error, not a
+    /// panic.
+    #[test]
+    fn colliding_names_and_endless_validity_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        init(dir.path(), &[]).unwrap();
+        let ca_key = fs::read(dir.path().join(CA_KEY)).unwrap();
+        for bad in [
+            "ca",
+            "CA",
+            "server",
+            "signing",
+            "x-key",
+            "ca-key",
+            "x-rsa",
+            "x-rsa.pub",
+            "x.bundle",
+        ] {
+            assert!(
+                matches!(issue(dir.path(), bad, 1), Err(PkiError::ReservedName(_))),
+                "{bad}"
+            );
+            assert!(
+                matches!(
+                    init(dir.path(), &[bad.to_owned()]),
+                    Err(PkiError::ReservedName(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert!(!dir.path().join("ca.bundle.pem").exists());
+        assert_eq!(fs::read(dir.path().join(CA_KEY)).unwrap(), ca_key);
+        for fine in ["cable", "x-keys", "rsa", "bundle.bot", "servers"] {
+            check_name(fine).unwrap();
+        }
+        assert!(matches!(
+            issue(dir.path(), "long.lived", 4_000_000),
+            Err(PkiError::TooManyDays(4_000_000))
+        ));
+        assert!(!dir.path().join("long.lived-key.pem").exists());
+        issue(dir.path(), "long.lived", 3650).unwrap();
     }
 
     /// Debug output of a CA or an issued certificate never shows a key.
