@@ -91,14 +91,23 @@ pub enum JwtError {
 }
 
 /// A JWT whose structure, algorithm and time rules passed, and whose signature is still to be
-/// checked with [`Assertion::verify`].
-#[derive(Debug)]
+/// checked with [`Assertion::verify`]. Its `Debug` shows the algorithm and subject only: the
+/// JWT itself is a credential until it expires.
 #[must_use = "an assertion proves nothing until verify() succeeds"]
 pub struct Assertion<'t> {
     alg: Alg,
     signing_input: &'t str,
     signature: Vec<u8>,
     subject: String,
+}
+
+impl std::fmt::Debug for Assertion<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Assertion")
+            .field("alg", &self.alg)
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'t> Assertion<'t> {
@@ -229,6 +238,21 @@ mod tests {
 
     fn parse(t: &str) -> Result<Assertion<'_>, JwtError> {
         Assertion::parse(t, Millis::from_epoch_millis(NOW))
+    }
+
+    /// Debug output never shows the JWT's parts: it is a credential until it expires.
+    #[test]
+    fn debug_hides_the_jwt() {
+        let n = NOW / 1000 + 60;
+        let t = token(
+            r#"{"alg":"RS512"}"#,
+            &format!(r#"{{"sub":"bot.user","exp":{n}}}"#),
+        );
+        let shown = format!("{:?}", parse(&t).unwrap());
+        assert!(shown.contains("bot.user"), "{shown}");
+        for part in t.split('.') {
+            assert!(!shown.contains(part), "{shown}");
+        }
     }
 
     /// The time window: now < exp + 30 s, exp <= now + 330 s.
