@@ -109,6 +109,9 @@ call 200 "POST /login/idm/tokens?scope=demo (a short-lived access token)" \
 
 call 200 "GET /login/idm/keys (the JWKS that verifies it)" "$BASE/login/idm/keys"
 
+call 403 "POST /login/idm/tokens?scope=admin (a scope the directory does not grant bot.user)" \
+  -X POST -H "sessionToken: $SESSION" "$BASE/login/idm/tokens?scope=admin"
+
 EXPIRED=$(make_jwt "$WORK/certs/bot.user-rsa.pem" bot.user $((NOW - 120)))
 call 401 "an expired JWT is refused" \
   -X POST -H 'Content-Type: application/json' -d "{\"token\":\"$EXPIRED\"}" "$BASE/login/pubkey/authenticate"

@@ -97,6 +97,10 @@ pub struct User {
     /// Apps this user installed (on-behalf-of targets). Not part of `UserV2`.
     #[serde(default, skip_serializing)]
     pub installed_apps: Vec<AppId>,
+    /// The scopes this user's access tokens (`/login/idm/tokens`) may carry. Not part of
+    /// `UserV2`.
+    #[serde(default, skip_serializing)]
+    pub scopes: Vec<String>,
     /// RSA public key, PEM (service users only). Not part of `UserV2`.
     #[serde(default, skip_serializing)]
     pub public_key: Option<String>,
@@ -170,6 +174,22 @@ impl User {
     pub fn installed(&self, app: &AppId) -> bool {
         self.installed_apps.iter().any(|a| a == app)
     }
+
+    /// Whether this user's access tokens may carry `scope`.
+    pub fn may_have_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == scope)
+    }
+}
+
+/// Whether `scope` is one OAuth scope token (RFC 6749 §3.3): printable ASCII without spaces,
+/// quotes or backslashes.
+pub fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope.chars().all(|c| {
+            c == '\u{21}'
+                || ('\u{23}'..='\u{5b}').contains(&c)
+                || ('\u{5d}'..='\u{7e}').contains(&c)
+        })
 }
 
 /// An app (an extension application).
@@ -365,6 +385,13 @@ impl Directory {
             if dir.apps.contains_key(&AppId::new(user.username.clone())) {
                 return Err(bad(format!(
                     "username {:?} is also an appId: a certificate CN must name one principal",
+                    user.username
+                )));
+            }
+            if let Some(scope) = user.scopes.iter().find(|s| !is_scope_token(s)) {
+                return Err(bad(format!(
+                    "user {:?} has scope {scope:?}: a scope is printable ASCII without spaces, \
+                     quotes or backslashes",
                     user.username
                 )));
             }
@@ -585,6 +612,24 @@ mod tests {
         assert!(e.to_string().contains("duplicate username"), "{e}");
         let e = load("[[app]]\nappId=\"x\"\n[[app]]\nappId=\"x\"\n").unwrap_err();
         assert!(e.to_string().contains("duplicate appId"), "{e}");
+    }
+
+    /// Scopes are kept (out of `UserV2`) and a malformed one is a load error.
+    #[test]
+    fn scopes_are_checked() {
+        let ok =
+            "[[user]]\nid=1\nusername=\"a\"\naccountType=\"SYSTEM\"\nscopes=[\"read\",\"at2\"]\n";
+        let d = Directory::parse(ok, "test", Path::new(".")).unwrap();
+        let u = d.user(UserId(1)).unwrap();
+        assert!(u.may_have_scope("at2") && !u.may_have_scope("write"));
+        assert!(serde_json::to_value(&**u).unwrap().get("scopes").is_none());
+        for bad in ["", "a b", "q\\\"uote"] {
+            let text = ok.replace("\"at2\"", &format!("{bad:?}"));
+            let e = Directory::parse(&text, "test", Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("scope"), "{bad:?}: {e}");
+        }
     }
 
     /// A username that is also an app id is a load error: one CN, one principal.

@@ -125,7 +125,8 @@ async fn lifetime_is_configured_and_capped_by_the_session() {
     s.stop().await;
 }
 
-/// The requested scope is granted as a space-separated claim; a malformed one is 400.
+/// A requested scope the user's directory entry lists is granted as a space-separated claim;
+/// asking for one it does not list is 403 with no token; a malformed one is 400.
 #[tokio::test]
 async fn scope_is_granted_and_checked() {
     let s = Setup::new().start().await;
@@ -133,6 +134,20 @@ async fn scope_is_granted_and_checked() {
     let body = access_token(&s, &session, "?scope=at2%20read+write").await;
     let claims = verify(body["access_token"].as_str().unwrap(), &jwks(&s).await).unwrap();
     assert_eq!(claims["scope"], "at2 read write");
+    for ungranted in ["admin", "read+admin", "READ"] {
+        let r = s
+            .post(&format!("{TOKENS}?scope={ungranted}"))
+            .session(&session)
+            .send()
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{ungranted}: {}", r.body);
+        assert!(
+            r.message().starts_with("Scope not granted to this user: "),
+            "{}",
+            r.body
+        );
+        assert!(r.body.get("access_token").is_none(), "{}", r.body);
+    }
     let r = s
         .post(&format!("{TOKENS}?scope=%22quoted%22"))
         .session(&session)

@@ -3,9 +3,9 @@
 //!
 //! An access token is a JWT signed (RS256) by the server's signing key, `kid` in its header,
 //! with the claims `iss` (configured, default `sessionauth`), `sub` (the user id, as a string),
-//! `username`, `iat`, `exp` and `scope` (the requested scope, space-separated; empty when none
-//! was asked for: sessionauth grants what is asked and the resource server decides what a scope
-//! allows). It lives `signing.access_token_lifetime` (default 5 minutes) and never past its
+//! `username`, `iat`, `exp` and `scope` (the requested scopes, space-separated; empty when none
+//! was asked for). A user is granted only the scopes its directory entry lists (`scopes`);
+//! asking for any other is 403 and no token is made. It lives `signing.access_token_lifetime` (default 5 minutes) and never past its
 //! session's expiry. It is not a session token: no endpoint here accepts it. A resource server
 //! verifies it with the JWKS of `/login/idm/keys`.
 
@@ -22,6 +22,16 @@ pub(super) async fn access_token(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
     let scope = scope(ctx.query)?;
     let (session, user) = sessions::user_session(ctx, raw).await?;
+    let refused: Vec<&str> = scope
+        .split(' ')
+        .filter(|s| !s.is_empty() && !user.may_have_scope(s))
+        .collect();
+    if !refused.is_empty() {
+        return Err(ApiError::Forbidden(format!(
+            "Scope not granted to this user: {}",
+            refused.join(" ")
+        )));
+    }
     let uid = user.id;
     let signing = &ctx.api.signing;
     let ends = ctx
@@ -84,17 +94,11 @@ fn scope(query: Option<&str>) -> Result<String, ApiError> {
     if scope.len() > MAX_SCOPE_LEN {
         return Err(bad("longer than 1024 characters"));
     }
-    let allowed = |c: char| {
-        c == '\u{21}' || ('\u{23}'..='\u{5b}').contains(&c) || ('\u{5d}'..='\u{7e}').contains(&c)
-    };
-    if !scope.chars().all(|c| c == ' ' || allowed(c)) {
+    let tokens: Vec<&str> = scope.split(' ').filter(|s| !s.is_empty()).collect();
+    if !tokens.iter().all(|t| crate::directory::is_scope_token(t)) {
         return Err(bad("only printable ASCII without quotes or backslashes"));
     }
-    Ok(scope
-        .split(' ')
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" "))
+    Ok(tokens.join(" "))
 }
 
 #[cfg(test)]

@@ -140,6 +140,7 @@ pub fn directory_toml() -> String {
 id = 1001
 username = "bot.user"
 accountType = "SYSTEM"
+scopes = ["at2", "read", "write"]
 publicKeyPath = "keys/bot.user.pub.pem"
 previousPublicKeyPath = "keys/bot.user.previous.pub.pem"
 
