@@ -193,7 +193,8 @@ async fn alg_none_and_hs256_with_public_key_are_refused() {
     s.stop().await;
 }
 
-/// A malformed token is 401 "Malformed JWT"; a body that is not `{"token": string}` is 400.
+/// A malformed token is 401 "Malformed JWT"; a body that is not `{"token": string}` is 401 too
+/// (every failure on these paths is 401), saying what was expected.
 #[tokio::test]
 async fn malformed_token_and_malformed_body() {
     let s = Setup::new().start().await;
@@ -206,7 +207,7 @@ async fn malformed_token_and_malformed_body() {
 
     for body in ["", "{", "[]", r#"{"token": 5}"#, r#"{"jwt": "x"}"#] {
         let r = s.post(LOGIN).body(body).send().await;
-        assert_refused(&r, StatusCode::BAD_REQUEST, "token");
+        assert_refused(&r, StatusCode::UNAUTHORIZED, "token");
     }
     let r = s
         .post(APP)
@@ -214,7 +215,7 @@ async fn malformed_token_and_malformed_body() {
         .body("{")
         .send()
         .await;
-    assert_refused(&r, StatusCode::BAD_REQUEST, "not valid JSON");
+    assert_refused(&r, StatusCode::UNAUTHORIZED, "not valid JSON");
     s.stop().await;
 }
 

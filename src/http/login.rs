@@ -1,8 +1,9 @@
 //! The RSA authenticator: `/login/pubkey/...` and `/relay/pubkey/authenticate`.
 //!
 //! The caller proves who it is with a JWT signed by its RSA key (rules in [`crate::jwt`]), sent
-//! as the JSON body `{"token": "<JWT>"}`; no client certificate is needed. A body that is not
-//! that JSON is 400; every JWT failure is 401 with the rule that failed. Sessions made here are
+//! as the JSON body `{"token": "<JWT>"}`; no client certificate is needed. As the contract has
+//! it, every failure is 401: a body that is not that JSON, and every JWT rule (the message names
+//! the rule that failed). Sessions made here are
 //! ordinary sessions (session info, logout, expiry) that live for the configured lifetime. The
 //! on-behalf-of paths take the app session in `sessionToken` as the only credential and follow
 //! the certificate path's rules (`obo.rs`), but answer in the RSA shape
@@ -27,10 +28,19 @@ struct AuthenticateRequest {
 
 const AUTHENTICATE_BODY: &str = r#"{"token": "<JWT>"}"#;
 
+/// The authenticate body; one that is not `{"token": string}` is 401 (no credential), saying
+/// what was expected.
+fn authenticate_body(ctx: &Ctx<'_>) -> Result<AuthenticateRequest, ApiError> {
+    json::parse_body(ctx.body, AUTHENTICATE_BODY).map_err(|e| match e {
+        ApiError::BadRequest(message) => ApiError::Unauthorized(message),
+        other => other,
+    })
+}
+
 /// `POST /login/pubkey/authenticate`, `/relay/pubkey/authenticate`: a service user's session
 /// or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
-    let body: AuthenticateRequest = json::parse_body(ctx.body, AUTHENTICATE_BODY)?;
+    let body = authenticate_body(ctx)?;
     let user = verified_user(ctx, &body.token)?;
     let kind = match family {
         TokenFamily::Session => SessionKind::User { user: user.id },
@@ -42,7 +52,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
 
 /// `POST /login/pubkey/app/authenticate`: an app's own session.
 pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let body: AuthenticateRequest = json::parse_body(ctx.body, AUTHENTICATE_BODY)?;
+    let body = authenticate_body(ctx)?;
     let app = verified_app(ctx, &body.token)?;
     let kind = SessionKind::App {
         app: app.app_id.clone(),
