@@ -105,11 +105,14 @@ async fn remove_once(store: Arc<dyn SessionStore>) {
     assert_eq!(store.remove(&key, now).await.unwrap(), None);
     assert_eq!(store.get(&key, now).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 0);
-    // An expired session is not "removed" (the caller answers 401), but it is gone after.
+    // An expired session is not ended by a removal (the caller answers 401): it is left for the
+    // purge, which records its end as an expiry, so that every end is recorded exactly once.
     let (key, s) = new_session(user(1001), now, Duration::from_secs(1));
-    store.insert(key, s).await.unwrap();
+    store.insert(key, s.clone()).await.unwrap();
     let later = now.saturating_add(Duration::from_secs(2));
     assert_eq!(store.remove(&key, later).await.unwrap(), None);
+    assert_eq!(store.count().await.unwrap(), 1);
+    assert_eq!(store.purge_expired(later, 10).await.unwrap(), vec![s]);
     assert_eq!(store.count().await.unwrap(), 0);
 }
 
@@ -173,6 +176,8 @@ async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn SessionStore
         .await
         .unwrap()
         .is_empty());
+    // The fixture's two expired sessions acting as user 1001 were left for the purge.
+    assert_eq!(store.purge_expired(now, 10).await.unwrap().len(), 2);
 }
 
 /// A session is ended by its public id only for the user it acts as; a wrong user, an unknown
@@ -242,9 +247,9 @@ async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn SessionSto
         .into_iter()
         .filter(|s| !ids(&f.demo_app).contains(&s.id.0))
         .collect();
-    // The expired session of user 1001 is still held (until purged); demo-app's expired OBO
-    // session went with the others.
-    assert_eq!(store.count().await.unwrap(), remaining.len() + 1);
+    // The expired sessions (user 1001's, and demo-app's on-behalf-of one) are still held: the
+    // purge ends and records them.
+    assert_eq!(store.count().await.unwrap(), remaining.len() + 2);
     assert!(store
         .remove_app(&AppId::new("demo-app"), now)
         .await

@@ -253,8 +253,8 @@ impl SessionStore for EmbeddedStore {
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
         let key = *key.as_bytes();
-        let removed = self.write(move |g| g.remove(&key)).await?;
-        Ok(removed.filter(|s| !s.is_expired(now)))
+        self.write(move |g| g.remove_live(&[key], now).map(|mut v| v.pop()))
+            .await
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -294,7 +294,10 @@ impl SessionStore for EmbeddedStore {
                 return Ok(None);
             };
             match g.session(&key)? {
-                Some(s) if s.kind.user() == Some(user) && !s.is_expired(now) => g.remove(&key),
+                Some(s) if s.kind.user() == Some(user) && !s.is_expired(now) => {
+                    g.drop_session(&key, &s)?;
+                    Ok(Some(s))
+                }
                 _ => Ok(None),
             }
         })
@@ -449,28 +452,34 @@ impl Group<'_> {
 
     /// Removes a session and its index entries; returns it, expired or not.
     fn remove(&mut self, key: &Hash) -> Result<Option<Session>, StoreError> {
-        let Some(s) = self.session(key)? else {
-            return Ok(None);
-        };
+        let found = self.session(key)?;
+        if let Some(s) = &found {
+            self.drop_session(key, s)?;
+        }
+        Ok(found)
+    }
+
+    /// Writes the removal of session `s` under `key` and its index entries.
+    fn drop_session(&mut self, key: &Hash, s: &Session) -> Result<(), StoreError> {
         self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
-        for (index, index_key) in index_entries(key, &s)? {
+        for (index, index_key) in index_entries(key, s)? {
             self.writes.push((index.space(), index_key, None));
         }
         self.writes.push((Space::ById, id_key(s.id).to_vec(), None));
         self.writes.push((Space::Sessions, key.to_vec(), None));
         self.sessions.insert(*key, None);
         self.ids.insert(s.id.0, None);
-        Ok(Some(s))
+        Ok(())
     }
 
-    /// Removes every session under `keys`; returns the ones that were still live.
+    /// Removes the live sessions under `keys` and returns them; expired ones are left for the
+    /// purge, which records their end.
     fn remove_live(&mut self, keys: &[Hash], now: Millis) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(s) = self.remove(key)? {
-                if !s.is_expired(now) {
-                    out.push(s);
-                }
+            if let Some(s) = self.session(key)?.filter(|s| !s.is_expired(now)) {
+                self.drop_session(key, &s)?;
+                out.push(s);
             }
         }
         Ok(out)

@@ -70,11 +70,18 @@ impl Inner {
         Some(session)
     }
 
-    /// Removes every session under `keys`, returning the live ones.
+    /// Removes the live session under `key`; an expired one is left for the purge.
+    fn remove_live(&mut self, key: &TokenHash, now: Millis) -> Option<Session> {
+        if self.sessions.get(key)?.is_expired(now) {
+            return None;
+        }
+        self.remove(key)
+    }
+
+    /// Removes the live sessions under `keys` and returns them.
     fn remove_all(&mut self, keys: Vec<TokenHash>, now: Millis) -> Vec<Session> {
         keys.iter()
-            .filter_map(|k| self.remove(k))
-            .filter(|s| !s.is_expired(now))
+            .filter_map(|k| self.remove_live(k, now))
             .collect()
     }
 }
@@ -102,7 +109,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        Ok(self.inner.lock().remove(key).filter(|s| !s.is_expired(now)))
+        Ok(self.inner.lock().remove_live(key, now))
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {

@@ -95,7 +95,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The live session for this key, or `None` when there is none or it expired by `now`.
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
 
-    /// Ends one session and returns it; `None` when it was absent or already expired.
+    /// Ends one session and returns it; `None` when it was absent or already expired. An
+    /// expired session is left in place for [`SessionStore::purge_expired`], which records its
+    /// end as an expiry: every session ends exactly once, and is recorded once.
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
 
     /// The live sessions that act as `user`: its own, its key-manager tokens, and on-behalf-of
@@ -103,7 +105,7 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
     /// Ends every live session that acts as `user` (as [`SessionStore::list_user`] lists them)
-    /// and returns them.
+    /// and returns them. Expired ones are left for the purge.
     async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
     /// Ends the live session with public id `id` when it acts as `user`; returns it.
@@ -115,7 +117,7 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<Option<Session>, StoreError>;
 
     /// Ends every live session `app` holds: its own app sessions and every on-behalf-of session
-    /// it minted. Returns them.
+    /// it minted. Returns them. Expired ones are left for the purge.
     async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
     /// Drops at most `limit` sessions expired by `now` and returns them, so that the caller can

@@ -101,16 +101,32 @@ redis.call('ZADD', p .. 'x', ARGV[4], h)
 return 1
 ";
 
-/// ARGV: prefix, hash.
-const REMOVE: &str = "return drop(ARGV[2])";
+/// ARGV: prefix, hash, now ms. An expired session is left for the purge, which records it.
+const REMOVE: &str = r"
+local v = redis.call('GET', p .. 's:' .. ARGV[2])
+if not v then return false end
+local _, exp = header(v)
+if tonumber(exp) <= tonumber(ARGV[3]) then return false end
+return drop(ARGV[2])
+";
 
-/// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`). Returns every session removed.
+/// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`), now ms. Returns every session removed;
+/// expired ones are left for the purge, members whose session is gone are dropped.
 const REMOVE_SET: &str = r"
 local set = p .. ARGV[2]
+local now = tonumber(ARGV[3])
 local out = {}
 for _, h in ipairs(redis.call('SMEMBERS', set)) do
-  local v = drop(h)
-  if v then out[#out + 1] = v else redis.call('SREM', set, h) end
+  local v = redis.call('GET', p .. 's:' .. h)
+  if not v then
+    redis.call('SREM', set, h)
+  else
+    local _, exp = header(v)
+    if tonumber(exp) > now then
+      drop(h)
+      out[#out + 1] = v
+    end
+  end
 end
 return out
 ";
@@ -310,7 +326,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let value: Option<Vec<u8>> = self.run(&self.scripts.remove, &[hex(key)]).await?;
+        let mut invocation = self.scripts.remove.prepare_invoke();
+        invocation
+            .arg(&self.prefix)
+            .arg(hex(key).as_str())
+            .arg(now.as_epoch_millis());
+        let value: Option<Vec<u8>> = self.invoke(&invocation).await?;
         live(value.as_deref().map(decode).transpose()?, now)
     }
 
@@ -323,7 +344,8 @@ impl SessionStore for RedisStore {
 
     async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
         let set = format!("u:{}", user.0);
-        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set]).await?;
+        let now_ms = now.as_epoch_millis().to_string();
+        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set, now_ms]).await?;
         decode_live(&values, now)
     }
 
@@ -348,7 +370,8 @@ impl SessionStore for RedisStore {
 
     async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError> {
         let set = format!("a:{}", app.as_str());
-        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set]).await?;
+        let now_ms = now.as_epoch_millis().to_string();
+        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set, now_ms]).await?;
         decode_live(&values, now)
     }
 
