@@ -292,6 +292,7 @@ async fn serve_connection(
 ) {
     // The identity is read once, here, and travels with the connection.
     let peer = PeerIdentity::from_verified_chain(tls.get_ref().1.peer_certificates());
+    let cn = peer.common_name().unwrap_or("-").to_owned();
     let conn = Arc::new(ConnInfo { peer, remote });
     let service = service_fn(move |req| {
         let api = api.clone();
@@ -304,8 +305,39 @@ async fn serve_connection(
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
+    let started = std::time::Instant::now();
     if let Err(e) = watcher.watch(connection).await {
-        tracing::debug!(%remote, error = %e, "connection ended with an error");
+        match answered_by_hyper(&e) {
+            // hyper answered a request it could not parse itself (no body, then it closed the
+            // connection): that request gets its access-log line too.
+            Some(status) => tracing::info!(
+                target: "sessionauth::access",
+                method = "-",
+                path = "-",
+                status,
+                cn = %cn,
+                trace_id = "-",
+                client = %remote,
+                duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                error = %e,
+            ),
+            None => tracing::debug!(%remote, error = %e, "connection ended with an error"),
+        }
+    }
+}
+
+/// The status hyper itself answered with, for the connection errors where it answers: a
+/// request it could not parse (400), a head over the size limit (431), a head that did not
+/// arrive in time (408).
+fn answered_by_hyper(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() || e.is_parse_status() {
+        Some(400)
+    } else if e.is_timeout() {
+        Some(408)
+    } else {
+        None
     }
 }
 

@@ -80,6 +80,42 @@ async fn access_log_carries_the_trace_id() {
     assert!(second.contains("status=404"), "{second}");
 }
 
+/// A request hyper refuses before the router sees it (a header line without a colon, a head
+/// over the size cap) still gets its access-log line, with hyper's status.
+#[tokio::test(flavor = "current_thread")]
+async fn requests_hyper_refuses_are_logged() {
+    let log = capture();
+    let server = TestServer::start().await;
+    let mut stream = server.tls(None).await.unwrap();
+    write_raw(
+        &mut stream,
+        b"GET /health HTTP/1.1\r\nHost: localhost\r\nno colon here\r\n\r\n",
+    )
+    .await;
+    let received = read_to_end_within(&mut stream, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(raw_status(&received), Some(400));
+    let mut stream = server.tls(None).await.unwrap();
+    let big = format!(
+        "GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    write_raw(&mut stream, big.as_bytes()).await;
+    let received = read_to_end_within(&mut stream, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(raw_status(&received), Some(431));
+    let text = log.text();
+    for status in ["status=400", "status=431"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("sessionauth::access") && l.contains(status)),
+            "no access-log line with {status}:\n{text}"
+        );
+    }
+}
+
 /// No token reaches the log: not the ones issued (session, key-manager, app, OBO), not the
 /// ones presented (valid, logged out, or garbage of a token's shape), at any level.
 #[tokio::test(flavor = "current_thread")]
