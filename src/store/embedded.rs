@@ -6,8 +6,10 @@
 //!
 //! Every change is first appended to fjall's journal. [`EmbeddedStore::insert`] and every
 //! `remove*` return only after the group commit holding their change has written the journal and
-//! fsynced it (`PersistMode::SyncAll`, which is `File::sync_all`); only then does the change
-//! become visible to readers. So a response that says a session was made, or that a logout
+//! synced it to disk (`PersistMode::SyncData`, which is `fdatasync`: fjall preallocates each
+//! journal file, so an append does not change the file's size, and `fdatasync` persists the
+//! data together with the block allocation needed to read it back, which is all recovery
+//! reads); only then does the change become visible to readers. So a response that says a session was made, or that a logout
 //! succeeded, is sent only once that fact is on disk, and a logout is a committed tombstone that
 //! no crash brings back. When fsync fails, fjall refuses every later write (it "poisons" the
 //! database), so the store fails closed with 503 instead of acknowledging what it cannot keep.
@@ -683,7 +685,8 @@ fn commit_group(
     } else {
         group.writes
     };
-    let mut batch = db.batch().durability(Some(PersistMode::SyncAll));
+    // fdatasync: see "Durability" in the module documentation.
+    let mut batch = db.batch().durability(Some(PersistMode::SyncData));
     for (space, key, value) in writes {
         match value {
             Some(value) => batch.insert(spaces.get(space), key, value),
