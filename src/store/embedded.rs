@@ -205,12 +205,7 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let op = Box::new(Job {
-            f: Some(f),
-            out: None,
-            reply,
-        });
+        let (op, answer) = queued(f);
         self.queue
             .as_ref()
             .ok_or_else(writer_gone)?
@@ -641,7 +636,24 @@ where
     }
 }
 
-/// The writer thread: one transaction and one commit per group of queued changes.
+/// A change to queue, and the receiver of its answer.
+type Queued<T> = (Box<dyn WriteOp>, oneshot::Receiver<Result<T, StoreError>>);
+
+fn queued<T, F>(f: F) -> Queued<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let op = Box::new(Job {
+        f: Some(f),
+        out: None,
+        reply,
+    });
+    (op, answer)
+}
+
+/// The writer thread: one batch and one commit per group of queued changes.
 fn write_loop(db: &Database, spaces: &Spaces, ops: &mpsc::Receiver<Box<dyn WriteOp>>) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = ops.recv() {
@@ -781,23 +793,6 @@ mod tests {
             client_ip: None,
             user_agent: None,
         }
-    }
-
-    /// A queued change and the receiver of its answer.
-    type Queued<T> = (Box<dyn WriteOp>, oneshot::Receiver<Result<T, StoreError>>);
-
-    fn queued<T, F>(f: F) -> Queued<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Group<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        let (reply, answer) = oneshot::channel();
-        let op = Box::new(Job {
-            f: Some(f),
-            out: None,
-            reply,
-        });
-        (op, answer)
     }
 
     /// Commits `ops` as one group, as the writer thread would, and answers them.
