@@ -604,7 +604,7 @@ fn hashes_under(
         .collect()
 }
 
-/// One queued change: applied inside a group's transaction, answered after its commit.
+/// One queued change: worked out inside its group, answered after the group's commit.
 trait WriteOp: Send {
     fn apply(&mut self, group: &mut Group<'_>) -> Result<(), StoreError>;
     fn finish(self: Box<Self>, committed: Result<(), StoreError>);
