@@ -51,7 +51,8 @@ store_config() {
   esac
 }
 
-# start_server NAME RESUMPTION → prints the port
+# start_server NAME RESUMPTION → sets PORT. Not run in a subshell, so that the server's pid
+# reaches PIDS and the exit trap stops it.
 start_server() {
   local name=$1 resumption=$2 port
   port=$(free_port)
@@ -68,7 +69,7 @@ TOML
   PIDS+=($!)
   for _ in $(seq 1 100); do
     if curl -sf --cacert "$WORK/certs/ca.pem" "https://localhost:$port/health" >/dev/null; then
-      echo "$port"
+      PORT=$port
       return
     fi
     sleep 0.1
@@ -78,8 +79,10 @@ TOML
   exit 1
 }
 
-PORT_KA=$(start_server keepalive true)
-PORT_FH=$(start_server fullhandshake false)
+start_server keepalive true
+PORT_KA=$PORT
+start_server fullhandshake false
+PORT_FH=$PORT
 
 C="$WORK/certs"
 TLS=(--cacert "$C/ca.pem" --cert "$C/bot.user.pem" --key "$C/bot.user-key.pem")
