@@ -305,7 +305,6 @@ async fn serve_connection(
         .header_read_timeout(limits.header_read_timeout)
         .max_header_size(limits.max_header_bytes);
     let connection = builder.serve_connection(TokioIo::new(tls), service);
-    let started = std::time::Instant::now();
     if let Err(e) = watcher.watch(connection).await {
         match answered_by_hyper(&e) {
             // hyper answered a request it could not parse itself (no body, then it closed the
@@ -318,7 +317,6 @@ async fn serve_connection(
                 cn = %cn,
                 trace_id = "-",
                 client = %remote,
-                duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
                 error = %e,
             ),
             None => tracing::debug!(%remote, error = %e, "connection ended with an error"),

@@ -5,8 +5,8 @@
 //! with the claims `iss` (configured, default `sessionauth`), `sub` (the user id, as a string),
 //! `username`, `iat`, `exp` and `scope` (the requested scopes, space-separated; empty when none
 //! was asked for). A user is granted only the scopes its directory entry lists (`scopes`);
-//! asking for any other is 403 and no token is made. It lives `signing.access_token_lifetime` (default 5 minutes) and never past its
-//! session's expiry. It is not a session token: no endpoint here accepts it. A resource server
+//! asking for any other is 403 and no token is made. It lives `signing.access_token_lifetime`
+//! (default 5 minutes) and never past its session's expiry. It is not a session token: no endpoint here accepts it. A resource server
 //! verifies it with the JWKS of `/login/idm/keys`.
 
 use serde_json::json;

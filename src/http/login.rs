@@ -3,10 +3,10 @@
 //! The caller proves who it is with a JWT signed by its RSA key (rules in [`crate::jwt`]), sent
 //! as the JSON body `{"token": "<JWT>"}`; no client certificate is needed. As the contract has
 //! it, every failure is 401: a body that is not that JSON, and every JWT rule (the message names
-//! the rule that failed). Sessions made here are
-//! ordinary sessions (session info, logout, expiry) that live for the configured lifetime. The
-//! on-behalf-of paths take the app session in `sessionToken` as the only credential and follow
-//! the certificate path's rules (`obo.rs`), but answer in the RSA shape
+//! the rule that failed). Sessions made here are ordinary sessions (session info, logout,
+//! expiry) that live for the configured lifetime. The on-behalf-of paths take the app session
+//! in `sessionToken` as the only credential and follow the certificate path's rules (`obo.rs`:
+//! no such session outlives its app session), but answer in the RSA shape
 //! `{"name":"sessionToken","token":…}`.
 
 use std::sync::Arc;

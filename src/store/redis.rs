@@ -55,8 +55,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long Redis keeps a session past its end, for the purge to record it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
 
-/// Reads a stored session's header, and removes one session with its index entries (returning
-/// the stored value, or false when absent).
+/// Reads a stored session's header; removes a session read as `v` with its index entries
+/// (`drop_read`), or reads and removes one (`drop`, returning the stored value, or false when
+/// absent).
 const DROP_FN: &str = r"
 local p = ARGV[1]
 local function header(v)
@@ -65,17 +66,22 @@ local function header(v)
   if n ~= '0' then app = string.sub(rest, 1, tonumber(n)) end
   return id, exp, user, app
 end
-local function drop(h)
-  local k = p .. 's:' .. h
+local function drop_read(h, v)
   redis.call('ZREM', p .. 'x', h)
-  local v = redis.call('GET', k)
-  if not v then return false end
-  redis.call('DEL', k)
+  redis.call('DEL', p .. 's:' .. h)
   local id, _, user, app = header(v)
   if user ~= '' then redis.call('SREM', p .. 'u:' .. user, h) end
   if app then redis.call('SREM', p .. 'a:' .. app, h) end
   redis.call('DEL', p .. 'i:' .. id)
   return v
+end
+local function drop(h)
+  local v = redis.call('GET', p .. 's:' .. h)
+  if not v then
+    redis.call('ZREM', p .. 'x', h)
+    return false
+  end
+  return drop_read(h, v)
 end
 ";
 
@@ -107,7 +113,7 @@ local v = redis.call('GET', p .. 's:' .. ARGV[2])
 if not v then return false end
 local _, exp = header(v)
 if tonumber(exp) <= tonumber(ARGV[3]) then return false end
-return drop(ARGV[2])
+return drop_read(ARGV[2], v)
 ";
 
 /// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`), now ms. Returns every session removed;
@@ -122,10 +128,7 @@ for _, h in ipairs(redis.call('SMEMBERS', set)) do
     redis.call('SREM', set, h)
   else
     local _, exp = header(v)
-    if tonumber(exp) > now then
-      drop(h)
-      out[#out + 1] = v
-    end
+    if tonumber(exp) > now then out[#out + 1] = drop_read(h, v) end
   end
 end
 return out
@@ -139,7 +142,7 @@ local v = redis.call('GET', p .. 's:' .. h)
 if not v then return false end
 local _, exp, user = header(v)
 if user ~= ARGV[3] or tonumber(exp) <= tonumber(ARGV[4]) then return false end
-return drop(h)
+return drop_read(h, v)
 ";
 
 /// ARGV: prefix, now ms, limit. Returns {entries swept, {sessions removed}}.
@@ -424,20 +427,16 @@ fn push_hex(out: &mut String, key: &TokenHash) {
 
 /// The stored form: the header the scripts read (id, expiry, user, app), then the JSON.
 fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
-    use std::io::Write as _;
     let app = s.kind.app().map(AppId::as_str).unwrap_or_default();
-    let mut out = Vec::with_capacity(256);
     let user = s.kind.user().map(|u| u.0.to_string()).unwrap_or_default();
-    let header = write!(
-        out,
+    let header = format!(
         "{} {} {user} {}\n{app}",
         s.id.0,
         s.expires.as_epoch_millis(),
         app.len()
     );
-    header
-        .map_err(|e| backend(Arc::new(e)))
-        .and_then(|()| serde_json::to_writer(&mut out, s).map_err(|e| backend(Arc::new(e))))?;
+    let mut out = header.into_bytes();
+    serde_json::to_writer(&mut out, s).map_err(|e| backend(Arc::new(e)))?;
     Ok(out)
 }
 
