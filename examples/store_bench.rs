@@ -27,7 +27,7 @@ use rustls::pki_types::ServerName;
 use sessionauth::clock::{Clock as _, SystemClock};
 use sessionauth::directory::UserId;
 use sessionauth::session::{Session, SessionId, SessionKind};
-use sessionauth::store::{EmbeddedStore, SessionStore as _};
+use sessionauth::store::{Census as _, EmbeddedStore, SessionStore as _};
 use sessionauth::token::SessionToken;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;

@@ -350,14 +350,14 @@ async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
     loop {
         tick.tick().await;
         loop {
-            let ended = match store.purge_expired(clock.now(), PURGE_BATCH).await {
-                Ok(ended) => ended,
+            let purged = match store.purge_expired(clock.now(), PURGE_BATCH).await {
+                Ok(purged) => purged,
                 Err(e) => {
                     tracing::warn!(error = %e, "purging expired sessions failed");
                     break;
                 }
             };
-            for session in &ended {
+            for session in &purged.ended {
                 tracing::info!(
                     target: "sessionauth::session",
                     event = "ended",
@@ -369,7 +369,7 @@ async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
                     trace_id = "-",
                 );
             }
-            if ended.len() < PURGE_BATCH {
+            if purged.is_last(PURGE_BATCH) {
                 break;
             }
             tokio::task::yield_now().await;

@@ -16,7 +16,13 @@ use sessionauth::clock::{Clock, Millis, SystemClock};
 use sessionauth::config::RedisUrl;
 use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{Session, SessionId, SessionKind};
-use sessionauth::store::{EmbeddedStore, MemoryStore, RedisStore, SessionStore, StoreError};
+use sessionauth::store::{
+    Census, EmbeddedStore, MemoryStore, RedisStore, SessionStore, StoreError,
+};
+
+/// A backend under test: the server's trait plus the count the checks read.
+trait Backend: SessionStore + Census {}
+impl<T: SessionStore + Census> Backend for T {}
 use sessionauth::token::{SessionToken, TokenHash};
 
 /// The environment variable that names the Redis server for tests.
@@ -27,7 +33,7 @@ const REDIS_ENV: &str = "SESSIONAUTH_TEST_REDIS_URL";
 // ---------------------------------------------------------------------------------------------
 
 /// A stored session reads back as stored; an unknown key reads as absent; count sees it.
-async fn insert_then_get(store: Arc<dyn SessionStore>) {
+async fn insert_then_get(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (key, s) = new_session(user(1001), now, HOUR);
     store.insert(key, s.clone()).await.unwrap();
@@ -38,7 +44,7 @@ async fn insert_then_get(store: Arc<dyn SessionStore>) {
 
 /// A second insert under the same token, or with the same public id, is refused and changes
 /// nothing.
-async fn duplicate_insert_is_refused(store: Arc<dyn SessionStore>) {
+async fn duplicate_insert_is_refused(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (key, s) = new_session(user(1001), now, HOUR);
     store.insert(key, s.clone()).await.unwrap();
@@ -57,7 +63,7 @@ async fn duplicate_insert_is_refused(store: Arc<dyn SessionStore>) {
 
 /// A session past its end reads as absent; the purge removes exactly the expired ones, in
 /// batches of the size asked for, and returns them.
-async fn expiry_and_purge(store: Arc<dyn SessionStore>) {
+async fn expiry_and_purge(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (short_key, short) = new_session(user(1001), now, Duration::from_secs(1));
     let (long_key, long) = new_session(user(1001), now, HOUR);
@@ -76,20 +82,25 @@ async fn expiry_and_purge(store: Arc<dyn SessionStore>) {
         Some(long.clone())
     );
 
-    assert!(store.purge_expired(now, 10).await.unwrap().is_empty());
-    let purged = store.purge_expired(later, 10).await.unwrap();
+    assert!(store.purge_expired(now, 10).await.unwrap().ended.is_empty());
+    let purged = store.purge_expired(later, 10).await.unwrap().ended;
     assert_eq!(purged, vec![short]);
     assert_eq!(store.count().await.unwrap(), 1);
-    assert!(store.purge_expired(later, 10).await.unwrap().is_empty());
+    assert!(store
+        .purge_expired(later, 10)
+        .await
+        .unwrap()
+        .ended
+        .is_empty());
 
     for _ in 0..5 {
         let (k, s) = new_session(user(1003), now, Duration::from_secs(1));
         store.insert(k, s).await.unwrap();
     }
     let sizes = [
-        store.purge_expired(later, 2).await.unwrap().len(),
-        store.purge_expired(later, 2).await.unwrap().len(),
-        store.purge_expired(later, 2).await.unwrap().len(),
+        store.purge_expired(later, 2).await.unwrap().ended.len(),
+        store.purge_expired(later, 2).await.unwrap().ended.len(),
+        store.purge_expired(later, 2).await.unwrap().ended.len(),
     ];
     assert_eq!(sizes, [2, 2, 1]);
     assert_eq!(store.count().await.unwrap(), 1);
@@ -97,7 +108,7 @@ async fn expiry_and_purge(store: Arc<dyn SessionStore>) {
 }
 
 /// A session is removed once: the second removal finds nothing, and so does a read.
-async fn remove_once(store: Arc<dyn SessionStore>) {
+async fn remove_once(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (key, s) = new_session(user(1001), now, HOUR);
     store.insert(key, s.clone()).await.unwrap();
@@ -112,12 +123,12 @@ async fn remove_once(store: Arc<dyn SessionStore>) {
     let later = now.saturating_add(Duration::from_secs(2));
     assert_eq!(store.remove(&key, later).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 1);
-    assert_eq!(store.purge_expired(later, 10).await.unwrap(), vec![s]);
+    assert_eq!(store.purge_expired(later, 10).await.unwrap().ended, vec![s]);
     assert_eq!(store.count().await.unwrap(), 0);
 }
 
 /// Of many concurrent removals of one session, exactly one gets it.
-async fn concurrent_removes_have_one_winner(store: Arc<dyn SessionStore>) {
+async fn concurrent_removes_have_one_winner(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     for _ in 0..5 {
         let (key, s) = new_session(user(1001), now, HOUR);
@@ -141,7 +152,7 @@ async fn concurrent_removes_have_one_winner(store: Arc<dyn SessionStore>) {
 
 /// A user's sessions are its own, its key-manager tokens and the on-behalf-of sessions apps
 /// hold for it; nothing else, and nothing expired.
-async fn list_user_lists_what_acts_as_the_user(store: Arc<dyn SessionStore>) {
+async fn list_user_lists_what_acts_as_the_user(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let mine = fixture(&store, now).await;
     let listed = ids(&store.list_user(user_id(1001), now).await.unwrap());
@@ -160,7 +171,7 @@ async fn list_user_lists_what_acts_as_the_user(store: Arc<dyn SessionStore>) {
 }
 
 /// Ending a user's sessions ends exactly the ones listed for it, and returns them.
-async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn SessionStore>) {
+async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let f = fixture(&store, now).await;
     let ended = store.remove_user(user_id(1001), now).await.unwrap();
@@ -177,12 +188,12 @@ async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn SessionStore
         .unwrap()
         .is_empty());
     // The fixture's two expired sessions acting as user 1001 were left for the purge.
-    assert_eq!(store.purge_expired(now, 10).await.unwrap().len(), 2);
+    assert_eq!(store.purge_expired(now, 10).await.unwrap().ended.len(), 2);
 }
 
 /// A session is ended by its public id only for the user it acts as; a wrong user, an unknown
 /// id or an expired session is `None` and changes nothing.
-async fn remove_by_id_checks_the_user(store: Arc<dyn SessionStore>) {
+async fn remove_by_id_checks_the_user(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (key, s) = new_session(user(1001), now, HOUR);
     store.insert(key, s.clone()).await.unwrap();
@@ -229,7 +240,7 @@ async fn remove_by_id_checks_the_user(store: Arc<dyn SessionStore>) {
 
 /// Ending an app's sessions ends its app sessions and every on-behalf-of session it minted,
 /// and nothing of other apps or of bots.
-async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn SessionStore>) {
+async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let f = fixture(&store, now).await;
     let ended = store
@@ -263,7 +274,7 @@ async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn SessionSto
 }
 
 /// Many tasks inserting at once all succeed, and every session reads back.
-async fn concurrent_inserts_all_land(store: Arc<dyn SessionStore>) {
+async fn concurrent_inserts_all_land(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let tasks: Vec<_> = (0..32)
         .map(|_| {
@@ -379,7 +390,7 @@ fn embedded_store_refuses_a_second_opener() {
 /// A Redis store for one test case: a random key prefix, deleted when the case ends (also when
 /// it fails).
 struct TestRedis {
-    store: Arc<dyn SessionStore>,
+    store: Arc<dyn Backend>,
     url: String,
     prefix: String,
 }
@@ -498,7 +509,7 @@ impl Fixture {
     }
 }
 
-async fn fixture(store: &Arc<dyn SessionStore>, now: Millis) -> Fixture {
+async fn fixture(store: &Arc<dyn Backend>, now: Millis) -> Fixture {
     let kinds_1001 = [
         user(1001),
         SessionKind::KeyManager { user: UserId(1001) },

@@ -72,7 +72,7 @@ use async_trait::async_trait;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 use tokio::sync::oneshot;
 
-use super::{OpenError, SessionStore, StoreError};
+use super::{Census, OpenError, Purged, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
@@ -311,7 +311,7 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError> {
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         self.write(move |g| {
             // Expired means `expires <= now`: every key up to (now, the largest hash).
             let last = expiry_key(now.as_epoch_millis(), &[u8::MAX; 32]);
@@ -325,6 +325,7 @@ impl SessionStore for EmbeddedStore {
                 let key = trailing_hash(&index_key)?;
                 entries.push((index_key, key));
             }
+            let swept = entries.len();
             let mut out = Vec::with_capacity(entries.len());
             for (index_key, key) in entries {
                 match g.remove(&key)? {
@@ -337,11 +338,14 @@ impl SessionStore for EmbeddedStore {
                     }
                 }
             }
-            Ok(out)
+            Ok(Purged { ended: out, swept })
         })
         .await
     }
+}
 
+#[async_trait]
+impl Census for EmbeddedStore {
     async fn count(&self) -> Result<usize, StoreError> {
         // Exact, so it reads every key: for tests and tools, not for request paths.
         self.db

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{SessionStore, StoreError};
+use super::{Census, Purged, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
@@ -159,7 +159,7 @@ impl SessionStore for MemoryStore {
         Ok(inner.remove_all(keys, now))
     }
 
-    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError> {
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         let mut inner = self.inner.lock();
         // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
         let expired: Vec<TokenHash> = inner
@@ -168,9 +168,15 @@ impl SessionStore for MemoryStore {
             .take(limit)
             .map(|(_, k)| TokenHash::from_bytes(*k))
             .collect();
-        Ok(expired.iter().filter_map(|k| inner.remove(k)).collect())
+        Ok(Purged {
+            swept: expired.len(),
+            ended: expired.iter().filter_map(|k| inner.remove(k)).collect(),
+        })
     }
+}
 
+#[async_trait]
+impl Census for MemoryStore {
     async fn count(&self) -> Result<usize, StoreError> {
         Ok(self.inner.lock().sessions.len())
     }

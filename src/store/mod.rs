@@ -120,11 +120,34 @@ pub trait SessionStore: Send + Sync + 'static {
     /// it minted. Returns them. Expired ones are left for the purge.
     async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
-    /// Drops at most `limit` sessions expired by `now` and returns them, so that the caller can
-    /// record each end. Fewer than `limit` means none are left for now. Each call is short, so a
-    /// caller that loops over batches never holds up requests for long.
-    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError>;
+    /// Sweeps at most `limit` entries of the expiry index up to `now`: drops the sessions they
+    /// name and returns them, so that the caller can record each end, together with how many
+    /// entries were swept (a stale entry without its session counts too). A sweep of fewer than
+    /// `limit` entries means none are left for now. Each call is short, so a caller that loops
+    /// over batches never holds up requests for long.
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError>;
+}
 
-    /// How many sessions the store holds (live or not yet purged).
+/// What one purge step did: see [`SessionStore::purge_expired`].
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// The sessions that ended by expiry in this step.
+    pub ended: Vec<Session>,
+    /// How many expiry-index entries the step swept, ended sessions and stale entries alike.
+    pub swept: usize,
+}
+
+impl Purged {
+    /// Whether the sweep stopped short of its limit, so that nothing is left to purge for now.
+    pub fn is_last(&self, limit: usize) -> bool {
+        self.swept < limit
+    }
+}
+
+/// How many sessions a backend holds (live or not yet purged): for tests and benchmarks, which
+/// check that nothing is left behind. Not part of [`SessionStore`], which the server uses.
+#[async_trait]
+pub trait Census {
+    /// The number of stored sessions.
     async fn count(&self) -> Result<usize, StoreError>;
 }

@@ -41,7 +41,7 @@ use ::redis::{Client, RedisError, Script};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{OpenError, SessionStore, StoreError};
+use super::{Census, OpenError, Purged, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::config::RedisUrl;
 use crate::directory::{AppId, UserId};
@@ -378,16 +378,22 @@ impl SessionStore for RedisStore {
         decode_live(&values, now)
     }
 
-    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Vec<Session>, StoreError> {
-        let (_swept, values): (usize, Vec<Vec<u8>>) = self
+    async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
+        let (swept, values): (usize, Vec<Vec<u8>>) = self
             .run(
                 &self.scripts.purge,
                 &[now.as_epoch_millis().to_string(), limit.to_string()],
             )
             .await?;
-        values.iter().map(|v| decode(v)).collect()
+        Ok(Purged {
+            ended: values.iter().map(|v| decode(v)).collect::<Result<_, _>>()?,
+            swept,
+        })
     }
+}
 
+#[async_trait]
+impl Census for RedisStore {
     async fn count(&self) -> Result<usize, StoreError> {
         let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("ZCARD");
