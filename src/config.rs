@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::store::RedisUrl;
+
 /// The default listen address: loopback only, the port the Symphony BDK examples use.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Where the dev PKI lives when no configuration file is given.
@@ -131,54 +133,6 @@ pub enum StoreConfig {
         /// The prefix of every key written.
         prefix: String,
     },
-}
-
-/// A `redis://` or `rediss://` URL. `Debug` and `Display` hide any password, so the value can
-/// appear in logs and error messages; [`RedisUrl::expose`] is the only way to the full text.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisUrl(String);
-
-impl RedisUrl {
-    /// Accepts a URL whose scheme is `redis` or `rediss` and which the Redis client can parse.
-    pub fn parse(text: &str) -> Option<Self> {
-        let url = Self(text.to_owned());
-        let scheme_ok = text.starts_with("redis://") || text.starts_with("rediss://");
-        (scheme_ok && ::redis::Client::open(text).is_ok()).then_some(url)
-    }
-
-    /// The full URL, password included: for the Redis client only.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// Whether the connection uses TLS (`rediss://`).
-    pub fn is_tls(&self) -> bool {
-        self.0.starts_with("rediss://")
-    }
-}
-
-impl fmt::Display for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // scheme://[user[:password]@]host... → scheme://[user:***@]host...
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return f.write_str("<redacted>");
-        };
-        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let (authority, tail) = rest.split_at(authority_end);
-        match authority.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-                write!(f, "{scheme}://{user}:***@{host}{tail}")
-            }
-            None => write!(f, "{scheme}://{authority}{tail}"),
-        }
-    }
-}
-
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RedisUrl({self})")
-    }
 }
 
 /// Limits that protect the server from slow or oversized clients.
@@ -562,12 +516,7 @@ fn resolve_store(
             data_dir: data_dir.clone().unwrap_or(default_data_dir),
         },
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
-            let url = RedisUrl::parse(url).ok_or_else(|| {
-                format!(
-                    "store: {} is not a valid Redis URL (redis://[user:password@]host[:port][/db])",
-                    RedisUrl(url.to_owned())
-                )
-            })?;
+            let url = RedisUrl::parse(url).map_err(|e| format!("store: {e}"))?;
             let prefix = redis_prefix
                 .clone()
                 .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
@@ -781,16 +730,9 @@ mod tests {
         }
     }
 
-    /// A Redis URL's password never shows in Debug or Display.
+    /// A Redis store's password never shows in the configuration's Debug.
     #[test]
     fn redis_url_is_redacted() {
-        let url = RedisUrl::parse("redis://user:hunter2@127.0.0.1:6379/15").unwrap();
-        assert_eq!(url.to_string(), "redis://user:***@127.0.0.1:6379/15");
-        assert!(!format!("{url:?}").contains("hunter2"));
-        let url = RedisUrl::parse("rediss://:hunter2@h/0").unwrap();
-        assert_eq!(url.to_string(), "rediss://:***@h/0");
-        let url = RedisUrl::parse("redis://h:6379").unwrap();
-        assert_eq!(url.to_string(), "redis://h:6379");
         let text = format!("store = \"redis://u:hunter2@h/1\"\n{MINIMAL}");
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));

@@ -13,11 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessionauth::clock::{Clock, Millis, SystemClock};
-use sessionauth::config::RedisUrl;
 use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{Session, SessionId, SessionKind};
 use sessionauth::store::{
-    Census, EmbeddedStore, MemoryStore, RedisStore, SessionStore, StoreError,
+    Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, SessionStore, StoreError,
 };
 
 /// A backend under test: the server's trait plus the count the checks read.

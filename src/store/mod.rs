@@ -17,7 +17,7 @@ pub mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
-pub use redis::RedisStore;
+pub use redis::{RedisStore, RedisUrl};
 
 use std::path::PathBuf;
 use std::sync::Arc;

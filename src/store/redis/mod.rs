@@ -33,6 +33,10 @@
 //! The scripts build key names from the prefix, so the keys of one deployment must live on one
 //! Redis primary (standalone or replicated; not Redis Cluster).
 
+mod url;
+
+pub use url::RedisUrl;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +47,6 @@ use parking_lot::Mutex;
 
 use super::{Census, OpenError, Purged, SessionStore, StoreError};
 use crate::clock::Millis;
-use crate::config::RedisUrl;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
