@@ -19,6 +19,7 @@
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | an error shown with its sources | [`chain`] |
 //!
 //! # How a request flows
 //!
@@ -27,6 +28,7 @@
 //! connection → route ([`http`]) → handler (for example [`http`]'s certificate authenticator) →
 //! store ([`store::SessionStore`]) → JSON response. Handlers never see raw certificates.
 
+pub mod chain;
 pub mod check;
 pub mod clock;
 pub mod config;

@@ -1,6 +1,6 @@
 //! The server: everything read and checked before a port is bound ([`Prepared`]), then the
 //! accept loop ([`run`]) with a connection limit, handshake and header time limits, backoff on
-//! accept errors, an expiry purge task, and graceful shutdown.
+//! accept errors, and graceful shutdown, which closes the session lifecycle (and its purge).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,21 +17,16 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DirectorySource, Limits, StoreConfig};
+use crate::config::{Config, DirectorySource, Limits};
 use crate::directory::{Directory, DirectoryError};
-use crate::http::{Api, ConnInfo};
+use crate::http::{access_log, AccessLine, Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
 use crate::rsakey::RsaKeyError;
+use crate::session::Sessions;
 use crate::signing::{SigningError, SigningKeys};
-use crate::store::{EmbeddedStore, MemoryStore, OpenError, RedisStore, SessionStore};
+use crate::store::{OpenError, SessionStore};
 use crate::tls::TlsError;
-
-/// How often expired sessions are purged from the store.
-const PURGE_INTERVAL: Duration = Duration::from_secs(60);
-/// How many expired sessions one purge step ends: small, so that each step is short and the
-/// embedded store's steps share commits with requests.
-const PURGE_BATCH: usize = 500;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,16 +38,16 @@ pub enum StartError {
     #[error(transparent)]
     Tls(#[from] TlsError),
     /// The dev PKI could not be made.
-    #[error("dev PKI: {0}")]
+    #[error("dev PKI")]
     Pki(#[from] PkiError),
     /// The dev RSA key pairs could not be made.
-    #[error("dev RSA keys: {0}")]
+    #[error("dev RSA keys")]
     RsaKeys(#[from] RsaKeyError),
     /// The signing key could not be loaded or made.
     #[error(transparent)]
     Signing(#[from] SigningError),
     /// The session store could not be opened.
-    #[error("session store: {0}")]
+    #[error("session store")]
     Store(#[from] OpenError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
@@ -112,7 +107,7 @@ impl Prepared {
             None => Vec::new(),
         };
         let tls = crate::tls::server_config(&config.tls)?;
-        let store = open_store(&config.store)?;
+        let store = crate::store::open(&config.store)?;
         // Last, so that a start refused for anything else writes no signing key.
         let signing = SigningKeys::load(&config.signing)?;
         Ok(Self {
@@ -163,22 +158,6 @@ impl Prepared {
     }
 }
 
-/// Opens the configured backend.
-fn open_store(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
-    Ok(match config {
-        StoreConfig::Memory => Arc::new(MemoryStore::new()),
-        StoreConfig::Embedded { data_dir } => {
-            let store = EmbeddedStore::open(data_dir)?;
-            tracing::info!(file = %store.path().display(), "session store: embedded");
-            Arc::new(store)
-        }
-        StoreConfig::Redis { url, prefix } => {
-            tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
-            Arc::new(RedisStore::open(url, prefix)?)
-        }
-    })
-}
-
 /// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
 /// requests finish (up to the configured grace period) and returns.
 pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Future<Output = ()>) {
@@ -193,21 +172,14 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     } = prepared;
     let limits = config.limits.clone();
     let handshake_timeout = config.tls.handshake_timeout;
-    let api = Arc::new(Api::new(
-        directory,
-        store.clone(),
-        clock.clone(),
-        config.session_lifetime,
-        &limits,
-        signing,
-    ));
+    let sessions = Sessions::start(store, clock, config.session_lifetime);
+    let api = Arc::new(Api::new(directory, sessions, &limits, signing));
     let acceptor = TlsAcceptor::from(tls);
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up: shutdown waits for requests in
     // flight, not for clients that have not even said hello.
     let (stopping_tx, stopping_rx) = tokio::sync::watch::channel(false);
-    let purge = tokio::spawn(purge_expired(store, clock));
 
     tokio::pin!(shutdown);
     loop {
@@ -250,7 +222,6 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     }
     drop(listener);
     let _ = stopping_tx.send(true);
-    purge.abort();
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
@@ -261,6 +232,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
             "in-flight requests did not finish within the grace period"
         );
     }
+    api.sessions().close().await;
 }
 
 /// Accepts one connection, backing off (1 ms doubling to 1 s) while accept fails, as it does
@@ -292,7 +264,7 @@ async fn serve_connection(
 ) {
     // The identity is read once, here, and travels with the connection.
     let peer = PeerIdentity::from_verified_chain(tls.get_ref().1.peer_certificates());
-    let cn = peer.common_name().unwrap_or("-").to_owned();
+    let cn = peer.common_name().map(str::to_owned);
     let conn = Arc::new(ConnInfo { peer, remote });
     let service = service_fn(move |req| {
         let api = api.clone();
@@ -309,16 +281,16 @@ async fn serve_connection(
         match answered_by_hyper(&e) {
             // hyper answered a request it could not parse itself (no body, then it closed the
             // connection): that request gets its access-log line too.
-            Some(status) => tracing::info!(
-                target: "sessionauth::access",
-                method = "-",
-                path = "-",
+            Some(status) => access_log(&AccessLine {
+                method: "-",
+                path: "-",
                 status,
-                cn = %cn,
-                trace_id = "-",
-                client = %remote,
-                error = %e,
-            ),
+                cn: cn.as_deref(),
+                trace_id: "-",
+                client: remote,
+                duration: None,
+                error: Some(&e),
+            }),
             None => tracing::debug!(%remote, error = %e, "connection ended with an error"),
         }
     }
@@ -336,43 +308,5 @@ fn answered_by_hyper(e: &hyper::Error) -> Option<u16> {
         Some(408)
     } else {
         None
-    }
-}
-
-/// Drops expired sessions every [`PURGE_INTERVAL`], [`PURGE_BATCH`] at a time, and records
-/// each one as an `ended` session event with reason `expired` (as a logout is recorded, without
-/// a trace id, never with the token). Expired sessions are already refused on read; this
-/// reclaims their space. It runs as its own task, and each batch is short, so requests never
-/// wait for a sweep.
-async fn purge_expired(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>) {
-    let mut tick = tokio::time::interval(PURGE_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        loop {
-            let purged = match store.purge_expired(clock.now(), PURGE_BATCH).await {
-                Ok(purged) => purged,
-                Err(e) => {
-                    tracing::warn!(error = %e, "purging expired sessions failed");
-                    break;
-                }
-            };
-            for session in &purged.ended {
-                tracing::info!(
-                    target: "sessionauth::session",
-                    event = "ended",
-                    reason = "expired",
-                    kind = session.kind.label(),
-                    user = session.kind.user().map(|u| u.0),
-                    app = session.kind.app().map(|a| a.as_str()),
-                    session_id = session.id.0,
-                    trace_id = "-",
-                );
-            }
-            if purged.is_last(PURGE_BATCH) {
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
     }
 }

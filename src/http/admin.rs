@@ -9,9 +9,9 @@
 use serde_json::json;
 
 use super::json::{self, Reply};
-use super::{sessions, ApiError, Ctx, TokenFamily};
+use super::{sessions, ApiError, Ctx};
 use crate::directory::{AppId, UserId};
-use crate::session::{Session, SessionId, SessionKind};
+use crate::session::{EndReason, Session, SessionId, SessionKind, TokenFamily};
 
 /// Directory roles that may administer sessions.
 pub(super) const ADMIN_ROLES: [&str; 2] = ["SUPER_ADMINISTRATOR", "ADMINISTRATOR"];
@@ -20,8 +20,7 @@ pub(super) const ADMIN_ROLES: [&str; 2] = ["SUPER_ADMINISTRATOR", "ADMINISTRATOR
 pub(super) async fn list_user_sessions(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
     let admin = require_admin(ctx).await?;
     let user = known_user(ctx, uid)?;
-    let mut sessions = ctx.api.store.list_user(user, ctx.now).await?;
-    sessions.sort_by_key(|s| (s.created, s.id.0));
+    let sessions = ctx.api.sessions.list_user(user, ctx.now).await?;
     tracing::info!(target: "sessionauth::admin", action = "list", admin = admin.0, user = user.0, trace_id = ctx.trace_id);
     let listed: Vec<_> = sessions.iter().map(describe).collect();
     Ok(json::ok(
@@ -33,10 +32,11 @@ pub(super) async fn list_user_sessions(ctx: &Ctx<'_>, uid: &str) -> Result<Reply
 pub(super) async fn logout_user(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
     let admin = require_admin(ctx).await?;
     let user = known_user(ctx, uid)?;
-    let ended = ctx.api.store.remove_user(user, ctx.now).await?;
-    for s in &ended {
-        sessions::log_ended(ctx, s, "admin");
-    }
+    let ended = ctx
+        .api
+        .sessions
+        .end_user(user, EndReason::Admin, ctx.now, ctx.trace_id)
+        .await?;
     tracing::info!(target: "sessionauth::admin", action = "logout_user", admin = admin.0, user = user.0, count = ended.len(), trace_id = ctx.trace_id);
     Ok(ended_reply(ended.len(), &format!("user {user}")))
 }
@@ -54,16 +54,23 @@ pub(super) async fn logout_user_session(
         .map_err(|_| ApiError::BadRequest(format!("Session id {sid:?} is not an integer")))?;
     let ended = ctx
         .api
-        .store
-        .remove_by_id(user, SessionId(sid), ctx.now)
-        .await?
-        .ok_or_else(|| ApiError::NotFound("Session not found".into()))?;
-    sessions::log_ended(ctx, &ended, "admin");
+        .sessions
+        .end_by_id(
+            user,
+            SessionId(sid),
+            EndReason::Admin,
+            ctx.now,
+            ctx.trace_id,
+        )
+        .await?;
+    if ended.is_empty() {
+        return Err(ApiError::NotFound("Session not found".into()));
+    }
     tracing::info!(target: "sessionauth::admin", action = "logout_session", admin = admin.0, user = user.0, session_id = sid, trace_id = ctx.trace_id);
     Ok(json::ok(&json!({
         "format": "TEXT",
         "message": format!("Ended session {sid} of user {user}"),
-        "count": 1,
+        "count": ended.len(),
     })))
 }
 
@@ -75,10 +82,11 @@ pub(super) async fn logout_app(ctx: &Ctx<'_>, app: &str) -> Result<Reply, ApiErr
     if ctx.api.directory.app(&app).is_none() {
         return Err(ApiError::NotFound("App id not found".into()));
     }
-    let ended = ctx.api.store.remove_app(&app, ctx.now).await?;
-    for s in &ended {
-        sessions::log_ended(ctx, s, "admin");
-    }
+    let ended = ctx
+        .api
+        .sessions
+        .end_app(&app, EndReason::Admin, ctx.now, ctx.trace_id)
+        .await?;
     tracing::info!(target: "sessionauth::admin", action = "logout_app", admin = admin.0, app = app.as_str(), count = ended.len(), trace_id = ctx.trace_id);
     Ok(ended_reply(ended.len(), &format!("app {app}")))
 }

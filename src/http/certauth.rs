@@ -12,10 +12,10 @@ use serde_json::json;
 use super::error::CERT_NOT_ALLOWED;
 use super::json::{self, Reply};
 use super::obo::{self, Target};
-use super::{sessions, ApiError, Ctx, TokenFamily};
+use super::{sessions, ApiError, Ctx};
 use crate::directory::{App, Principal};
 use crate::identity::{CertIdentity, PeerIdentity};
-use crate::session::SessionKind;
+use crate::session::{SessionKind, TokenFamily};
 
 /// `POST /sessionauth/v1/authenticate`, `/session/authenticate`, `/keyauth/v1/authenticate`:
 /// a service user's session or key-manager token.
@@ -25,10 +25,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         Some(Principal::User(u)) if u.is_service_user() && u.active => u,
         _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
     };
-    let kind = match family {
-        TokenFamily::Session => SessionKind::User { user: user.id },
-        TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
-    };
+    let kind = family.user_kind(user.id);
     let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
     Ok(json::token(family.response_name(), &token))
 }
@@ -75,28 +72,17 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
         .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()))?;
     let raw = sessions::header(ctx)
         .ok_or_else(|| ApiError::BadRequest("Missing sessionToken header".into()))?;
-    let (key, session) = sessions::resolve(ctx, raw, family).await?;
-    let owns = match (&principal, &session.kind) {
-        (Principal::User(u), SessionKind::User { user } | SessionKind::KeyManager { user }) => {
-            u.id == *user
-        }
-        (Principal::App(a), SessionKind::App { app } | SessionKind::OnBehalfOf { app, .. }) => {
-            a.app_id == *app
-        }
-        _ => false,
-    };
-    if !owns {
-        return Err(ApiError::Forbidden(
-            "The session belongs to another user or app".into(),
-        ));
-    }
-    let ended = ctx
-        .api
-        .store
-        .remove(&key, ctx.now)
-        .await?
-        .ok_or_else(ApiError::invalid_session)?;
-    sessions::log_ended(ctx, &ended, "logout");
+    ctx.api
+        .sessions
+        .logout(
+            &ctx.api.directory,
+            &principal,
+            raw,
+            family,
+            ctx.now,
+            ctx.trace_id,
+        )
+        .await?;
     Ok(json::ok(&json!({ "message": "Logout successful" })))
 }
 

@@ -6,6 +6,7 @@
 use hyper::StatusCode;
 
 use super::json::{self, Reply};
+use crate::chain::Chain;
 use crate::store::StoreError;
 
 /// The message Symphony sends when a certificate names no one who may authenticate.
@@ -69,6 +70,21 @@ impl From<crate::jwt::JwtError> for ApiError {
     }
 }
 
+/// The lifecycle's refusals keep their meaning: invalid 401, not yours 403, store 503.
+impl From<crate::session::SessionError> for ApiError {
+    fn from(e: crate::session::SessionError) -> Self {
+        use crate::session::SessionError;
+        let message = e.to_string();
+        match e {
+            SessionError::Invalid => Self::invalid_session(),
+            SessionError::CredentialExpired => Self::Unauthorized(message),
+            SessionError::NotYours => Self::Forbidden(message),
+            SessionError::Store(e) => Self::Store(e),
+            SessionError::Random(e) => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
 impl From<crate::token::RandomError> for ApiError {
     fn from(e: crate::token::RandomError) -> Self {
         Self::Internal(Box::new(e))
@@ -100,8 +116,12 @@ impl ApiError {
     pub fn into_reply(self) -> Reply {
         let status = self.status();
         match &self {
-            Self::Store(source) => tracing::error!(error = %source, "session store failure"),
-            Self::Internal(source) => tracing::error!(error = %source, "internal error"),
+            Self::Store(source) => {
+                tracing::error!(error = %Chain(source), "session store failure");
+            }
+            Self::Internal(source) => {
+                tracing::error!(error = %Chain(source.as_ref()), "internal error");
+            }
             other => tracing::debug!(status = status.as_u16(), reason = %other, "request refused"),
         }
         let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });

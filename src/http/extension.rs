@@ -68,7 +68,7 @@ fn tokens(ctx: &Ctx<'_>, app: &App, app_token: String) -> Result<Reply, ApiError
         )));
     }
     let symphony_token = SessionToken::generate()?;
-    let expire_at = ctx.now.saturating_add(ctx.api.session_lifetime);
+    let expire_at = ctx.now.saturating_add(ctx.api.sessions.lifetime());
     tracing::info!(
         target: "sessionauth::session",
         event = "extension_app",

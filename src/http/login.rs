@@ -15,10 +15,10 @@ use serde::Deserialize;
 
 use super::json::{self, Reply};
 use super::obo::{self, Target};
-use super::{sessions, ApiError, Ctx, TokenFamily};
+use super::{sessions, ApiError, Ctx};
 use crate::directory::{App, AppId, User};
 use crate::jwt::{Assertion, JwtError};
-use crate::session::SessionKind;
+use crate::session::{SessionKind, TokenFamily};
 
 /// The body of the authenticate calls.
 #[derive(Deserialize)]
@@ -42,11 +42,7 @@ fn authenticate_body(ctx: &Ctx<'_>) -> Result<AuthenticateRequest, ApiError> {
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
     let body = authenticate_body(ctx)?;
     let user = verified_user(ctx, &body.token)?;
-    let kind = match family {
-        TokenFamily::Session => SessionKind::User { user: user.id },
-        TokenFamily::KeyManager => SessionKind::KeyManager { user: user.id },
-    };
-    let token = sessions::mint(ctx, kind, None).await?;
+    let token = sessions::mint(ctx, family.user_kind(user.id), None).await?;
     Ok(json::token(family.response_name(), &token))
 }
 

@@ -9,10 +9,12 @@
 //! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
 //! | `pod.rs` | `/pod`: session info; `/health` |
 //! | `admin.rs` | `/pod/v1/users/…/sessions`, `/pod/v1/apps/…/sessions`: session administration |
-//! | `sessions.rs` | minting sessions and resolving the `sessionToken` header |
+//! | `sessions.rs` | the `sessionToken` header, and calls into the session lifecycle |
+//! | `access.rs` | the access log: one line per request, fields escaped |
 //! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
 //! | `json.rs` | JSON replies and capped body reading |
 
+mod access;
 mod admin;
 mod certauth;
 pub mod error;
@@ -36,12 +38,13 @@ use hyper::{Method, Request};
 pub use error::ApiError;
 use json::Reply;
 
-use crate::clock::{Clock, Millis};
+pub(crate) use access::{access_log, AccessLine};
+
+use crate::clock::Millis;
 use crate::directory::Directory;
 use crate::identity::PeerIdentity;
-use crate::session::SessionKind;
+use crate::session::{Sessions, TokenFamily};
 use crate::signing::SigningKeys;
-use crate::store::SessionStore;
 
 /// The header clients put their session token in.
 pub const SESSION_TOKEN_HEADER: &str = "sessiontoken";
@@ -51,20 +54,16 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 /// Everything a request handler needs: shared by all connections.
 pub struct Api {
     directory: Arc<Directory>,
-    store: Arc<dyn SessionStore>,
-    clock: Arc<dyn Clock>,
-    session_lifetime: Duration,
+    sessions: Sessions,
     max_body_bytes: usize,
     body_read_timeout: Duration,
     signing: Arc<SigningKeys>,
-    /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
-    last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Api")
-            .field("session_lifetime", &self.session_lifetime)
+            .field("sessions", &self.sessions)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("body_read_timeout", &self.body_read_timeout)
             .finish_non_exhaustive()
@@ -105,31 +104,6 @@ enum Route {
     LogoutApp(String),
 }
 
-/// Session tokens and key-manager tokens are separate families: each is accepted only where it
-/// belongs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TokenFamily {
-    Session,
-    KeyManager,
-}
-
-impl TokenFamily {
-    /// The `name` field of the token response.
-    fn response_name(self) -> &'static str {
-        match self {
-            Self::Session => "sessionToken",
-            Self::KeyManager => "keyManagerToken",
-        }
-    }
-
-    fn includes(self, kind: &SessionKind) -> bool {
-        match self {
-            Self::KeyManager => matches!(kind, SessionKind::KeyManager { .. }),
-            Self::Session => !matches!(kind, SessionKind::KeyManager { .. }),
-        }
-    }
-}
-
 /// One request's view of the world.
 struct Ctx<'a> {
     api: &'a Api,
@@ -145,35 +119,26 @@ struct Ctx<'a> {
 }
 
 impl Api {
-    /// The request handler state.
+    /// The request handler state: the directory, the session lifecycle (which the server
+    /// closes at shutdown through [`Api::sessions`]), the request limits and the signing key.
     pub fn new(
         directory: Arc<Directory>,
-        store: Arc<dyn SessionStore>,
-        clock: Arc<dyn Clock>,
-        session_lifetime: Duration,
+        sessions: Sessions,
         limits: &crate::config::Limits,
         signing: Arc<SigningKeys>,
     ) -> Self {
         Self {
             directory,
-            store,
-            clock,
-            session_lifetime,
+            sessions,
             max_body_bytes: limits.max_body_bytes,
             body_read_timeout: limits.body_read_timeout,
             signing,
-            last_user_agent: parking_lot::Mutex::new(None),
         }
     }
 
-    /// The session store.
-    pub fn store(&self) -> &Arc<dyn SessionStore> {
-        &self.store
-    }
-
-    /// The clock.
-    pub fn clock(&self) -> &Arc<dyn Clock> {
-        &self.clock
+    /// The session lifecycle.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
     }
 
     /// Handles one request and writes its access-log line. Never fails: every error is a JSON
@@ -187,16 +152,16 @@ impl Api {
             Ok(reply) => reply,
             Err(e) => e.into_reply(),
         };
-        tracing::info!(
-            target: "sessionauth::access",
-            method = %method,
-            path = %path,
-            status = reply.status().as_u16(),
-            cn = conn.peer.common_name().unwrap_or("-"),
-            trace_id = %trace_id,
-            client = %conn.remote,
-            duration_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        );
+        access_log(&AccessLine {
+            method: method.as_str(),
+            path: &path,
+            status: reply.status().as_u16(),
+            cn: conn.peer.common_name(),
+            trace_id: &trace_id,
+            client: conn.remote,
+            duration: Some(started.elapsed()),
+            error: None,
+        });
         reply
     }
 
@@ -229,7 +194,7 @@ impl Api {
             query: query.as_deref(),
             remote: conn.remote,
             trace_id,
-            now: self.clock.now(),
+            now: self.sessions.now(),
         };
         match route {
             Route::Health => Ok(pod::health()),

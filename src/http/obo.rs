@@ -14,10 +14,10 @@
 
 use std::sync::Arc;
 
-use super::{sessions, ApiError, Ctx, TokenFamily};
+use super::{sessions, ApiError, Ctx};
 use crate::clock::Millis;
 use crate::directory::{App, AppId, User, UserId};
-use crate::session::SessionKind;
+use crate::session::{SessionKind, TokenFamily};
 use crate::token::SessionToken;
 
 /// Whom the on-behalf-of session is for, as the path names them.

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::clock::Millis;
+use crate::config::StoreConfig;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
@@ -39,7 +40,7 @@ pub enum StoreError {
     #[error("a session with this token already exists")]
     Duplicate,
     /// The backend reported an error; the detail is in the source.
-    #[error("session store failure ({backend}): {source}")]
+    #[error("session store failure ({backend})")]
     Backend {
         /// Which backend.
         backend: &'static str,
@@ -83,6 +84,24 @@ pub enum OpenError {
     /// The Redis client could not be set up (the URL is not shown: it may hold a password).
     #[error("cannot set up the Redis client")]
     Redis(#[source] ::redis::RedisError),
+}
+
+/// Opens the configured backend. The embedded store opens its database here (and fails here
+/// when it cannot); the Redis store only sets up its client and connects on first use, so a
+/// Redis that is down does not hold up start-up.
+pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
+    Ok(match config {
+        StoreConfig::Memory => Arc::new(MemoryStore::new()),
+        StoreConfig::Embedded { data_dir } => {
+            let store = EmbeddedStore::open(data_dir)?;
+            tracing::info!(file = %store.path().display(), "session store: embedded");
+            Arc::new(store)
+        }
+        StoreConfig::Redis { url, prefix } => {
+            tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
+            Arc::new(RedisStore::open(url, prefix)?)
+        }
+    })
 }
 
 /// Where sessions live.

@@ -1,4 +1,5 @@
-//! Session records: what a token stands for, whose it is, and when it ends.
+//! The session record: what a token stands for, whose it is, when it ends, and which token
+//! family it belongs to.
 
 use serde::{Deserialize, Serialize};
 
@@ -109,5 +110,41 @@ impl SessionId {
     /// names a session.
     pub fn from_random(bytes: [u8; 8]) -> Self {
         Self((i64::from_be_bytes(bytes) & i64::MAX).max(1))
+    }
+}
+
+/// Session tokens and key-manager tokens are separate families: each is accepted only where it
+/// belongs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenFamily {
+    /// Session tokens: a user's own, an app's, and on-behalf-of sessions.
+    Session,
+    /// Key-manager tokens (`/keyauth`, `/relay`).
+    KeyManager,
+}
+
+impl TokenFamily {
+    /// The `name` field of the token response.
+    pub fn response_name(self) -> &'static str {
+        match self {
+            Self::Session => "sessionToken",
+            Self::KeyManager => "keyManagerToken",
+        }
+    }
+
+    /// Whether a session of `kind` belongs to this family.
+    pub fn includes(self, kind: &SessionKind) -> bool {
+        match self {
+            Self::KeyManager => matches!(kind, SessionKind::KeyManager { .. }),
+            Self::Session => !matches!(kind, SessionKind::KeyManager { .. }),
+        }
+    }
+
+    /// The kind of a service user's own token in this family.
+    pub fn user_kind(self, user: UserId) -> SessionKind {
+        match self {
+            Self::Session => SessionKind::User { user },
+            Self::KeyManager => SessionKind::KeyManager { user },
+        }
     }
 }

@@ -1,0 +1,57 @@
+//! The session events: one `created` line per minted session and one `ended` line, with its
+//! reason, per ended session, on the `sessionauth::session` log target. Never with a token.
+
+use std::net::SocketAddr;
+
+use super::record::Session;
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Its owner logged it out.
+    Logout,
+    /// An administrator ended it.
+    Admin,
+    /// Its time ran out; the purge recorded it.
+    Expired,
+}
+
+impl EndReason {
+    /// The reason as it appears in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logout => "logout",
+            Self::Admin => "admin",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Records that `session` was made.
+pub(super) fn created(session: &Session, trace_id: &str, client: SocketAddr) {
+    tracing::info!(
+        target: "sessionauth::session",
+        event = "created",
+        kind = session.kind.label(),
+        user = session.kind.user().map(|u| u.0),
+        app = session.kind.app().map(|a| a.as_str()),
+        session_id = session.id.0,
+        expires = session.expires.as_epoch_millis(),
+        trace_id,
+        client = %client,
+    );
+}
+
+/// Records that `session` ended for `reason`; `trace_id` is `-` when no request caused it.
+pub(super) fn ended(session: &Session, reason: EndReason, trace_id: &str) {
+    tracing::info!(
+        target: "sessionauth::session",
+        event = "ended",
+        reason = reason.as_str(),
+        kind = session.kind.label(),
+        user = session.kind.user().map(|u| u.0),
+        app = session.kind.app().map(|a| a.as_str()),
+        session_id = session.id.0,
+        trace_id,
+    );
+}

@@ -1,0 +1,282 @@
+//! [`Sessions`]: the one place where sessions are made, resolved from their tokens and ended,
+//! with the rule of who may end which session.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::events::{self, EndReason};
+use super::purge::Purge;
+use super::record::{Session, SessionId, SessionKind, TokenFamily};
+use crate::clock::{Clock, Millis};
+use crate::directory::{AppId, Directory, Principal, UserId};
+use crate::store::{SessionStore, StoreError};
+use crate::token::{RandomError, SessionToken, TokenHash};
+
+/// The longest `User-Agent` kept with a session, in characters.
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// Why a session operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The token is malformed, unknown, expired, ended, of the wrong family, or its principal is
+    /// no longer active.
+    #[error("Invalid session")]
+    Invalid,
+    /// The credential the session would be made with has already expired.
+    #[error("The client certificate has expired")]
+    CredentialExpired,
+    /// The session belongs to another user or app.
+    #[error("The session belongs to another user or app")]
+    NotYours,
+    /// The store failed: the session's fate is unknown.
+    #[error("session store failure")]
+    Store(#[source] StoreError),
+    /// No randomness for a new token.
+    #[error("no randomness for a new token")]
+    Random(#[source] RandomError),
+}
+
+impl From<StoreError> for SessionError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+/// Where a request that mints a session comes from.
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The raw `User-Agent` header, if any.
+    pub user_agent: Option<&'a str>,
+    /// The request's trace id, for the log.
+    pub trace_id: &'a str,
+}
+
+/// The session lifecycle over one store: minting, resolving, ending, and the purge task, which
+/// stops when [`Sessions::close`] is awaited or the value is dropped.
+pub struct Sessions {
+    store: Arc<dyn SessionStore>,
+    clock: Arc<dyn Clock>,
+    lifetime: Duration,
+    /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
+    last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
+    purge: parking_lot::Mutex<Option<Purge>>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sessions")
+            .field("lifetime", &self.lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    /// The lifecycle over `store`, with sessions that live for `lifetime` at most, and its purge
+    /// task started. Needs a tokio runtime.
+    pub fn start(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>, lifetime: Duration) -> Self {
+        let purge = Purge::start(store.clone(), clock.clone());
+        Self {
+            store,
+            clock,
+            lifetime,
+            last_user_agent: parking_lot::Mutex::new(None),
+            purge: parking_lot::Mutex::new(Some(purge)),
+        }
+    }
+
+    /// Stops the purge (after its current step) and waits for it.
+    pub async fn close(&self) {
+        let purge = self.purge.lock().take();
+        if let Some(purge) = purge {
+            purge.stop().await;
+        }
+    }
+
+    /// The longest a session lives.
+    pub fn lifetime(&self) -> Duration {
+        self.lifetime
+    }
+
+    /// The time sessions are measured against.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Makes and stores a session of `kind`. It ends after the configured lifetime or at `cap`
+    /// (the client certificate's `notAfter`, the minting app session's end; `None` when only the
+    /// lifetime applies), whichever comes first.
+    pub async fn mint(
+        &self,
+        kind: SessionKind,
+        cap: Option<Millis>,
+        now: Millis,
+        origin: Origin<'_>,
+    ) -> Result<SessionToken, SessionError> {
+        let lifetime_end = now.saturating_add(self.lifetime);
+        let expires = cap.map_or(lifetime_end, |cap| lifetime_end.min(cap));
+        if expires <= now {
+            return Err(SessionError::CredentialExpired);
+        }
+        let (token, id) = SessionToken::generate_with::<8>().map_err(SessionError::Random)?;
+        let session = Session {
+            id: SessionId::from_random(id),
+            kind,
+            created: now,
+            expires,
+            client_ip: Some(origin.client.ip()),
+            user_agent: origin.user_agent.and_then(|ua| self.user_agent(ua)),
+        };
+        self.store.insert(token.hash(), session.clone()).await?;
+        events::created(&session, origin.trace_id, origin.client);
+        Ok(token)
+    }
+
+    /// The live session a presented token names in `family`. A session whose user or app is no
+    /// longer active in `directory` is invalid too.
+    pub async fn resolve(
+        &self,
+        directory: &Directory,
+        raw: &str,
+        family: TokenFamily,
+        now: Millis,
+    ) -> Result<(TokenHash, Session), SessionError> {
+        let token = SessionToken::parse(raw).ok_or(SessionError::Invalid)?;
+        let key = token.hash();
+        let session = self
+            .store
+            .get(&key, now)
+            .await?
+            .ok_or(SessionError::Invalid)?;
+        if !family.includes(&session.kind) || !principals_active(directory, &session.kind) {
+            return Err(SessionError::Invalid);
+        }
+        Ok((key, session))
+    }
+
+    /// Logs out the session a presented token names, on behalf of `caller` (the principal the
+    /// client certificate names), when [`may_end`] allows it; returns the sessions ended.
+    pub async fn logout(
+        &self,
+        directory: &Directory,
+        caller: &Principal,
+        raw: &str,
+        family: TokenFamily,
+        now: Millis,
+        trace_id: &str,
+    ) -> Result<Vec<Session>, SessionError> {
+        let (key, session) = self.resolve(directory, raw, family, now).await?;
+        if !may_end(caller, &session.kind) {
+            return Err(SessionError::NotYours);
+        }
+        let ended = self
+            .store
+            .remove(&key, now)
+            .await?
+            .ok_or(SessionError::Invalid)?;
+        Ok(record_ended(vec![ended], EndReason::Logout, trace_id))
+    }
+
+    /// The live sessions that act as `user`, oldest first.
+    pub async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, SessionError> {
+        let mut sessions = self.store.list_user(user, now).await?;
+        sessions.sort_by_key(|s| (s.created, s.id.0));
+        Ok(sessions)
+    }
+
+    /// Ends every live session that acts as `user`; returns them.
+    pub async fn end_user(
+        &self,
+        user: UserId,
+        reason: EndReason,
+        now: Millis,
+        trace_id: &str,
+    ) -> Result<Vec<Session>, SessionError> {
+        let ended = self.store.remove_user(user, now).await?;
+        Ok(record_ended(ended, reason, trace_id))
+    }
+
+    /// Ends the live session with public id `id` when it acts as `user`; returns the sessions
+    /// ended (none when there is no such session).
+    pub async fn end_by_id(
+        &self,
+        user: UserId,
+        id: SessionId,
+        reason: EndReason,
+        now: Millis,
+        trace_id: &str,
+    ) -> Result<Vec<Session>, SessionError> {
+        let ended = self.store.remove_by_id(user, id, now).await?;
+        Ok(record_ended(ended.into_iter().collect(), reason, trace_id))
+    }
+
+    /// Ends every live session `app` holds: its own and the on-behalf-of sessions it minted.
+    pub async fn end_app(
+        &self,
+        app: &AppId,
+        reason: EndReason,
+        now: Millis,
+        trace_id: &str,
+    ) -> Result<Vec<Session>, SessionError> {
+        let ended = self.store.remove_app(app, now).await?;
+        Ok(record_ended(ended, reason, trace_id))
+    }
+
+    /// The client's `User-Agent`, without control characters, at most
+    /// [`MAX_USER_AGENT_CHARS`]. Sessions from the same client share one copy: the last value
+    /// seen is reused when it matches.
+    fn user_agent(&self, raw: &str) -> Option<Arc<str>> {
+        let mut last = self.last_user_agent.lock();
+        if let Some(ua) = last.as_ref().filter(|ua| ***ua == *raw) {
+            return Some(ua.clone());
+        }
+        let clean: String = raw
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_USER_AGENT_CHARS)
+            .collect();
+        if clean.is_empty() {
+            return None;
+        }
+        let ua: Arc<str> = Arc::from(clean);
+        if *ua == *raw {
+            *last = Some(ua.clone());
+        }
+        Some(ua)
+    }
+}
+
+/// Who may end which session: a service user its own sessions and key-manager tokens; an app its
+/// own app sessions and the on-behalf-of sessions it minted. Nobody else.
+pub(crate) fn may_end(caller: &Principal, kind: &SessionKind) -> bool {
+    match (caller, kind) {
+        (Principal::User(u), SessionKind::User { user } | SessionKind::KeyManager { user }) => {
+            u.id == *user
+        }
+        (Principal::App(a), SessionKind::App { app } | SessionKind::OnBehalfOf { app, .. }) => {
+            a.app_id == *app
+        }
+        _ => false,
+    }
+}
+
+/// Whether the user and app a session involves are still active.
+fn principals_active(directory: &Directory, kind: &SessionKind) -> bool {
+    let user_ok = kind
+        .user()
+        .is_none_or(|u| directory.user(u).is_some_and(|u| u.active));
+    let app_ok = kind
+        .app()
+        .is_none_or(|a| directory.app(a).is_some_and(|a| a.active));
+    user_ok && app_ok
+}
+
+/// Writes one `ended` event per session and hands them back.
+fn record_ended(ended: Vec<Session>, reason: EndReason, trace_id: &str) -> Vec<Session> {
+    for session in &ended {
+        events::ended(session, reason, trace_id);
+    }
+    ended
+}
