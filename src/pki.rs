@@ -41,10 +41,10 @@ const BACKDATE: Duration = Duration::from_secs(300);
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     /// rcgen could not make or read a certificate or key.
-    #[error("certificate generation failed: {0}")]
+    #[error("certificate generation failed")]
     Rcgen(#[from] rcgen::Error),
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
