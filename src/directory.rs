@@ -475,7 +475,7 @@ impl Directory {
             if self.keys.contains_key(&name) {
                 continue;
             }
-            let path = crate::rsakey::KeyPairFiles::new(folder, &name).public;
+            let path = crate::pki::KeyPairFiles::new(folder, &name).public;
             if !path.exists() {
                 continue;
             }

@@ -28,8 +28,8 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde_json::json;
 
 use crate::config::{SigningKeySource, SigningSettings};
-use crate::pki::{PkiError, Validity};
-use crate::rsakey::{DevKeyPair, PublicKeyError, RsaKeyError, RsaPublicKey};
+use crate::pki::{DevKeyPair, PkiError, RsaKeyError, Validity};
+use crate::rsakey::{PublicKeyError, RsaPublicKey};
 
 /// The size of a signing key made on first start.
 pub const SIGNING_KEY_BITS: usize = 2048;
@@ -140,7 +140,8 @@ impl SigningKeys {
                         source,
                     })?;
                 }
-                crate::pki::write_secret(path, pair.private_pem()).map_err(SigningError::Write)?;
+                crate::pki::disk::write_secret(path, pair.private_pem())
+                    .map_err(SigningError::Write)?;
                 created = Some(path.clone());
                 private_from_pem(path, pair.private_pem())?
             }
@@ -415,8 +416,10 @@ mod tests {
             vec![],
         ));
         assert!(matches!(missing, Err(SigningError::Read { .. })));
-        let (a, _) = crate::rsakey::make_pair(dir.path(), "a", 2048).unwrap();
-        let (b, _) = crate::rsakey::make_pair(dir.path(), "b", 2048).unwrap();
+        crate::pki::make_pair(dir.path(), "a", 2048).unwrap();
+        crate::pki::make_pair(dir.path(), "b", 2048).unwrap();
+        let a = crate::pki::KeyPairFiles::new(dir.path(), "a");
+        let b = crate::pki::KeyPairFiles::new(dir.path(), "b");
         let keys = SigningKeys::load(&settings(
             SigningKeySource::File(b.private.clone()),
             vec![a.private, a.public, b.private],
