@@ -15,12 +15,12 @@ pub struct Millis(u64);
 
 impl Millis {
     /// Wraps a count of milliseconds since the Unix epoch.
-    pub const fn from_epoch_millis(ms: u64) -> Self {
+    pub(crate) const fn from_epoch_millis(ms: u64) -> Self {
         Self(ms)
     }
 
     /// Converts a [`SystemTime`]; times before the epoch become the epoch itself.
-    pub fn from_system_time(t: SystemTime) -> Self {
+    fn from_system_time(t: SystemTime) -> Self {
         let ms = t
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -40,7 +40,7 @@ impl Millis {
     }
 
     /// The time from `earlier` to `self`, zero when `earlier` is later.
-    pub fn saturating_since(self, earlier: Millis) -> Duration {
+    pub(crate) fn saturating_since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }

@@ -51,7 +51,7 @@ pub enum PublicKeyError {
 
 /// A registered RSA public key: parsed, 2048 to 8192 bits, with an exponent *ring* accepts.
 #[derive(Clone, PartialEq, Eq)]
-pub struct RsaPublicKey {
+pub(crate) struct RsaPublicKey {
     /// The modulus, big-endian, without leading zeros.
     n: Vec<u8>,
     /// The public exponent, big-endian, without leading zeros.

@@ -122,7 +122,7 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 
 /// Builds the server's TLS configuration from the settings: reads the chain, the key and every
 /// client CA bundle, and checks that the key matches the certificate.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let chain = read_certs(&settings.cert_chain)?;
     if chain.is_empty() {

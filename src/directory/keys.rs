@@ -15,16 +15,16 @@ use crate::rsakey::{PublicKeyError, RsaPublicKey};
 /// The RSA public keys a service user or app authenticates with: the current one and, during a
 /// rotation, the previous one. A JWT verifying with either is accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegisteredKeys {
+pub(crate) struct RegisteredKeys {
     /// The current key.
-    pub current: RsaPublicKey,
+    pub(crate) current: RsaPublicKey,
     /// The key being rotated out, still accepted.
-    pub previous: Option<RsaPublicKey>,
+    pub(crate) previous: Option<RsaPublicKey>,
 }
 
 impl RegisteredKeys {
     /// The current key, then the previous one.
-    pub fn iter(&self) -> impl Iterator<Item = &RsaPublicKey> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &RsaPublicKey> {
         std::iter::once(&self.current).chain(self.previous.as_ref())
     }
 }

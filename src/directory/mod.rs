@@ -18,7 +18,7 @@ mod keys;
 mod wire;
 
 pub use keys::KeyLoadError;
-pub use keys::RegisteredKeys;
+pub(crate) use keys::RegisteredKeys;
 pub(crate) use wire::{AccountType, Avatar, Profile};
 
 /// A Symphony user id (int64 on the wire).
