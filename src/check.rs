@@ -148,8 +148,7 @@ fn expiry_warnings(
                 .push(format!("{what} in {} cannot be parsed", path.display()));
             continue;
         };
-        let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0) * 1000;
-        let not_after = Millis::from_epoch_millis(not_after);
+        let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
         let subject = cert.subject().to_string();
         if not_after <= now {
             report.warnings.push(format!(

@@ -15,8 +15,15 @@ pub struct Millis(u64);
 
 impl Millis {
     /// Wraps a count of milliseconds since the Unix epoch.
+    #[cfg(test)]
     pub(crate) const fn from_epoch_millis(ms: u64) -> Self {
         Self(ms)
+    }
+
+    /// Converts a count of seconds since the Unix epoch (an X.509 time); times before the
+    /// epoch become the epoch itself.
+    pub(crate) fn from_epoch_secs(secs: i64) -> Self {
+        Self(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
     }
 
     /// Converts a [`SystemTime`]; times before the epoch become the epoch itself.

@@ -101,8 +101,7 @@ impl CertIdentity {
         if cn.is_empty() {
             return Err(IdentityError::NoCommonName);
         }
-        let not_after = cert.validity().not_after.timestamp();
-        let not_after = Millis::from_epoch_millis(u64::try_from(not_after).unwrap_or(0) * 1000);
+        let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
         Ok(Self {
             cn: cn.to_owned(),
             not_after,
