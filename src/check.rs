@@ -13,15 +13,15 @@ use crate::pki::ClientFiles;
 use crate::server::Prepared;
 
 /// Certificates expiring sooner than this are warned about.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
+const EXPIRY_WARNING: Duration = Duration::from_secs(30 * 86_400);
 
 /// What `check` found: the configuration is valid (or `run` would have failed), plus warnings.
 #[derive(Debug, Default)]
 pub struct CheckReport {
     /// One line each.
-    pub warnings: Vec<String>,
+    warnings: Vec<String>,
     /// What was checked, one line each.
-    pub checked: Vec<String>,
+    checked: Vec<String>,
 }
 
 impl fmt::Display for CheckReport {
@@ -148,8 +148,7 @@ fn expiry_warnings(
                 .push(format!("{what} in {} cannot be parsed", path.display()));
             continue;
         };
-        let not_after = u64::try_from(cert.validity().not_after.timestamp()).unwrap_or(0) * 1000;
-        let not_after = Millis::from_epoch_millis(not_after);
+        let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
         let subject = cert.subject().to_string();
         if not_after <= now {
             report.warnings.push(format!(

@@ -15,12 +15,19 @@ pub struct Millis(u64);
 
 impl Millis {
     /// Wraps a count of milliseconds since the Unix epoch.
-    pub const fn from_epoch_millis(ms: u64) -> Self {
+    #[cfg(test)]
+    pub(crate) const fn from_epoch_millis(ms: u64) -> Self {
         Self(ms)
     }
 
+    /// Converts a count of seconds since the Unix epoch (an X.509 time); times before the
+    /// epoch become the epoch itself.
+    pub(crate) fn from_epoch_secs(secs: i64) -> Self {
+        Self(u64::try_from(secs).unwrap_or(0).saturating_mul(1000))
+    }
+
     /// Converts a [`SystemTime`]; times before the epoch become the epoch itself.
-    pub fn from_system_time(t: SystemTime) -> Self {
+    fn from_system_time(t: SystemTime) -> Self {
         let ms = t
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
@@ -40,7 +47,7 @@ impl Millis {
     }
 
     /// The time from `earlier` to `self`, zero when `earlier` is later.
-    pub fn saturating_since(self, earlier: Millis) -> Duration {
+    pub(crate) fn saturating_since(self, earlier: Millis) -> Duration {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 }

@@ -14,55 +14,55 @@ use serde::Deserialize;
 use crate::store::RedisUrl;
 
 /// The default listen address: loopback only, the port the Symphony BDK examples use.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
+const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Where the dev PKI lives when no configuration file is given.
-pub const DEFAULT_CERTS_DIR: &str = "certs";
+const DEFAULT_CERTS_DIR: &str = "certs";
 /// Where the embedded store keeps its file by default (next to `certs/`).
-pub const DEFAULT_DATA_DIR: &str = "data";
+const DEFAULT_DATA_DIR: &str = "data";
 /// The default prefix of every Redis key sessionauth writes.
-pub const DEFAULT_REDIS_PREFIX: &str = "sessionauth:";
+const DEFAULT_REDIS_PREFIX: &str = "sessionauth:";
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The address the HTTPS listener binds.
-    pub listen: SocketAddr,
+    pub(crate) listen: SocketAddr,
     /// TLS material and settings.
     pub tls: TlsSettings,
     /// Where the directory of users and apps comes from.
     pub directory: DirectorySource,
     /// How long a new session lives (before the client certificate's own expiry caps it).
-    pub session_lifetime: Duration,
+    pub(crate) session_lifetime: Duration,
     /// Limits that protect the server from slow or oversized clients.
-    pub limits: Limits,
+    pub(crate) limits: Limits,
     /// Where sessions live.
-    pub store: StoreConfig,
+    pub(crate) store: StoreConfig,
     /// When set, the dev PKI in this folder is created (or completed) before start-up.
     pub dev_pki: Option<PathBuf>,
     /// The key-folder rule: service users and apps with no configured RSA key take
     /// `<folder>/<name>-rsa.pub.pem` when it exists (see `Directory::use_key_folder`).
     pub public_key_dir: Option<PathBuf>,
     /// The server's signing key and the access tokens it signs.
-    pub signing: SigningSettings,
+    pub(crate) signing: SigningSettings,
 }
 
 /// The server's signing key (access tokens, JWKS, the pod certificate) and the access tokens.
 #[derive(Debug, Clone)]
-pub struct SigningSettings {
+pub(crate) struct SigningSettings {
     /// Where the current signing key comes from.
-    pub key: SigningKeySource,
+    pub(crate) key: SigningKeySource,
     /// Keys rotated out: still published in the JWKS so that tokens they signed keep verifying
     /// until they expire. Private (PKCS#8 or PKCS#1) or public PEM files.
-    pub previous_keys: Vec<PathBuf>,
+    pub(crate) previous_keys: Vec<PathBuf>,
     /// How long an access token lives (never past its session's expiry).
-    pub access_token_lifetime: Duration,
+    pub(crate) access_token_lifetime: Duration,
     /// The `iss` claim of access tokens.
-    pub issuer: String,
+    pub(crate) issuer: String,
 }
 
 /// Where the current signing key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SigningKeySource {
+pub(crate) enum SigningKeySource {
     /// A configured RSA private key file (PKCS#8 or PKCS#1 PEM) that must exist.
     File(PathBuf),
     /// Not configured: this file, made (2048-bit, mode 0600) on first start when missing.
@@ -73,16 +73,16 @@ pub enum SigningKeySource {
 }
 
 /// The default file name of the signing key, beside the TLS key.
-pub const DEFAULT_SIGNING_KEY: &str = "signing-key.pem";
+const DEFAULT_SIGNING_KEY: &str = "signing-key.pem";
 /// The default access token lifetime.
-pub const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+const DEFAULT_ACCESS_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 /// The default `iss` of access tokens.
-pub const DEFAULT_ISSUER: &str = "sessionauth";
+const DEFAULT_ISSUER: &str = "sessionauth";
 
 impl SigningSettings {
     /// The defaults: the key at `default_key` (made on first start), no previous keys,
     /// 5-minute access tokens, issuer `sessionauth`.
-    pub fn with_default_key(default_key: PathBuf) -> Self {
+    fn with_default_key(default_key: PathBuf) -> Self {
         Self {
             key: SigningKeySource::Default(default_key),
             previous_keys: Vec::new(),
@@ -102,9 +102,9 @@ pub struct TlsSettings {
     /// PEM bundles of the CAs that client certificates must chain to.
     pub client_cas: Vec<PathBuf>,
     /// Whether TLS session resumption (tickets and the session cache) is offered.
-    pub resumption: bool,
+    pub(crate) resumption: bool,
     /// How long a client may take to complete the TLS handshake.
-    pub handshake_timeout: Duration,
+    pub(crate) handshake_timeout: Duration,
 }
 
 /// Where the directory of users and apps comes from.
@@ -118,7 +118,7 @@ pub enum DirectorySource {
 
 /// Where sessions live (the `store` key).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreConfig {
+pub(crate) enum StoreConfig {
     /// `"memory"`: in process memory, gone at exit.
     Memory,
     /// `"embedded"` (the default): a fjall database in `data_dir`, fsynced before every answer.
@@ -139,17 +139,17 @@ pub enum StoreConfig {
 #[derive(Debug, Clone)]
 pub struct Limits {
     /// How long a client may take to send a request's headers.
-    pub header_read_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
     /// How long a client may take to send a request's body, once its headers are in.
-    pub body_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
     /// The largest request body accepted, in bytes.
-    pub max_body_bytes: usize,
+    pub(crate) max_body_bytes: usize,
     /// The largest request head (request line and headers) accepted, in bytes.
-    pub max_header_bytes: usize,
+    pub(crate) max_header_bytes: usize,
     /// Connections served at once; further ones wait in the kernel's accept queue.
-    pub max_connections: usize,
+    pub(crate) max_connections: usize,
     /// How long in-flight requests get to finish after a shutdown signal.
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 impl Default for Limits {

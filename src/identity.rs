@@ -32,12 +32,12 @@ pub struct CertIdentity {
 
 impl CertIdentity {
     /// The subject's common name: a service user's username or an app's id.
-    pub fn common_name(&self) -> &str {
+    pub(crate) fn common_name(&self) -> &str {
         &self.cn
     }
 
     /// When the certificate expires; no session made with it outlives this.
-    pub fn not_after(&self) -> Millis {
+    pub(crate) fn not_after(&self) -> Millis {
         self.not_after
     }
 }
@@ -70,7 +70,7 @@ pub enum IdentityError {
 
 impl PeerIdentity {
     /// Reads the identity from the chain rustls verified (`None`: no certificate presented).
-    pub fn from_verified_chain(chain: Option<&[CertificateDer<'_>]>) -> Self {
+    pub(crate) fn from_verified_chain(chain: Option<&[CertificateDer<'_>]>) -> Self {
         match chain.and_then(|c| c.first()) {
             None => Self::Anonymous,
             Some(leaf) => match CertIdentity::from_der(leaf.as_ref()) {
@@ -81,7 +81,7 @@ impl PeerIdentity {
     }
 
     /// The common name, when there is a usable certificate (for the access log).
-    pub fn common_name(&self) -> Option<&str> {
+    pub(crate) fn common_name(&self) -> Option<&str> {
         match self {
             Self::Certificate(c) => Some(c.common_name()),
             _ => None,
@@ -101,8 +101,7 @@ impl CertIdentity {
         if cn.is_empty() {
             return Err(IdentityError::NoCommonName);
         }
-        let not_after = cert.validity().not_after.timestamp();
-        let not_after = Millis::from_epoch_millis(u64::try_from(not_after).unwrap_or(0) * 1000);
+        let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
         Ok(Self {
             cn: cn.to_owned(),
             not_after,
@@ -162,7 +161,7 @@ mod tests {
     }
 
     /// A self-signed certificate whose subject carries the CN attribute twice.
-    pub(crate) fn two_cn_cert() -> CertificateDer<'static> {
+    fn two_cn_cert() -> CertificateDer<'static> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, "first");

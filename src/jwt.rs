@@ -3,15 +3,15 @@
 //!
 //! The rules (Symphony's): header `alg` RS512, RS384 or RS256 (`typ` optional, never
 //! required); claims `sub` (a string) and `exp` (a number) and nothing else required; valid when
-//! `now < exp <= now + 300 s`, each bound widened by [`CLOCK_SKEW`]; the signature must verify
-//! with a public key registered for `sub`. A repeated JWT is not refused: clients sign
+//! `now < exp <= now + 300 s`, each bound widened by 30 s of clock skew; the signature must
+//! verify with a public key registered for `sub`. A repeated JWT is not refused: clients sign
 //! `{sub, exp}` deterministically, so two calls in one second carry identical tokens.
 //!
 //! Checking is in two steps so that the caller looks the subject up in between:
-//! [`Assertion::parse`] reads everything and applies the time rules, then
-//! [`Assertion::verify`] checks the signature with the subject's keys. `alg: none`, the HS*
-//! family (including the "HS256 keyed with the public key" trick) and every other algorithm are
-//! refused before any key is looked at.
+//! `Assertion::parse` reads everything and applies the time rules, then `Assertion::verify`
+//! checks the signature with the subject's keys. `alg: none`, the HS* family (including the
+//! "HS256 keyed with the public key" trick) and every other algorithm are refused before any key
+//! is looked at.
 
 use std::time::Duration;
 
@@ -22,15 +22,15 @@ use crate::clock::Millis;
 use crate::directory::RegisteredKeys;
 
 /// How far ahead `exp` may be.
-pub const MAX_AHEAD: Duration = Duration::from_secs(300);
+const MAX_AHEAD: Duration = Duration::from_secs(300);
 /// The clock difference tolerated between client and server, on both bounds of `exp`.
-pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
+const CLOCK_SKEW: Duration = Duration::from_secs(30);
 /// The longest JWT read (a 8192-bit signature is 1366 characters; the rest is small).
-pub const MAX_LEN: usize = 8 * 1024;
+const MAX_LEN: usize = 8 * 1024;
 
 /// The signature algorithms accepted: RSASSA-PKCS1-v1_5 with SHA-2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Alg {
+enum Alg {
     /// RS256.
     Rs256,
     /// RS384.
@@ -49,15 +49,6 @@ impl Alg {
         }
     }
 
-    /// The JOSE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Rs256 => "RS256",
-            Self::Rs384 => "RS384",
-            Self::Rs512 => "RS512",
-        }
-    }
-
     fn ring_params(self) -> &'static ring::signature::RsaParameters {
         match self {
             Self::Rs256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
@@ -69,7 +60,7 @@ impl Alg {
 
 /// Why a JWT is refused. Every variant is a 401; the message names the rule and nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum JwtError {
+pub(crate) enum JwtError {
     /// Not a compact JWS with a JSON header and `sub`/`exp` claims.
     #[error("Malformed JWT: {0}")]
     Malformed(&'static str),
@@ -94,7 +85,7 @@ pub enum JwtError {
 /// checked with [`Assertion::verify`]. Its `Debug` shows the algorithm and subject only: the
 /// JWT itself is a credential until it expires.
 #[must_use = "an assertion proves nothing until verify() succeeds"]
-pub struct Assertion<'t> {
+pub(crate) struct Assertion<'t> {
     alg: Alg,
     signing_input: &'t str,
     signature: Vec<u8>,
@@ -112,7 +103,7 @@ impl std::fmt::Debug for Assertion<'_> {
 
 impl<'t> Assertion<'t> {
     /// Reads `token` and applies the algorithm and time rules at `now`.
-    pub fn parse(token: &'t str, now: Millis) -> Result<Self, JwtError> {
+    pub(crate) fn parse(token: &'t str, now: Millis) -> Result<Self, JwtError> {
         if token.len() > MAX_LEN {
             return Err(JwtError::Malformed("longer than 8192 characters"));
         }
@@ -172,17 +163,12 @@ impl<'t> Assertion<'t> {
     }
 
     /// The `sub` claim, to look the registered keys up by.
-    pub fn subject(&self) -> &str {
+    pub(crate) fn subject(&self) -> &str {
         &self.subject
     }
 
-    /// The algorithm the header names.
-    pub fn alg(&self) -> Alg {
-        self.alg
-    }
-
     /// Checks the signature with the subject's current key, then its previous one.
-    pub fn verify(self, keys: &RegisteredKeys) -> Result<(), JwtError> {
+    pub(crate) fn verify(self, keys: &RegisteredKeys) -> Result<(), JwtError> {
         let params = self.alg.ring_params();
         let input = self.signing_input.as_bytes();
         if keys
@@ -287,7 +273,7 @@ mod tests {
         assert_eq!(parse(&t).unwrap_err(), JwtError::UnsupportedAlg);
         for alg in ["RS256", "RS384", "RS512"] {
             let t = token(&format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#), &claims);
-            assert_eq!(parse(&t).unwrap().alg().name(), alg);
+            assert_eq!(Some(parse(&t).unwrap().alg), Alg::from_name(alg));
         }
     }
 

@@ -59,7 +59,7 @@ enum CertsCommand {
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
         /// Key size: 2048 or 4096.
-        #[arg(long, default_value_t = sessionauth::rsakey::DEFAULT_DEV_BITS)]
+        #[arg(long, default_value_t = sessionauth::pki::DEFAULT_DEV_BITS)]
         bits: usize,
     },
     /// Issue a client certificate from the dev CA.
@@ -146,13 +146,11 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
             };
             let principals = directory.certificate_principals();
             let mut report = sessionauth::pki::init(&dir, &principals)?;
-            sessionauth::rsakey::init_pairs(&dir, &principals, &mut report)?;
+            sessionauth::pki::init_pairs(&dir, &principals, &mut report)?;
             report
         }
-        CertsCommand::Rsa { name, dir, bits } => {
-            sessionauth::rsakey::make_pair(&dir, &name, bits)?.1
-        }
-        CertsCommand::Issue { cn, days, dir } => sessionauth::pki::issue(&dir, &cn, days)?.1,
+        CertsCommand::Rsa { name, dir, bits } => sessionauth::pki::make_pair(&dir, &name, bits)?,
+        CertsCommand::Issue { cn, days, dir } => sessionauth::pki::issue(&dir, &cn, days)?,
     };
     for path in &report.created {
         println!("created {}", path.display());
@@ -201,16 +199,11 @@ fn init_logging() {
         .init();
 }
 
+/// The error and its sources, outermost first, joined with `: `. Every error shows its source
+/// either in its own message or through `source()`, never both, so nothing repeats.
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

@@ -1,43 +1,21 @@
-//! RSA keys: the public keys service users and apps register for JWT authentication
-//! ([`RsaPublicKey`]), and the dev key pairs that `sessionauth certs rsa` and the dev PKI make.
+//! Registered RSA public keys: reading the keys service users and apps register for JWT
+//! authentication, and verifying their RSASSA-PKCS1-v1_5 signatures (RS256, RS384, RS512).
 //!
-//! Registered keys are read with RustCrypto's DER decoders and used with *ring*
-//! (`RSA_PKCS1_2048_8192_SHA*`), so 2048 to 8192 bits are accepted. Key pairs are generated
-//! with the `rsa` crate because *ring* cannot generate RSA keys; the `rsa` crate is never used
-//! for a private-key operation (its RUSTSEC-2023-0071 timing issue concerns decryption and
-//! signing, not key generation).
-//!
-//! A dev key pair for `NAME` is two files: `NAME-rsa.pem` (the private key, PKCS#8 PEM, mode
-//! 0600; this is what a Symphony BDK's `privateKey.path` names) and `NAME-rsa.pub.pem` (the
-//! public key, SPKI PEM: what the directory registers). Existing private keys are never
-//! overwritten.
+//! Keys are read with RustCrypto's DER decoders and used with *ring*
+//! (`RSA_PKCS1_2048_8192_SHA*`), so 2048 to 8192 bits are accepted. Making key pairs is the dev
+//! PKI's business (`crate::pki`).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
 
 use rsa::pkcs1::der::Decode as _;
-use rsa::pkcs8::der::zeroize::Zeroizing;
-use rsa::pkcs8::{DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
 
-use crate::pki::{PkiError, Report};
+// The dev key pairs moved to the dev PKI; these paths stay for the server's start-up.
+pub(crate) use crate::pki::{init_pairs, RsaKeyError};
 
 /// The smallest registered key accepted, in bits.
-pub const MIN_BITS: usize = 2048;
+const MIN_BITS: usize = 2048;
 /// The largest registered key accepted, in bits (*ring*'s limit for verification).
-pub const MAX_BITS: usize = 8192;
-/// The key sizes `sessionauth certs rsa --bits` makes.
-pub const DEV_BITS: [usize; 2] = [2048, 4096];
-/// The size of the dev key pairs the dev PKI makes for the sample principals.
-pub const DEFAULT_DEV_BITS: usize = 2048;
-
-/// A registered RSA public key: parsed, 2048 to 8192 bits, with an exponent *ring* accepts.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RsaPublicKey {
-    /// The modulus, big-endian, without leading zeros.
-    n: Vec<u8>,
-    /// The public exponent, big-endian, without leading zeros.
-    e: Vec<u8>,
-}
+const MAX_BITS: usize = 8192;
 
 /// Why a public key is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,13 +32,13 @@ pub enum PublicKeyError {
     /// The DER inside is not an RSA public key.
     #[error("not an RSA public key")]
     NotRsa,
-    /// Fewer than [`MIN_BITS`] bits.
+    /// Fewer than 2048 bits.
     #[error("the key has {bits} bits; at least 2048 are required")]
     TooShort {
         /// The modulus size.
         bits: usize,
     },
-    /// More than [`MAX_BITS`] bits.
+    /// More than 8192 bits.
     #[error("the key has {bits} bits; at most 8192 are supported")]
     TooLong {
         /// The modulus size.
@@ -71,10 +49,19 @@ pub enum PublicKeyError {
     BadNumbers,
 }
 
+/// A registered RSA public key: parsed, 2048 to 8192 bits, with an exponent *ring* accepts.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct RsaPublicKey {
+    /// The modulus, big-endian, without leading zeros.
+    n: Vec<u8>,
+    /// The public exponent, big-endian, without leading zeros.
+    e: Vec<u8>,
+}
+
 impl RsaPublicKey {
     /// Reads a PEM public key: `PUBLIC KEY` (SubjectPublicKeyInfo, what `openssl rsa -pubout`
     /// writes) or `RSA PUBLIC KEY` (PKCS#1).
-    pub fn from_pem(pem: &str) -> Result<Self, PublicKeyError> {
+    pub(crate) fn from_pem(pem: &str) -> Result<Self, PublicKeyError> {
         let (label, der) = rsa::pkcs8::der::pem::decode_vec(pem.trim().as_bytes())
             .map_err(|_| PublicKeyError::NotPem)?;
         match label {
@@ -86,7 +73,7 @@ impl RsaPublicKey {
     }
 
     /// Reads a DER SubjectPublicKeyInfo holding an RSA key.
-    pub fn from_spki_der(der: &[u8]) -> Result<Self, PublicKeyError> {
+    pub(crate) fn from_spki_der(der: &[u8]) -> Result<Self, PublicKeyError> {
         let spki = rsa::pkcs8::spki::SubjectPublicKeyInfoRef::from_der(der)
             .map_err(|_| PublicKeyError::NotRsa)?;
         if spki.algorithm.oid != rsa::pkcs1::ALGORITHM_OID {
@@ -100,7 +87,7 @@ impl RsaPublicKey {
     }
 
     /// Reads a DER PKCS#1 `RSAPublicKey`.
-    pub fn from_pkcs1_der(der: &[u8]) -> Result<Self, PublicKeyError> {
+    pub(crate) fn from_pkcs1_der(der: &[u8]) -> Result<Self, PublicKeyError> {
         let key = rsa::pkcs1::RsaPublicKey::from_der(der).map_err(|_| PublicKeyError::NotRsa)?;
         Self::from_components(key.modulus.as_bytes(), key.public_exponent.as_bytes())
     }
@@ -129,22 +116,22 @@ impl RsaPublicKey {
     }
 
     /// The modulus size in bits.
-    pub fn bits(&self) -> usize {
+    fn bits(&self) -> usize {
         bit_len(&self.n)
     }
 
     /// The modulus, big-endian without leading zeros (JWK `n`).
-    pub fn modulus(&self) -> &[u8] {
+    pub(crate) fn modulus(&self) -> &[u8] {
         &self.n
     }
 
     /// The public exponent, big-endian without leading zeros (JWK `e`).
-    pub fn exponent(&self) -> &[u8] {
+    pub(crate) fn exponent(&self) -> &[u8] {
         &self.e
     }
 
     /// Whether `signature` is a valid PKCS#1 v1.5 signature of `message` under this key.
-    pub fn verify(
+    pub(crate) fn verify(
         &self,
         params: &'static ring::signature::RsaParameters,
         message: &[u8],
@@ -179,255 +166,76 @@ fn bit_len(be: &[u8]) -> usize {
     }
 }
 
-/// Why a dev key pair could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum RsaKeyError {
-    /// The `rsa` crate could not generate a key.
-    #[error("RSA key generation failed")]
-    Generate(#[source] rsa::Error),
-    /// The private key could not be encoded.
-    #[error("cannot encode the RSA private key as PKCS#8 PEM")]
-    Encode(#[source] rsa::pkcs8::Error),
-    /// The public key could not be encoded.
-    #[error("cannot encode the RSA public key as PEM")]
-    EncodePublic(#[source] rsa::pkcs8::spki::Error),
-    /// An existing private key file could not be read as one.
-    #[error("{path} is not a usable RSA private key (PKCS#8 PEM)")]
-    BadPrivateKey {
-        /// The file.
-        path: PathBuf,
-        /// What the decoder said.
-        #[source]
-        source: rsa::pkcs8::Error,
-    },
-    /// A key size other than those offered.
-    #[error("--bits must be 2048 or 4096, not {0}")]
-    Bits(usize),
-    /// A file could not be written, or the name is not usable.
-    #[error(transparent)]
-    Pki(#[from] PkiError),
-}
-
-/// A freshly generated key pair, PEM.
-pub struct DevKeyPair {
-    private_pem: Zeroizing<String>,
-    public_pem: String,
-}
-
-impl fmt::Debug for DevKeyPair {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DevKeyPair")
-            .field("public_pem", &self.public_pem)
-            .field("private_pem", &"<redacted>")
-            .finish()
-    }
-}
-
-impl DevKeyPair {
-    /// A new key pair of `bits` bits (exponent 65537) from the operating system's random source.
-    pub fn generate(bits: usize) -> Result<Self, RsaKeyError> {
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits)
-            .map_err(RsaKeyError::Generate)?;
-        Self::from_private(&private)
-    }
-
-    fn from_private(private: &rsa::RsaPrivateKey) -> Result<Self, RsaKeyError> {
-        let private_pem = private
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(RsaKeyError::Encode)?;
-        let public_pem = private
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .map_err(RsaKeyError::EncodePublic)?;
-        Ok(Self {
-            private_pem,
-            public_pem,
-        })
-    }
-
-    /// The private key, PKCS#8 PEM. A secret: write it with mode 0600.
-    pub fn private_pem(&self) -> &str {
-        &self.private_pem
-    }
-
-    /// The public key, SubjectPublicKeyInfo PEM.
-    pub fn public_pem(&self) -> &str {
-        &self.public_pem
-    }
-}
-
-/// The files of a principal's dev key pair in a folder.
-#[derive(Debug, Clone)]
-pub struct KeyPairFiles {
-    /// `<name>-rsa.pem`: the private key (PKCS#8 PEM, 0600).
-    pub private: PathBuf,
-    /// `<name>-rsa.pub.pem`: the public key (PEM).
-    pub public: PathBuf,
-}
-
-impl KeyPairFiles {
-    /// The files for `name` in `dir`.
-    pub fn new(dir: &Path, name: &str) -> Self {
-        Self {
-            private: dir.join(format!("{name}-rsa.pem")),
-            public: dir.join(format!("{name}-rsa.pub.pem")),
-        }
-    }
-}
-
-/// `sessionauth certs rsa`: a new key pair of `bits` (2048 or 4096) for `name` in `dir`.
-/// Refuses when the private key exists already.
-pub fn make_pair(
-    dir: &Path,
-    name: &str,
-    bits: usize,
-) -> Result<(KeyPairFiles, Report), RsaKeyError> {
-    crate::pki::check_name(name)?;
-    if !DEV_BITS.contains(&bits) {
-        return Err(RsaKeyError::Bits(bits));
-    }
-    let files = KeyPairFiles::new(dir, name);
-    if files.private.exists() {
-        return Err(PkiError::KeyExists(files.private).into());
-    }
-    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let pair = DevKeyPair::generate(bits)?;
-    let mut report = Report::default();
-    write_pair(&files, &pair, &mut report)?;
-    Ok((files, report))
-}
-
-/// Makes (or completes) a dev key pair for each of `names` in `dir`: existing private keys are
-/// kept, and a missing public key is derived from its private key. New keys are
-/// [`DEFAULT_DEV_BITS`] bits, generated in parallel.
-pub fn init_pairs(dir: &Path, names: &[String], report: &mut Report) -> Result<(), RsaKeyError> {
-    let mut missing = Vec::new();
-    for name in names {
-        crate::pki::check_name(name)?;
-        let files = KeyPairFiles::new(dir, name);
-        if files.private.exists() {
-            report.kept.push(files.private.clone());
-            if !files.public.exists() {
-                let pem = Zeroizing::new(crate::pki::read(&files.private)?);
-                let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|source| {
-                    RsaKeyError::BadPrivateKey {
-                        path: files.private.clone(),
-                        source,
-                    }
-                })?;
-                let pair = DevKeyPair::from_private(&private)?;
-                crate::pki::write_public(&files.public, pair.public_pem())?;
-                report.created.push(files.public.clone());
-            }
-        } else {
-            missing.push(files);
-        }
-    }
-    let pairs: Vec<Result<DevKeyPair, RsaKeyError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = missing
-            .iter()
-            .map(|_| s.spawn(|| DevKeyPair::generate(DEFAULT_DEV_BITS)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    for (files, pair) in missing.iter().zip(pairs) {
-        write_pair(files, &pair?, report)?;
-    }
-    Ok(())
-}
-
-fn write_pair(
-    files: &KeyPairFiles,
-    pair: &DevKeyPair,
-    report: &mut Report,
-) -> Result<(), RsaKeyError> {
-    crate::pki::write_secret(&files.private, pair.private_pem())?;
-    report.created.push(files.private.clone());
-    if files.public.exists() {
-        // A public key without its private key is useless; replace it along with the pair.
-        std::fs::remove_file(&files.public).map_err(|source| PkiError::Io {
-            path: files.public.clone(),
-            source,
-        })?;
-    }
-    crate::pki::write_public(&files.public, pair.public_pem())?;
-    report.created.push(files.public.clone());
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
+    use rsa::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+
     use super::*;
 
-    /// A generated public key reads back with its size; a private key, garbage and a short key
-    /// are refused with a reason.
+    fn private_key(bits: usize) -> rsa::RsaPrivateKey {
+        rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, bits).unwrap()
+    }
+
+    fn public_pem(key: &rsa::RsaPrivateKey) -> String {
+        key.to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap()
+    }
+
+    /// A public key reads back with its size; a private key, garbage and a short key are
+    /// refused with a reason, and Debug shows the size only.
     #[test]
     fn public_keys_parse_and_refuse() {
-        let pair = DevKeyPair::generate(2048).unwrap();
-        let key = RsaPublicKey::from_pem(pair.public_pem()).unwrap();
+        let private = private_key(2048);
+        let key = RsaPublicKey::from_pem(&public_pem(&private)).unwrap();
         assert_eq!(key.bits(), 2048);
         assert_eq!(key.exponent(), &[1, 0, 1]);
+        assert_eq!(format!("{key:?}"), "RsaPublicKey { bits: 2048, .. }");
+        let private_pem = private.to_pkcs8_pem(LineEnding::LF).unwrap();
         assert_eq!(
-            RsaPublicKey::from_pem(pair.private_pem()),
+            RsaPublicKey::from_pem(&private_pem),
             Err(PublicKeyError::PrivateKey)
         );
         assert_eq!(RsaPublicKey::from_pem("hello"), Err(PublicKeyError::NotPem));
-        let short = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
-        let short = DevKeyPair::from_private(&short).unwrap();
         assert_eq!(
-            RsaPublicKey::from_pem(short.public_pem()),
+            RsaPublicKey::from_pem(&public_pem(&private_key(1024))),
             Err(PublicKeyError::TooShort { bits: 1024 })
         );
-        assert!(!format!("{pair:?}").contains("PRIVATE KEY"));
     }
 
     /// The PKCS#1 form (`RSA PUBLIC KEY`) is accepted too.
     #[test]
     fn pkcs1_public_key_parses() {
         use rsa::pkcs1::EncodeRsaPublicKey as _;
-        let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let pem = private
+        let pem = private_key(2048)
             .to_public_key()
             .to_pkcs1_pem(LineEnding::LF)
             .unwrap();
         assert_eq!(RsaPublicKey::from_pem(&pem).unwrap().bits(), 2048);
     }
 
-    /// make_pair writes a 0600 private key and its public key, and never overwrites; init_pairs
-    /// keeps existing keys and completes a missing public key from its private key.
+    /// An RS512 signature verifies under its key; another message, another digest or another
+    /// key does not.
     #[test]
-    fn pairs_are_written_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (files, _) = make_pair(dir.path(), "bot.user", 2048).unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(&files.private).unwrap().permissions(),
-        );
-        assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(
-            make_pair(dir.path(), "bot.user", 2048),
-            Err(RsaKeyError::Pki(PkiError::KeyExists(_)))
-        ));
-        assert!(matches!(
-            make_pair(dir.path(), "x", 1024),
-            Err(RsaKeyError::Bits(1024))
-        ));
-        let public_before = std::fs::read_to_string(&files.public).unwrap();
-        std::fs::remove_file(&files.public).unwrap();
-        let mut report = Report::default();
-        init_pairs(dir.path(), &["bot.user".to_string()], &mut report).unwrap();
-        assert_eq!(report.created, vec![files.public.clone()]);
-        assert_eq!(
-            std::fs::read_to_string(&files.public).unwrap(),
-            public_before
-        );
+    fn signatures_verify_only_under_their_key() {
+        let private = private_key(2048);
+        let der = private.to_pkcs8_der().unwrap();
+        let pair = ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
+        let mut signature = vec![0; pair.public().modulus_len()];
+        pair.sign(
+            &ring::signature::RSA_PKCS1_SHA512,
+            &ring::rand::SystemRandom::new(),
+            b"header.claims",
+            &mut signature,
+        )
+        .unwrap();
+        let key = RsaPublicKey::from_pem(&public_pem(&private)).unwrap();
+        let rs512 = &ring::signature::RSA_PKCS1_2048_8192_SHA512;
+        assert!(key.verify(rs512, b"header.claims", &signature));
+        assert!(!key.verify(rs512, b"header.claimz", &signature));
+        let rs256 = &ring::signature::RSA_PKCS1_2048_8192_SHA256;
+        assert!(!key.verify(rs256, b"header.claims", &signature));
+        let other = RsaPublicKey::from_pem(&public_pem(&private_key(2048))).unwrap();
+        assert!(!other.verify(rs512, b"header.claims", &signature));
     }
 }

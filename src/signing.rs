@@ -28,15 +28,15 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde_json::json;
 
 use crate::config::{SigningKeySource, SigningSettings};
-use crate::pki::{PkiError, Validity};
-use crate::rsakey::{DevKeyPair, PublicKeyError, RsaKeyError, RsaPublicKey};
+use crate::pki::{DevKeyPair, PkiError, RsaKeyError, Validity};
+use crate::rsakey::{PublicKeyError, RsaPublicKey};
 
 /// The size of a signing key made on first start.
-pub const SIGNING_KEY_BITS: usize = 2048;
+const SIGNING_KEY_BITS: usize = 2048;
 /// The JOSE algorithm of access tokens.
-pub const ACCESS_TOKEN_ALG: &str = "RS256";
+const ACCESS_TOKEN_ALG: &str = "RS256";
 /// The subject of the signing key's self-signed certificate.
-pub const CERTIFICATE_CN: &str = "sessionauth signing key";
+const CERTIFICATE_CN: &str = "sessionauth signing key";
 /// How long the signing key's certificate is valid (it is re-made at every start).
 const CERTIFICATE_DAYS: u32 = 3650;
 
@@ -68,7 +68,8 @@ impl fmt::Debug for SigningKeys {
 
 /// A public key as the JWKS publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishedKey {
+struct PublishedKey {
+    /// The key's RFC 7638 SHA-256 thumbprint, base64url.
     kid: String,
     key: RsaPublicKey,
 }
@@ -126,7 +127,7 @@ pub enum SigningError {
 impl SigningKeys {
     /// Loads the current key (making it when it is the unconfigured default and missing), the
     /// previous keys, and makes the certificate.
-    pub fn load(settings: &SigningSettings) -> Result<Self, SigningError> {
+    pub(crate) fn load(settings: &SigningSettings) -> Result<Self, SigningError> {
         let mut created = None;
         let pkcs8 = match &settings.key {
             SigningKeySource::File(path) => read_private(path)?,
@@ -140,7 +141,8 @@ impl SigningKeys {
                         source,
                     })?;
                 }
-                crate::pki::write_secret(path, pair.private_pem()).map_err(SigningError::Write)?;
+                crate::pki::disk::write_secret(path, pair.private_pem())
+                    .map_err(SigningError::Write)?;
                 created = Some(path.clone());
                 private_from_pem(path, pair.private_pem())?
             }
@@ -192,33 +194,33 @@ impl SigningKeys {
     }
 
     /// The current key's `kid`.
-    pub fn kid(&self) -> &str {
+    pub(crate) fn kid(&self) -> &str {
         &self.current_public.kid
     }
 
     /// The `kid`s of the keys rotated out, still published.
-    pub fn previous_kids(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn previous_kids(&self) -> impl Iterator<Item = &str> {
         self.previous.iter().map(|p| p.kid.as_str())
     }
 
     /// The `iss` claim of access tokens.
-    pub fn issuer(&self) -> &str {
+    pub(crate) fn issuer(&self) -> &str {
         &self.issuer
     }
 
     /// The configured lifetime of access tokens.
-    pub fn access_token_lifetime(&self) -> Duration {
+    pub(crate) fn access_token_lifetime(&self) -> Duration {
         self.access_token_lifetime
     }
 
     /// The self-signed certificate of the current key, PEM.
-    pub fn certificate_pem(&self) -> &str {
+    pub(crate) fn certificate_pem(&self) -> &str {
         &self.certificate_pem
     }
 
     /// The JWKS: the current key first, then the keys rotated out. Every member is a string
     /// (the Symphony BDK's model requires it).
-    pub fn jwks(&self) -> serde_json::Value {
+    pub(crate) fn jwks(&self) -> serde_json::Value {
         let keys: Vec<_> = std::iter::once(&self.current_public)
             .chain(&self.previous)
             .map(PublishedKey::jwk)
@@ -227,7 +229,7 @@ impl SigningKeys {
     }
 
     /// Signs `claims` as a compact JWS: RS256, `typ: JWT`, `kid` of the current key.
-    pub fn sign(&self, claims: &serde_json::Value) -> Result<String, SigningError> {
+    pub(crate) fn sign(&self, claims: &serde_json::Value) -> Result<String, SigningError> {
         let header = json!({ "alg": ACCESS_TOKEN_ALG, "typ": "JWT", "kid": self.kid() });
         let mut out = String::new();
         URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut out);
@@ -249,11 +251,6 @@ impl PublishedKey {
             kid: thumbprint(&key),
             key,
         }
-    }
-
-    /// The key's `kid`: its RFC 7638 SHA-256 thumbprint, base64url.
-    pub fn kid(&self) -> &str {
-        &self.kid
     }
 
     fn jwk(&self) -> serde_json::Value {
@@ -415,8 +412,10 @@ mod tests {
             vec![],
         ));
         assert!(matches!(missing, Err(SigningError::Read { .. })));
-        let (a, _) = crate::rsakey::make_pair(dir.path(), "a", 2048).unwrap();
-        let (b, _) = crate::rsakey::make_pair(dir.path(), "b", 2048).unwrap();
+        crate::pki::make_pair(dir.path(), "a", 2048).unwrap();
+        crate::pki::make_pair(dir.path(), "b", 2048).unwrap();
+        let a = crate::pki::KeyPairFiles::new(dir.path(), "a");
+        let b = crate::pki::KeyPairFiles::new(dir.path(), "b");
         let keys = SigningKeys::load(&settings(
             SigningKeySource::File(b.private.clone()),
             vec![a.private, a.public, b.private],

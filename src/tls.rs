@@ -44,12 +44,13 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// A PEM file could not be parsed.
-    #[error("{path} is not valid PEM: {message}")]
+    #[error("{path} is not valid PEM")]
     BadPem {
         /// The file.
         path: PathBuf,
         /// What the parser said.
-        message: String,
+        #[source]
+        source: rustls_pki_types::pem::Error,
     },
     /// The key file holds no private key.
     #[error("{path} holds no PEM private key")]
@@ -58,7 +59,7 @@ pub enum TlsError {
         path: PathBuf,
     },
     /// The private key is of a type or format the provider cannot use.
-    #[error("{path}: unsupported private key: {source}")]
+    #[error("{path}: unsupported private key")]
     BadKey {
         /// The file.
         path: PathBuf,
@@ -75,7 +76,7 @@ pub enum TlsError {
         key: PathBuf,
     },
     /// A CA certificate was refused by the trust store.
-    #[error("client CA bundle {path}: a certificate is not a usable trust anchor: {source}")]
+    #[error("client CA bundle {path}: a certificate is not a usable trust anchor")]
     BadCa {
         /// The file.
         path: PathBuf,
@@ -84,10 +85,10 @@ pub enum TlsError {
         source: rustls::Error,
     },
     /// rustls refused the assembled configuration.
-    #[error("TLS configuration refused: {0}")]
+    #[error("TLS configuration refused")]
     Rustls(#[source] rustls::Error),
     /// The client verifier could not be built.
-    #[error("client certificate verifier refused: {0}")]
+    #[error("client certificate verifier refused")]
     Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 
@@ -98,38 +99,30 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads every certificate in a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    CertificateDer::pem_slice_iter(&pem)
+    CertificateDer::pem_slice_iter(&read(path)?)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError::BadPem {
+        .map_err(|source| TlsError::BadPem {
             path: path.to_owned(),
-            message: e.to_string(),
+            source,
         })
 }
 
 /// Reads the first private key in a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| match e {
+    PrivateKeyDer::from_pem_slice(&read(path)?).map_err(|source| match source {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::NoKey {
             path: path.to_owned(),
         },
-        other => TlsError::BadPem {
+        source => TlsError::BadPem {
             path: path.to_owned(),
-            message: other.to_string(),
+            source,
         },
     })
 }
 
 /// Builds the server's TLS configuration from the settings: reads the chain, the key and every
 /// client CA bundle, and checks that the key matches the certificate.
-pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let chain = read_certs(&settings.cert_chain)?;
     if chain.is_empty() {
@@ -182,6 +175,13 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsErr
         config.send_tls13_tickets = 0;
     }
     Ok(Arc::new(config))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// Always presents the one configured certificate.

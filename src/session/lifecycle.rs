@@ -158,7 +158,7 @@ impl Sessions {
 
     /// Logs out the session a presented token names, on behalf of `caller` (the principal the
     /// client certificate names), when [`may_end`] allows it; returns the sessions ended.
-    pub async fn logout(
+    pub(crate) async fn logout(
         &self,
         directory: &Directory,
         caller: &Principal,

@@ -89,7 +89,7 @@ pub enum OpenError {
 /// Opens the configured backend. The embedded store opens its database here (and fails here
 /// when it cannot); the Redis store only sets up its client and connects on first use, so a
 /// Redis that is down does not hold up start-up.
-pub fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
+pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
     Ok(match config {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
         StoreConfig::Embedded { data_dir } => {
