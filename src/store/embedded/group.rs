@@ -6,14 +6,15 @@ use std::collections::{HashMap, HashSet};
 use fjall::{Database, PersistMode, Readable as _, Snapshot};
 
 use super::layout::{
-    app_prefix, decode, expiry_key, hashes_under, id_key, index_entries, trailing_hash,
+    app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, trailing_hash,
     user_prefix, Index, Space, Spaces,
 };
-use super::{corrupt, storage, Hash};
+use super::{corrupt, storage};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
 use crate::store::{Purged, StoreError};
+use crate::token::{BuildTokenHasher, TokenHash};
 
 /// One group's changes over the state of the last commit, and what the group has done so far,
 /// so that each change sees the ones queued before it (two removals of one session in one
@@ -30,9 +31,9 @@ pub(super) struct Group<'a> {
     /// but it does not promise to, so the batch holds one write per key.
     rewrites: bool,
     /// Sessions this group added (`Some`) or removed (`None`), by token hash.
-    sessions: HashMap<Hash, Option<Session>>,
+    sessions: HashMap<TokenHash, Option<Session>, BuildTokenHasher>,
     /// Session ids this group gave out (`Some`, with their token hash) or freed (`None`).
-    ids: HashMap<i64, Option<Hash>>,
+    ids: HashMap<i64, Option<TokenHash>>,
 }
 
 /// One key written by a group.
@@ -51,7 +52,7 @@ impl<'a> Group<'a> {
             snapshot: db.snapshot(),
             writes: Vec::new(),
             rewrites: false,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             ids: HashMap::new(),
         }
     }
@@ -79,7 +80,7 @@ impl Group<'_> {
     /// Adds a session and its index entries; `Ok(Err(Duplicate))` leaves everything unchanged.
     pub(super) fn insert(
         &mut self,
-        key: &Hash,
+        key: &TokenHash,
         s: &Session,
         value: Vec<u8>,
     ) -> Result<Result<(), StoreError>, StoreError> {
@@ -90,15 +91,15 @@ impl Group<'_> {
         for (index, index_key) in index_entries(key, s)? {
             self.put(index.space(), index_key, Vec::new());
         }
-        self.put(Space::ById, id_key(s.id).to_vec(), key.to_vec());
-        self.put(Space::Sessions, key.to_vec(), value);
+        self.put(Space::ById, id_key(s.id).to_vec(), key.as_bytes().to_vec());
+        self.put(Space::Sessions, key.as_bytes().to_vec(), value);
         self.sessions.insert(*key, Some(s.clone()));
         self.ids.insert(s.id.0, Some(*key));
         Ok(Ok(()))
     }
 
     /// Removes a session and its index entries; returns it, expired or not.
-    pub(super) fn remove(&mut self, key: &Hash) -> Result<Option<Session>, StoreError> {
+    pub(super) fn remove(&mut self, key: &TokenHash) -> Result<Option<Session>, StoreError> {
         let found = self.session(key)?;
         if let Some(s) = &found {
             self.drop_session(key, s)?;
@@ -110,7 +111,7 @@ impl Group<'_> {
     /// purge, which records their end.
     pub(super) fn remove_live(
         &mut self,
-        keys: &[Hash],
+        keys: &[TokenHash],
         now: Millis,
     ) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
@@ -173,8 +174,8 @@ impl Group<'_> {
         now: Millis,
         limit: usize,
     ) -> Result<Purged, StoreError> {
-        // Expired means `expires <= now`: every key up to (now, the largest hash).
-        let last = expiry_key(now.as_epoch_millis(), &[u8::MAX; 32]);
+        // Expired means `expires <= now`.
+        let last = last_expiry_key(now.as_epoch_millis());
         let mut entries = Vec::new();
         for entry in self
             .snapshot
@@ -202,13 +203,13 @@ impl Group<'_> {
     }
 
     /// The session under `key`, as this group leaves it so far (expired or not).
-    fn session(&self, key: &Hash) -> Result<Option<Session>, StoreError> {
+    fn session(&self, key: &TokenHash) -> Result<Option<Session>, StoreError> {
         if let Some(s) = self.sessions.get(key) {
             return Ok(s.clone());
         }
         match self
             .snapshot
-            .get(&self.spaces.sessions, key)
+            .get(&self.spaces.sessions, key.as_bytes())
             .map_err(storage)?
         {
             Some(v) => decode(&v).map(Some),
@@ -217,7 +218,7 @@ impl Group<'_> {
     }
 
     /// The token hash of the session with public id `id`, as this group leaves it so far.
-    fn key_of(&self, id: SessionId) -> Result<Option<Hash>, StoreError> {
+    fn key_of(&self, id: SessionId) -> Result<Option<TokenHash>, StoreError> {
         if let Some(key) = self.ids.get(&id.0) {
             return Ok(*key);
         }
@@ -226,9 +227,9 @@ impl Group<'_> {
             .get(&self.spaces.by_id, id_key(id))
             .map_err(storage)?
         {
-            Some(v) => Hash::try_from(&*v)
+            Some(v) => TokenHash::from_slice(&v)
                 .map(Some)
-                .map_err(|_| corrupt("a by-id entry that is not a token hash")),
+                .ok_or_else(|| corrupt("a by-id entry that is not a token hash")),
             None => Ok(None),
         }
     }
@@ -241,7 +242,7 @@ impl Group<'_> {
         index: Index,
         prefix: &[u8],
         added: impl Fn(&Session) -> bool,
-    ) -> Result<Vec<Hash>, StoreError> {
+    ) -> Result<Vec<TokenHash>, StoreError> {
         let mut keys = hashes_under(&self.snapshot, self.spaces.get(index.space()), prefix)?;
         keys.extend(
             self.sessions
@@ -253,13 +254,13 @@ impl Group<'_> {
     }
 
     /// Writes the removal of session `s` under `key` and its index entries.
-    fn drop_session(&mut self, key: &Hash, s: &Session) -> Result<(), StoreError> {
+    fn drop_session(&mut self, key: &TokenHash, s: &Session) -> Result<(), StoreError> {
         self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
         for (index, index_key) in index_entries(key, s)? {
             self.delete(index.space(), index_key);
         }
         self.delete(Space::ById, id_key(s.id).to_vec());
-        self.delete(Space::Sessions, key.to_vec());
+        self.delete(Space::Sessions, key.as_bytes().to_vec());
         self.sessions.insert(*key, None);
         self.ids.insert(s.id.0, None);
         Ok(())
@@ -339,7 +340,7 @@ mod tests {
         let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
         let now = Millis::from_epoch_millis(1_000_000);
         let s = session(7, 70, now);
-        let key = [1u8; 32];
+        let key = TokenHash::from_bytes([1u8; 32]);
         let value = encode(&s).unwrap();
         let s2 = s.clone();
         let (a, ins) = queued(move |g| g.insert(&key, &s2, value));
@@ -349,8 +350,7 @@ mod tests {
         assert!(answer(ins).is_ok());
         assert_eq!(answer(rm), Some(s));
         assert_eq!(answer(rm_again), None);
-        let t = TokenHash::from_bytes(key);
-        assert_eq!(store.get(&t, now).await.unwrap(), None);
+        assert_eq!(store.get(&key, now).await.unwrap(), None);
         assert_eq!(store.count().await.unwrap(), 0);
         assert!(store.list_user(UserId(7), now).await.unwrap().is_empty());
         for space in [
@@ -363,7 +363,7 @@ mod tests {
         // The same after the journal is replayed.
         drop(store);
         let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
-        assert_eq!(store.get(&t, now).await.unwrap(), None);
+        assert_eq!(store.get(&key, now).await.unwrap(), None);
         assert_eq!(store.count().await.unwrap(), 0);
         assert!(store.spaces.by_user.is_empty().unwrap());
     }
@@ -375,19 +375,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
         let now = Millis::from_epoch_millis(1_000_000);
-        let (old_key, old) = ([2u8; 32], session(8, 80, now));
-        store
-            .insert(TokenHash::from_bytes(old_key), old.clone())
-            .await
-            .unwrap();
+        let (old_key, old) = (TokenHash::from_bytes([2u8; 32]), session(8, 80, now));
+        store.insert(old_key, old.clone()).await.unwrap();
 
-        let (new_key, new) = ([3u8; 32], session(8, 81, now));
+        let (new_key, new) = (TokenHash::from_bytes([3u8; 32]), session(8, 81, now));
         let value = encode(&new).unwrap();
         let new2 = new.clone();
         let (a, ins) = queued(move |g| g.insert(&new_key, &new2, value));
         let (b, ended) = queued(move |g| g.remove_user(UserId(8), now));
         // The old session's id, free again, goes to a third session of another user.
-        let (reuse_key, reuse) = ([4u8; 32], session(9, 80, now));
+        let (reuse_key, reuse) = (TokenHash::from_bytes([4u8; 32]), session(9, 80, now));
         let value = encode(&reuse).unwrap();
         let reuse2 = reuse.clone();
         let (c, reinsert) = queued(move |g| g.insert(&reuse_key, &reuse2, value));

@@ -2,10 +2,11 @@
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
-use super::{backend, corrupt, storage, Hash, MEMTABLE_BYTES};
+use super::{backend, corrupt, storage, MEMTABLE_BYTES};
 use crate::directory::UserId;
 use crate::session::{Session, SessionId};
 use crate::store::StoreError;
+use crate::token::TokenHash;
 
 /// The key layout this build reads and writes.
 pub const LAYOUT_VERSION: u32 = 2;
@@ -103,7 +104,10 @@ fn layout_version(db: &Database, meta: &Keyspace) -> Result<u32, fjall::Error> {
 }
 
 /// The index entries of session `s` under `key` (the by-id entry aside, which has a value).
-pub(super) fn index_entries(key: &Hash, s: &Session) -> Result<Vec<(Index, Vec<u8>)>, StoreError> {
+pub(super) fn index_entries(
+    key: &TokenHash,
+    s: &Session,
+) -> Result<Vec<(Index, Vec<u8>)>, StoreError> {
     let mut out = Vec::with_capacity(3);
     if let Some(user) = s.kind.user() {
         out.push((Index::User, key_with_hash(&user_prefix(user), key)));
@@ -141,24 +145,33 @@ pub(super) fn id_key(id: SessionId) -> [u8; 8] {
 }
 
 /// A session's key in `by_expiry`.
-pub(super) fn expiry_key(expires_ms: u64, key: &Hash) -> Vec<u8> {
+pub(super) fn expiry_key(expires_ms: u64, key: &TokenHash) -> Vec<u8> {
     key_with_hash(&expires_ms.to_be_bytes(), key)
 }
 
-fn key_with_hash(prefix: &[u8], key: &Hash) -> Vec<u8> {
-    let mut out = Vec::with_capacity(prefix.len() + key.len());
+/// The largest `by_expiry` key of the sessions that expire at `expires_ms`: a range that ends
+/// here holds every session that expires by then.
+pub(super) fn last_expiry_key(expires_ms: u64) -> Vec<u8> {
+    expiry_key(
+        expires_ms,
+        &TokenHash::from_bytes([u8::MAX; TokenHash::LEN]),
+    )
+}
+
+fn key_with_hash(prefix: &[u8], key: &TokenHash) -> Vec<u8> {
+    let mut out = Vec::with_capacity(prefix.len() + TokenHash::LEN);
     out.extend_from_slice(prefix);
-    out.extend_from_slice(key);
+    out.extend_from_slice(key.as_bytes());
     out
 }
 
 /// The token hash at the end of an index key.
-pub(super) fn trailing_hash(index_key: &[u8]) -> Result<Hash, StoreError> {
+pub(super) fn trailing_hash(index_key: &[u8]) -> Result<TokenHash, StoreError> {
     index_key
         .len()
-        .checked_sub(32)
+        .checked_sub(TokenHash::LEN)
         .and_then(|start| index_key.get(start..))
-        .and_then(|tail| Hash::try_from(tail).ok())
+        .and_then(TokenHash::from_slice)
         .ok_or_else(|| corrupt("an index key shorter than a token hash"))
 }
 
@@ -167,7 +180,7 @@ pub(super) fn hashes_under(
     reader: &impl Readable,
     index: &Keyspace,
     prefix: &[u8],
-) -> Result<Vec<Hash>, StoreError> {
+) -> Result<Vec<TokenHash>, StoreError> {
     reader
         .prefix(index, prefix)
         .map(|entry| trailing_hash(&entry.key().map_err(storage)?))
@@ -188,12 +201,15 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
 mod tests {
     use super::*;
 
-    /// Index keys end in the token hash, and app prefixes cannot run into each other.
+    /// Index keys end in the token hash, an expiry range up to `t` takes every session that
+    /// expires at `t` and none later, and app prefixes cannot run into each other.
     #[test]
     fn index_keys() {
-        let key = [7u8; 32];
+        let key = TokenHash::from_bytes([7u8; 32]);
         assert_eq!(trailing_hash(&expiry_key(5, &key)).unwrap(), key);
         assert!(trailing_hash(&[1, 2, 3]).is_err());
+        assert!(expiry_key(5, &key) <= last_expiry_key(5));
+        assert!(last_expiry_key(5) < expiry_key(6, &TokenHash::from_bytes([0; 32])));
         let a = app_prefix("ab").unwrap();
         let b = app_prefix("abc").unwrap();
         assert!(!b.starts_with(&a));

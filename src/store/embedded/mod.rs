@@ -100,8 +100,6 @@ const CLOSE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(10)
 /// smallest fjall accepts).
 const JOURNAL_BYTES: u64 = 64 * 1024 * 1024;
 
-type Hash = [u8; 32];
-
 /// Sessions in a fjall database under the data directory; see the module documentation for
 /// what is guaranteed.
 pub struct EmbeddedStore {
@@ -220,8 +218,7 @@ impl Drop for EmbeddedStore {
 impl SessionStore for EmbeddedStore {
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
         let value = encode(&session)?;
-        self.write(move |g| g.insert(key.as_bytes(), &session, value))
-            .await?
+        self.write(move |g| g.insert(&key, &session, value)).await?
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
@@ -233,7 +230,7 @@ impl SessionStore for EmbeddedStore {
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let key = *key.as_bytes();
+        let key = *key;
         self.write(move |g| g.remove_live(&[key], now).map(|mut v| v.pop()))
             .await
     }
@@ -244,7 +241,10 @@ impl SessionStore for EmbeddedStore {
         let keys = hashes_under(&snapshot, &self.spaces.by_user, &user_prefix(user))?;
         let mut out = Vec::with_capacity(keys.len());
         for key in &keys {
-            if let Some(v) = snapshot.get(&self.spaces.sessions, key).map_err(storage)? {
+            if let Some(v) = snapshot
+                .get(&self.spaces.sessions, key.as_bytes())
+                .map_err(storage)?
+            {
                 let s = decode(&v)?;
                 if !s.is_expired(now) {
                     out.push(s);
