@@ -36,6 +36,16 @@ pub(super) struct Group<'a> {
     ids: HashMap<i64, Option<TokenHash>>,
 }
 
+/// What [`Group::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Insertion {
+    /// The session and its index entries are written.
+    Added,
+    /// The token hash or the session id is taken (by a committed session or one added earlier
+    /// in the group): nothing is written.
+    Duplicate,
+}
+
 /// One key written by a group.
 struct Write {
     space: Space,
@@ -77,15 +87,15 @@ impl Group<'_> {
         batch.commit().map_err(storage)
     }
 
-    /// Adds a session and its index entries; `Ok(Err(Duplicate))` leaves everything unchanged.
+    /// Adds a session and its index entries, unless its token hash or its id is taken.
     pub(super) fn insert(
         &mut self,
         key: &TokenHash,
         s: &Session,
         value: Vec<u8>,
-    ) -> Result<Result<(), StoreError>, StoreError> {
+    ) -> Result<Insertion, StoreError> {
         if self.session(key)?.is_some() || self.key_of(s.id)?.is_some() {
-            return Ok(Err(StoreError::Duplicate));
+            return Ok(Insertion::Duplicate);
         }
         self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
         for (index, index_key) in index_entries(key, s)? {
@@ -95,7 +105,7 @@ impl Group<'_> {
         self.put(Space::Sessions, key.as_bytes().to_vec(), value);
         self.sessions.insert(*key, Some(s.clone()));
         self.ids.insert(s.id.0, Some(*key));
-        Ok(Ok(()))
+        Ok(Insertion::Added)
     }
 
     /// Removes a session and its index entries; returns it, expired or not.
@@ -302,6 +312,7 @@ mod tests {
     use super::super::layout::encode;
     use super::super::writer::{commit_group, queued, WriteOp};
     use super::super::EmbeddedStore;
+    use super::Insertion;
     use crate::clock::Millis;
     use crate::directory::UserId;
     use crate::session::{Session, SessionId};
@@ -347,7 +358,7 @@ mod tests {
         let (b, rm) = queued(move |g| g.remove(&key));
         let (c, rm_again) = queued(move |g| g.remove(&key));
         commit(&store, vec![a, b, c]);
-        assert!(answer(ins).is_ok());
+        assert_eq!(answer(ins), Insertion::Added);
         assert_eq!(answer(rm), Some(s));
         assert_eq!(answer(rm_again), None);
         assert_eq!(store.get(&key, now).await.unwrap(), None);
@@ -389,11 +400,11 @@ mod tests {
         let reuse2 = reuse.clone();
         let (c, reinsert) = queued(move |g| g.insert(&reuse_key, &reuse2, value));
         commit(&store, vec![a, b, c]);
-        assert!(answer(ins).is_ok());
+        assert_eq!(answer(ins), Insertion::Added);
         let mut ended: Vec<i64> = answer(ended).iter().map(|s| s.id.0).collect();
         ended.sort_unstable();
         assert_eq!(ended, vec![80, 81]);
-        assert!(answer(reinsert).is_ok());
+        assert_eq!(answer(reinsert), Insertion::Added);
         assert!(store.list_user(UserId(8), now).await.unwrap().is_empty());
         assert_eq!(
             store

@@ -77,7 +77,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use fjall::{Database, Readable as _};
 
-use self::group::Group;
+use self::group::{Group, Insertion};
 use self::layout::{decode, encode, hashes_under, user_prefix, Opened, Spaces};
 use self::writer::{queued, write_loop, WriteOp};
 use super::{Census, OpenError, Purged, SessionStore, StoreError};
@@ -218,7 +218,10 @@ impl Drop for EmbeddedStore {
 impl SessionStore for EmbeddedStore {
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
         let value = encode(&session)?;
-        self.write(move |g| g.insert(&key, &session, value)).await?
+        match self.write(move |g| g.insert(&key, &session, value)).await? {
+            Insertion::Added => Ok(()),
+            Insertion::Duplicate => Err(StoreError::Duplicate),
+        }
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
