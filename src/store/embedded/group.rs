@@ -140,10 +140,9 @@ impl Group<'_> {
         user: UserId,
         now: Millis,
     ) -> Result<Vec<Session>, StoreError> {
-        let keys = self.hashes_under(Index::User, &user_prefix(user), |s| {
+        self.remove_under(Index::User, &user_prefix(user), now, |s| {
             s.kind.user() == Some(user)
-        })?;
-        self.remove_live(&keys, now)
+        })
     }
 
     /// Removes the live session with public id `id` when it acts as `user`, and returns it.
@@ -171,10 +170,9 @@ impl Group<'_> {
         app: &AppId,
         now: Millis,
     ) -> Result<Vec<Session>, StoreError> {
-        let keys = self.hashes_under(Index::App, &app_prefix(app.as_str())?, |s| {
+        self.remove_under(Index::App, &app_prefix(app.as_str())?, now, |s| {
             s.kind.app() == Some(app)
-        })?;
-        self.remove_live(&keys, now)
+        })
     }
 
     /// Sweeps at most `limit` committed entries of the expiry index up to `now`, as
@@ -261,6 +259,19 @@ impl Group<'_> {
                 .map(|(k, _)| *k),
         );
         Ok(keys)
+    }
+
+    /// Removes the live sessions under `prefix` in `index` (and those this group added that
+    /// `added` selects), and returns them.
+    fn remove_under(
+        &mut self,
+        index: Index,
+        prefix: &[u8],
+        now: Millis,
+        added: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<Session>, StoreError> {
+        let keys = self.hashes_under(index, prefix, added)?;
+        self.remove_live(&keys, now)
     }
 
     /// Writes the removal of session `s` under `key` and its index entries.
