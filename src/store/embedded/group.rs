@@ -9,7 +9,7 @@ use super::layout::{
     app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, trailing_hash,
     user_prefix, Index, Space, Spaces,
 };
-use super::{corrupt, storage};
+use super::{corrupt, storage, Db};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId};
@@ -56,10 +56,10 @@ struct Write {
 
 impl<'a> Group<'a> {
     /// A group over the state `db` has committed so far.
-    pub(super) fn new(db: &Database, spaces: &'a Spaces) -> Self {
+    pub(super) fn new(db: &'a Db) -> Self {
         Self {
-            spaces,
-            snapshot: db.snapshot(),
+            spaces: &db.spaces,
+            snapshot: db.database.snapshot(),
             writes: Vec::new(),
             rewrites: false,
             sessions: HashMap::default(),
@@ -321,30 +321,19 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::super::layout::encode;
+    use super::super::tests::{session, temp_store, NOW};
     use super::super::writer::{commit_group, queued, WriteOp};
     use super::super::EmbeddedStore;
     use super::Insertion;
-    use crate::clock::Millis;
     use crate::directory::UserId;
-    use crate::session::{Session, SessionId};
+    use crate::session::SessionId;
     use crate::store::{Census as _, SessionStore as _, StoreError};
     use crate::token::TokenHash;
-
-    fn session(user: i64, id: i64, now: Millis) -> Session {
-        Session {
-            id: SessionId(id),
-            kind: crate::session::SessionKind::User { user: UserId(user) },
-            created: now,
-            expires: now.saturating_add(std::time::Duration::from_secs(3600)),
-            client_ip: None,
-            user_agent: None,
-        }
-    }
 
     /// Commits `ops` as one group, as the writer thread would, and answers them.
     fn commit(store: &EmbeddedStore, ops: Vec<Box<dyn WriteOp>>) {
         let mut ops = ops;
-        let committed = commit_group(&store.db, &store.spaces, &mut ops);
+        let committed = commit_group(&store.db.upgrade().unwrap(), &mut ops);
         for op in ops {
             op.finish(committed.clone());
         }
@@ -358,9 +347,8 @@ mod tests {
     /// neither the session nor any of its index entries.
     #[tokio::test]
     async fn insert_then_remove_in_one_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
-        let now = Millis::from_epoch_millis(1_000_000);
+        let (_dir, data, store) = temp_store();
+        let now = NOW;
         let s = session(7, 70, now);
         let key = TokenHash::from_bytes([1u8; 32]);
         let value = encode(&s).unwrap();
@@ -375,28 +363,32 @@ mod tests {
         assert_eq!(store.get(&key, now).await.unwrap(), None);
         assert_eq!(store.count().await.unwrap(), 0);
         assert!(store.list_user(UserId(7), now).await.unwrap().is_empty());
-        for space in [
-            &store.spaces.by_user,
-            &store.spaces.by_id,
-            &store.spaces.by_expiry,
-        ] {
+        let db = store.db.upgrade().unwrap();
+        for space in [&db.spaces.by_user, &db.spaces.by_id, &db.spaces.by_expiry] {
             assert!(space.is_empty().unwrap());
         }
+        drop(db);
         // The same after the journal is replayed.
-        drop(store);
-        let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
+        store.close().await;
+        let store = EmbeddedStore::open(&data).unwrap();
         assert_eq!(store.get(&key, now).await.unwrap(), None);
         assert_eq!(store.count().await.unwrap(), 0);
-        assert!(store.spaces.by_user.is_empty().unwrap());
+        assert!(store
+            .db
+            .upgrade()
+            .unwrap()
+            .spaces
+            .by_user
+            .is_empty()
+            .unwrap());
     }
 
     /// Ending a user's sessions ends the one added earlier in the same group too; a session id
     /// freed in a group can be given out again in the same group.
     #[tokio::test]
     async fn later_changes_see_earlier_ones_of_the_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
-        let now = Millis::from_epoch_millis(1_000_000);
+        let (_dir, _, store) = temp_store();
+        let now = NOW;
         let (old_key, old) = (TokenHash::from_bytes([2u8; 32]), session(8, 80, now));
         store.insert(old_key, old.clone()).await.unwrap();
 
