@@ -111,9 +111,18 @@ impl std::hash::Hasher for TokenHasher {
 pub type BuildTokenHasher = std::hash::BuildHasherDefault<TokenHasher>;
 
 impl TokenHash {
+    /// How many bytes a hash has.
+    pub const LEN: usize = 32;
+
     /// Rebuilds a hash from its bytes (for store backends).
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
+    }
+
+    /// Rebuilds a hash from bytes read back from a store: `None` unless there are exactly
+    /// [`TokenHash::LEN`] of them.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        <[u8; 32]>::try_from(bytes).ok().map(Self)
     }
 
     /// The hash's bytes.
@@ -150,6 +159,15 @@ mod tests {
         for bad in ["", "x", &"a".repeat(44), &"=".repeat(43), &"é".repeat(22)] {
             assert!(SessionToken::parse(bad).is_none(), "{bad:?}");
         }
+    }
+
+    /// A hash read back from a store has exactly 32 bytes, and round-trips.
+    #[test]
+    fn hash_from_slice_takes_exactly_its_length() {
+        let h = SessionToken::generate().unwrap().hash();
+        assert_eq!(TokenHash::from_slice(h.as_bytes()), Some(h));
+        assert_eq!(TokenHash::from_slice(&[0; 31]), None);
+        assert_eq!(TokenHash::from_slice(&[0; 33]), None);
     }
 
     /// Debug output never shows the token or its hash.

@@ -1,0 +1,421 @@
+//! The group overlay: one group's changes over the last commit, so that each change in a group
+//! reads the ones queued before it (read-your-writes within a group).
+
+use std::collections::{HashMap, HashSet};
+
+use fjall::{Database, PersistMode, Readable as _, Snapshot};
+
+use super::layout::{
+    app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, trailing_hash,
+    user_prefix, Index, Space, Spaces,
+};
+use super::{corrupt, storage, Db};
+use crate::clock::Millis;
+use crate::directory::{AppId, UserId};
+use crate::session::{Session, SessionId};
+use crate::store::{Purged, StoreError};
+use crate::token::{BuildTokenHasher, TokenHash};
+
+/// One group's changes over the state of the last commit, and what the group has done so far,
+/// so that each change sees the ones queued before it (two removals of one session in one
+/// group: the second finds nothing).
+pub(super) struct Group<'a> {
+    spaces: &'a Spaces,
+    /// The committed state when the group began (only the writer thread commits).
+    snapshot: Snapshot,
+    /// The writes, in order.
+    writes: Vec<Write>,
+    /// Whether some key is written twice (a session added and removed in the same group): the
+    /// writes then go through [`dedup`] before the commit. All writes of one fjall batch share
+    /// one sequence number; fjall's memtable happens to keep the last of two writes to a key,
+    /// but it does not promise to, so the batch holds one write per key.
+    rewrites: bool,
+    /// Sessions this group added (`Some`) or removed (`None`), by token hash.
+    sessions: HashMap<TokenHash, Option<Session>, BuildTokenHasher>,
+    /// Session ids this group gave out (`Some`, with their token hash) or freed (`None`).
+    ids: HashMap<i64, Option<TokenHash>>,
+}
+
+/// What [`Group::insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Insertion {
+    /// The session and its index entries are written.
+    Added,
+    /// The token hash or the session id is taken (by a committed session or one added earlier
+    /// in the group): nothing is written.
+    Duplicate,
+}
+
+/// One key written by a group.
+struct Write {
+    space: Space,
+    key: Vec<u8>,
+    /// `None` removes the key.
+    value: Option<Vec<u8>>,
+}
+
+impl<'a> Group<'a> {
+    /// A group over the state `db` has committed so far.
+    pub(super) fn new(db: &'a Db) -> Self {
+        Self {
+            spaces: &db.spaces,
+            snapshot: db.database.snapshot(),
+            writes: Vec::new(),
+            rewrites: false,
+            sessions: HashMap::default(),
+            ids: HashMap::new(),
+        }
+    }
+}
+
+impl Group<'_> {
+    /// Writes the group's changes as one atomic batch, synced to disk before this returns.
+    pub(super) fn commit(self, db: &Database) -> Result<(), StoreError> {
+        let writes = if self.rewrites {
+            dedup(self.writes)
+        } else {
+            self.writes
+        };
+        // fdatasync: see "Durability" in the module documentation.
+        let mut batch = db.batch().durability(Some(PersistMode::SyncData));
+        for Write { space, key, value } in writes {
+            match value {
+                Some(value) => batch.insert(self.spaces.get(space), key, value),
+                None => batch.remove(self.spaces.get(space), key),
+            }
+        }
+        batch.commit().map_err(storage)
+    }
+
+    /// Adds a session and its index entries, unless its token hash or its id is taken.
+    pub(super) fn insert(
+        &mut self,
+        key: &TokenHash,
+        s: &Session,
+        value: Vec<u8>,
+    ) -> Result<Insertion, StoreError> {
+        if self.session(key)?.is_some() || self.key_of(s.id)?.is_some() {
+            return Ok(Insertion::Duplicate);
+        }
+        self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
+        for (index, index_key) in index_entries(key, s)? {
+            self.put(index.space(), index_key, Vec::new());
+        }
+        self.put(Space::ById, id_key(s.id).to_vec(), key.as_bytes().to_vec());
+        self.put(Space::Sessions, key.as_bytes().to_vec(), value);
+        self.sessions.insert(*key, Some(s.clone()));
+        self.ids.insert(s.id.0, Some(*key));
+        Ok(Insertion::Added)
+    }
+
+    /// Removes a session and its index entries; returns it, expired or not.
+    pub(super) fn remove(&mut self, key: &TokenHash) -> Result<Option<Session>, StoreError> {
+        let found = self.session(key)?;
+        if let Some(s) = &found {
+            self.drop_session(key, s)?;
+        }
+        Ok(found)
+    }
+
+    /// Removes the live sessions under `keys` and returns them; expired ones are left for the
+    /// purge, which records their end.
+    pub(super) fn remove_live(
+        &mut self,
+        keys: &[TokenHash],
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(s) = self.session(key)?.filter(|s| !s.is_expired(now)) {
+                self.drop_session(key, &s)?;
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes the live sessions that act as `user` and returns them.
+    pub(super) fn remove_user(
+        &mut self,
+        user: UserId,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.remove_under(Index::User, &user_prefix(user), now, |s| {
+            s.kind.user() == Some(user)
+        })
+    }
+
+    /// Removes the live session with public id `id` when it acts as `user`, and returns it.
+    pub(super) fn remove_by_id(
+        &mut self,
+        user: UserId,
+        id: SessionId,
+        now: Millis,
+    ) -> Result<Option<Session>, StoreError> {
+        let Some(key) = self.key_of(id)? else {
+            return Ok(None);
+        };
+        match self.session(&key)? {
+            Some(s) if s.kind.user() == Some(user) && !s.is_expired(now) => {
+                self.drop_session(&key, &s)?;
+                Ok(Some(s))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Removes the live sessions `app` holds (its own and those it minted) and returns them.
+    pub(super) fn remove_app(
+        &mut self,
+        app: &AppId,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        self.remove_under(Index::App, &app_prefix(app.as_str())?, now, |s| {
+            s.kind.app() == Some(app)
+        })
+    }
+
+    /// Sweeps at most `limit` committed entries of the expiry index up to `now`, as
+    /// [`SessionStore::purge_expired`](crate::store::SessionStore::purge_expired) describes.
+    pub(super) fn purge_expired(
+        &mut self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Purged, StoreError> {
+        // Expired means `expires <= now`.
+        let last = last_expiry_key(now.as_epoch_millis());
+        let mut entries = Vec::new();
+        for entry in self
+            .snapshot
+            .range(&self.spaces.by_expiry, ..=last.as_slice())
+            .take(limit)
+        {
+            let index_key = entry.key().map_err(storage)?;
+            let key = trailing_hash(&index_key)?;
+            entries.push((index_key, key));
+        }
+        let swept = entries.len();
+        let mut ended = Vec::with_capacity(entries.len());
+        for (index_key, key) in entries {
+            match self.remove(&key)? {
+                Some(s) => ended.push(s),
+                // An index entry without its session (none is written so, but a purge that met
+                // one must not meet it forever): drop it.
+                None => {
+                    self.rewrites = true;
+                    self.delete(Space::ByExpiry, index_key.to_vec());
+                }
+            }
+        }
+        Ok(Purged { ended, swept })
+    }
+
+    /// The session under `key`, as this group leaves it so far (expired or not).
+    fn session(&self, key: &TokenHash) -> Result<Option<Session>, StoreError> {
+        if let Some(s) = self.sessions.get(key) {
+            return Ok(s.clone());
+        }
+        match self
+            .snapshot
+            .get(&self.spaces.sessions, key.as_bytes())
+            .map_err(storage)?
+        {
+            Some(v) => decode(&v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The token hash of the session with public id `id`, as this group leaves it so far.
+    fn key_of(&self, id: SessionId) -> Result<Option<TokenHash>, StoreError> {
+        if let Some(key) = self.ids.get(&id.0) {
+            return Ok(*key);
+        }
+        match self
+            .snapshot
+            .get(&self.spaces.by_id, id_key(id))
+            .map_err(storage)?
+        {
+            Some(v) => TokenHash::from_slice(&v)
+                .map(Some)
+                .ok_or_else(|| corrupt("a by-id entry that is not a token hash")),
+            None => Ok(None),
+        }
+    }
+
+    /// The token hashes under `prefix` in `index`: the committed entries, and the sessions this
+    /// group added that `added` selects. Some may have been removed by this group since;
+    /// [`Group::remove`] then finds nothing.
+    fn hashes_under(
+        &self,
+        index: Index,
+        prefix: &[u8],
+        added: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<TokenHash>, StoreError> {
+        let mut keys = hashes_under(&self.snapshot, self.spaces.get(index.space()), prefix)?;
+        keys.extend(
+            self.sessions
+                .iter()
+                .filter(|(_, s)| s.as_ref().is_some_and(&added))
+                .map(|(k, _)| *k),
+        );
+        Ok(keys)
+    }
+
+    /// Removes the live sessions under `prefix` in `index` (and those this group added that
+    /// `added` selects), and returns them.
+    fn remove_under(
+        &mut self,
+        index: Index,
+        prefix: &[u8],
+        now: Millis,
+        added: impl Fn(&Session) -> bool,
+    ) -> Result<Vec<Session>, StoreError> {
+        let keys = self.hashes_under(index, prefix, added)?;
+        self.remove_live(&keys, now)
+    }
+
+    /// Writes the removal of session `s` under `key` and its index entries.
+    fn drop_session(&mut self, key: &TokenHash, s: &Session) -> Result<(), StoreError> {
+        self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
+        for (index, index_key) in index_entries(key, s)? {
+            self.delete(index.space(), index_key);
+        }
+        self.delete(Space::ById, id_key(s.id).to_vec());
+        self.delete(Space::Sessions, key.as_bytes().to_vec());
+        self.sessions.insert(*key, None);
+        self.ids.insert(s.id.0, None);
+        Ok(())
+    }
+
+    fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.push(Write {
+            space,
+            key,
+            value: Some(value),
+        });
+    }
+
+    fn delete(&mut self, space: Space, key: Vec<u8>) {
+        self.writes.push(Write {
+            space,
+            key,
+            value: None,
+        });
+    }
+}
+
+/// Keeps the last write to each key, in order.
+fn dedup(writes: Vec<Write>) -> Vec<Write> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<_> = writes
+        .into_iter()
+        .rev()
+        .filter(|w| seen.insert((w.space, w.key.clone())))
+        .collect();
+    kept.reverse();
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::super::layout::encode;
+    use super::super::tests::{session, temp_store, NOW};
+    use super::super::writer::{commit_group, queued, WriteOp};
+    use super::super::EmbeddedStore;
+    use super::Insertion;
+    use crate::directory::UserId;
+    use crate::session::SessionId;
+    use crate::store::{Census as _, SessionStore as _, StoreError};
+    use crate::token::TokenHash;
+
+    /// Commits `ops` as one group, as the writer thread would, and answers them.
+    fn commit(store: &EmbeddedStore, ops: Vec<Box<dyn WriteOp>>) {
+        let mut ops = ops;
+        let committed = commit_group(&store.db.upgrade().unwrap(), &mut ops);
+        for op in ops {
+            op.finish(committed.clone());
+        }
+    }
+
+    fn answer<T>(mut rx: oneshot::Receiver<Result<T, StoreError>>) -> T {
+        rx.try_recv().unwrap().unwrap()
+    }
+
+    /// A session added and removed in one group: the removal sees it, and the commit leaves
+    /// neither the session nor any of its index entries.
+    #[tokio::test]
+    async fn insert_then_remove_in_one_group() {
+        let (_dir, data, store) = temp_store();
+        let now = NOW;
+        let s = session(7, 70, now);
+        let key = TokenHash::from_bytes([1u8; 32]);
+        let value = encode(&s).unwrap();
+        let s2 = s.clone();
+        let (a, ins) = queued(move |g| g.insert(&key, &s2, value));
+        let (b, rm) = queued(move |g| g.remove(&key));
+        let (c, rm_again) = queued(move |g| g.remove(&key));
+        commit(&store, vec![a, b, c]);
+        assert_eq!(answer(ins), Insertion::Added);
+        assert_eq!(answer(rm), Some(s));
+        assert_eq!(answer(rm_again), None);
+        assert_eq!(store.get(&key, now).await.unwrap(), None);
+        assert_eq!(store.count().await.unwrap(), 0);
+        assert!(store.list_user(UserId(7), now).await.unwrap().is_empty());
+        let db = store.db.upgrade().unwrap();
+        for space in [&db.spaces.by_user, &db.spaces.by_id, &db.spaces.by_expiry] {
+            assert!(space.is_empty().unwrap());
+        }
+        drop(db);
+        // The same after the journal is replayed.
+        store.close().await;
+        let store = EmbeddedStore::open(&data).unwrap();
+        assert_eq!(store.get(&key, now).await.unwrap(), None);
+        assert_eq!(store.count().await.unwrap(), 0);
+        assert!(store
+            .db
+            .upgrade()
+            .unwrap()
+            .spaces
+            .by_user
+            .is_empty()
+            .unwrap());
+    }
+
+    /// Ending a user's sessions ends the one added earlier in the same group too; a session id
+    /// freed in a group can be given out again in the same group.
+    #[tokio::test]
+    async fn later_changes_see_earlier_ones_of_the_group() {
+        let (_dir, _, store) = temp_store();
+        let now = NOW;
+        let (old_key, old) = (TokenHash::from_bytes([2u8; 32]), session(8, 80, now));
+        store.insert(old_key, old.clone()).await.unwrap();
+
+        let (new_key, new) = (TokenHash::from_bytes([3u8; 32]), session(8, 81, now));
+        let value = encode(&new).unwrap();
+        let new2 = new.clone();
+        let (a, ins) = queued(move |g| g.insert(&new_key, &new2, value));
+        let (b, ended) = queued(move |g| g.remove_user(UserId(8), now));
+        // The old session's id, free again, goes to a third session of another user.
+        let (reuse_key, reuse) = (TokenHash::from_bytes([4u8; 32]), session(9, 80, now));
+        let value = encode(&reuse).unwrap();
+        let reuse2 = reuse.clone();
+        let (c, reinsert) = queued(move |g| g.insert(&reuse_key, &reuse2, value));
+        commit(&store, vec![a, b, c]);
+        assert_eq!(answer(ins), Insertion::Added);
+        let mut ended: Vec<i64> = answer(ended).iter().map(|s| s.id.0).collect();
+        ended.sort_unstable();
+        assert_eq!(ended, vec![80, 81]);
+        assert_eq!(answer(reinsert), Insertion::Added);
+        assert!(store.list_user(UserId(8), now).await.unwrap().is_empty());
+        assert_eq!(
+            store
+                .remove_by_id(UserId(9), SessionId(80), now)
+                .await
+                .unwrap(),
+            Some(reuse)
+        );
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
+}
