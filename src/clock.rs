@@ -27,7 +27,7 @@ impl Millis {
     }
 
     /// Converts a [`SystemTime`]; times before the epoch become the epoch itself.
-    fn from_system_time(t: SystemTime) -> Self {
+    pub(crate) fn from_system_time(t: SystemTime) -> Self {
         let ms = t
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))

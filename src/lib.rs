@@ -6,6 +6,7 @@
 //! |---|---|
 //! | configuration (TOML, defaults, validation) | [`config`] |
 //! | TLS server setup and client-certificate verification | [`tls`] |
+//! | certificate revocation lists: read, fetched over HTTP, held as one immutable set | [`crl`] |
 //! | the peer identity read from a verified client certificate | [`identity`] |
 //! | the directory of service users, apps and installs | [`directory`] |
 //! | opaque session tokens and their hashes | [`token`] |
@@ -32,6 +33,7 @@ pub mod chain;
 pub mod check;
 pub mod clock;
 pub mod config;
+pub mod crl;
 pub mod directory;
 pub mod http;
 pub mod identity;
