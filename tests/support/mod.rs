@@ -11,6 +11,10 @@
 //!
 //! The store is chosen through the configuration text only (`store = "memory"`, `store =
 //! "embedded"` with `data_dir`, `store = "redis://…"` with `redis_prefix`), see [`Backend`].
+//! An embedded store keeps its data on tmpfs (`/dev/shm`) where there is one: a fresh database
+//! costs about a hundred fsyncs, which on a busy disk made the embedded suites several times
+//! slower than the others; `crash.rs`, which is about what the files hold, keeps its data on
+//! disk.
 //! [`route_tests!`] runs a suite of `async fn case(backend: Backend)` once per backend, the way
 //! tower-sessions runs its route tests.
 //!
