@@ -5,15 +5,50 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use hyper::header::ALLOW;
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 use sessionauth::clock::Clock as _;
+use support::*;
+
+route_tests!(
+    list_describes_each_session_of_the_user,
+    answers_never_contain_a_token,
+    obo_sessions_are_listed_under_their_user,
+    expired_sessions_are_not_listed,
+    logout_counts_only_live_sessions,
+    expiration_delay_is_capped_by_the_certificate,
+    missing_token_is_401,
+    garbage_token_is_401,
+    logged_out_admin_token_is_401,
+    expired_admin_token_is_401,
+    admin_key_manager_token_is_401,
+    non_admin_is_403_and_ends_nothing,
+    non_admin_is_403_before_any_lookup,
+    app_and_obo_sessions_are_403,
+    obo_session_acting_as_an_admin_is_403,
+    administrator_role_is_required,
+    unknown_user_is_404,
+    user_id_not_an_integer_is_400,
+    wrong_method_is_405,
+    logout_user_ends_all_its_sessions,
+    logout_user_ends_obo_sessions_acting_as_the_user,
+    admin_may_end_its_own_sessions,
+    logout_session_ends_exactly_that_one,
+    logout_session_ends_a_key_manager_token,
+    session_id_of_another_user_is_404,
+    unknown_session_id_is_404,
+    session_id_not_an_integer_is_400,
+    same_session_id_twice_is_404_the_second_time,
+    expired_session_id_is_404,
+    logout_app_ends_its_app_and_obo_sessions,
+    logout_app_leaves_other_apps_alone,
+    unknown_app_is_404,
+);
 
 /// The sample directory's administrator (roles include `SUPER_ADMINISTRATOR`).
 const ADMIN: &str = "admin.bot";
@@ -116,23 +151,6 @@ fn assert_ended(resp: &Resp, count: usize) -> String {
     body["message"].as_str().expect("message string").to_owned()
 }
 
-/// The session token is live: sessioninfo answers 200.
-async fn assert_live(server: &TestServer, token: &str) {
-    server
-        .session_info(Some(token))
-        .await
-        .assert_status(StatusCode::OK);
-}
-
-/// The session token is dead: sessioninfo answers 401 "Invalid session".
-async fn assert_dead(server: &TestServer, token: &str) {
-    let message = server
-        .session_info(Some(token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    assert_eq!(message, "Invalid session");
-}
-
 /// The app session is live: it still mints an OBO session for alice.
 async fn assert_app_session_live(server: &TestServer, app: &Identity, app_session: &str) {
     server
@@ -200,9 +218,8 @@ const ADMIN_DIRECTORY: &str = r#"
 /// The list describes each of bot.user's sessions (own and key-manager) with integer ids and
 /// times, its lifetime in ms, the client IP, the User-Agent when one was sent, and its kind,
 /// oldest first, with a matching `count`.
-#[tokio::test]
-async fn list_describes_each_session_of_the_user() {
-    let server = TestServer::start().await;
+async fn list_describes_each_session_of_the_user(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let t0 = server.clock.now().as_epoch_millis();
     token_with_agent(&server, &bot, AUTH, "symphony-bdk-java/3.0").await;
@@ -258,9 +275,8 @@ async fn list_describes_each_session_of_the_user() {
 
 /// No answer of the administration API contains a token issued in the test, nor any
 /// token-shaped string.
-#[tokio::test]
-async fn answers_never_contain_a_token() {
-    let server = TestServer::start().await;
+async fn answers_never_contain_a_token(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let app = server.pki.client("demo-app");
     let admin = admin_token(&server).await;
@@ -320,9 +336,8 @@ fn assert_no_token_shaped_string(value: &Value) {
 
 /// OBO sessions acting as a user are listed under that user with `kind` "obo" and the minting
 /// `appId`; the app's own session is listed under nobody.
-#[tokio::test]
-async fn obo_sessions_are_listed_under_their_user() {
-    let server = TestServer::start().await;
+async fn obo_sessions_are_listed_under_their_user(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     let ua_resp = server
@@ -362,9 +377,8 @@ async fn obo_sessions_are_listed_under_their_user() {
 }
 
 /// Expired sessions are not listed; a session ends exactly at creationTime + expirationDelay.
-#[tokio::test]
-async fn expired_sessions_are_not_listed() {
-    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
+async fn expired_sessions_are_not_listed(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("1h")).await;
     let bot = server.pki.client(BOT);
     let old = server.session_token(&bot).await;
     server.advance(Duration::from_secs(1800));
@@ -381,21 +395,20 @@ async fn expired_sessions_are_not_listed() {
     // One millisecond before the old session's end it is listed and live.
     server.advance(Duration::from_millis(end - now - 1));
     assert_eq!(listed(&server, &admin, BOT_UID).await.len(), 2);
-    assert_live(&server, &old).await;
+    server.assert_live(&old).await;
     // At its end it is neither.
     server.advance(Duration::from_millis(1));
     let sessions = listed(&server, &admin, BOT_UID).await;
     assert_eq!(sessions.len(), 1);
     assert!(sessions[0]["creationTime"].as_u64().unwrap() > end - 3_600_000);
-    assert_dead(&server, &old).await;
-    assert_live(&server, &young).await;
+    server.assert_dead(&old).await;
+    server.assert_live(&young).await;
 }
 
 /// Ending all of a user's or an app's sessions counts only live ones: expired sessions that
 /// the purge has not dropped yet are not counted.
-#[tokio::test]
-async fn logout_counts_only_live_sessions() {
-    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
+async fn logout_counts_only_live_sessions(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("1h")).await;
     let bot = server.pki.client(BOT);
     let demo = server.pki.client("demo-app");
     server.session_token(&bot).await;
@@ -409,7 +422,7 @@ async fn logout_counts_only_live_sessions() {
         &admin_post(&server, &admin, &logout_user_path(BOT_UID)).await,
         1,
     );
-    assert_dead(&server, &live).await;
+    server.assert_dead(&live).await;
     assert_ended(
         &admin_post(&server, &admin, &logout_app_path("demo-app")).await,
         1,
@@ -418,14 +431,9 @@ async fn logout_counts_only_live_sessions() {
 }
 
 /// A session capped by its certificate's notAfter lists that shorter lifetime.
-#[tokio::test]
-async fn expiration_delay_is_capped_by_the_certificate() {
-    let server = TestServer::start().await;
-    let now = time::OffsetDateTime::now_utc();
-    let short = sessionauth::pki::Validity {
-        not_before: now - Duration::from_secs(300),
-        not_after: now + Duration::from_secs(3600),
-    };
+async fn expiration_delay_is_capped_by_the_certificate(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let short = Validity::for_the_next(Duration::from_secs(3600));
     server
         .session_token(&server.pki.client_valid(BOT, short))
         .await;
@@ -445,9 +453,8 @@ async fn expiration_delay_is_capped_by_the_certificate() {
 // ---------------------------------------------------------------------------------------------
 
 /// Without the sessionToken header: 401 on every administration endpoint.
-#[tokio::test]
-async fn missing_token_is_401() {
-    let server = TestServer::start().await;
+async fn missing_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for (method, path) in every_admin_request() {
         server
             .request(None, Req::new(method, &path))
@@ -457,9 +464,8 @@ async fn missing_token_is_401() {
 }
 
 /// A garbage or never-issued token: 401 on every administration endpoint.
-#[tokio::test]
-async fn garbage_token_is_401() {
-    let server = TestServer::start().await;
+async fn garbage_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let never_issued = "x".repeat(43);
     for token in ["garbage", never_issued.as_str(), ""] {
         for (method, path) in every_admin_request() {
@@ -472,9 +478,8 @@ async fn garbage_token_is_401() {
 }
 
 /// The admin's token works until the admin logs it out; then it is 401.
-#[tokio::test]
-async fn logged_out_admin_token_is_401() {
-    let server = TestServer::start().await;
+async fn logged_out_admin_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin_id = server.pki.client(ADMIN);
     let admin = server.session_token(&admin_id).await;
     listed(&server, &admin, BOT_UID).await;
@@ -491,9 +496,8 @@ async fn logged_out_admin_token_is_401() {
 }
 
 /// The admin's token works until it expires; then it is 401.
-#[tokio::test]
-async fn expired_admin_token_is_401() {
-    let server = TestServer::start_with(Options::default().session_lifetime("10m")).await;
+async fn expired_admin_token_is_401(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("10m")).await;
     let admin = admin_token(&server).await;
     listed(&server, &admin, BOT_UID).await;
     server.advance(Duration::from_secs(600));
@@ -504,9 +508,8 @@ async fn expired_admin_token_is_401() {
 
 /// admin.bot's key-manager token is 401 (only its session token administers); its session
 /// token is 200.
-#[tokio::test]
-async fn admin_key_manager_token_is_401() {
-    let server = TestServer::start().await;
+async fn admin_key_manager_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin_id = server.pki.client(ADMIN);
     let km = server.token(&admin_id, KEYAUTH).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
@@ -516,23 +519,18 @@ async fn admin_key_manager_token_is_401() {
             .await
             .assert_error(StatusCode::UNAUTHORIZED);
     }
-    assert_live(&server, &bot_session).await;
+    server.assert_live(&bot_session).await;
     let admin = server.session_token(&admin_id).await;
     assert_eq!(listed(&server, &admin, BOT_UID).await.len(), 1);
 }
 
 /// A service user without an administrator role (bot.user) is 403 on every endpoint, and ends
 /// nothing; admin.bot's session on the same request is 200.
-#[tokio::test]
-async fn non_admin_is_403_and_ends_nothing() {
-    let server = TestServer::start().await;
+async fn non_admin_is_403_and_ends_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let bot_session = server.session_token(&bot).await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id(ALICE_UID))
-        .await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     let sid = session_ids(&server, &admin_token(&server).await, BOT_UID).await[0].to_string();
     let requests = [
         (Method::GET, sessions_path(BOT_UID)),
@@ -547,8 +545,8 @@ async fn non_admin_is_403_and_ends_nothing() {
             .await
             .assert_error(StatusCode::FORBIDDEN);
     }
-    assert_live(&server, &bot_session).await;
-    assert_live(&server, &obo).await;
+    server.assert_live(&bot_session).await;
+    server.assert_live(&obo).await;
     assert_app_session_live(&server, &app, &app_session).await;
     // The same list request from the administrator succeeds.
     assert_eq!(
@@ -561,9 +559,8 @@ async fn non_admin_is_403_and_ends_nothing() {
 
 /// A non-admin learns nothing from 404 or 400: unknown users, unknown apps and malformed ids
 /// are 403 for it too.
-#[tokio::test]
-async fn non_admin_is_403_before_any_lookup() {
-    let server = TestServer::start().await;
+async fn non_admin_is_403_before_any_lookup(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     for (method, path) in [
         (Method::GET, sessions_path("9999")),
@@ -581,14 +578,9 @@ async fn non_admin_is_403_before_any_lookup() {
 }
 
 /// An app's own session and an OBO session (alice via demo-app) are 403.
-#[tokio::test]
-async fn app_and_obo_sessions_are_403() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id(ALICE_UID))
-        .await;
+async fn app_and_obo_sessions_are_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     for token in [&app_session, &obo] {
         for (method, path) in every_admin_request() {
             server
@@ -597,15 +589,15 @@ async fn app_and_obo_sessions_are_403() {
                 .assert_error(StatusCode::FORBIDDEN);
         }
     }
-    assert_live(&server, &obo).await;
+    server.assert_live(&obo).await;
     assert_app_session_live(&server, &app, &app_session).await;
 }
 
 /// An OBO session acting as an administrator does not carry the administrator's authority
 /// (403), while the administrator's own session does (200).
-#[tokio::test]
-async fn obo_session_acting_as_an_admin_is_403() {
-    let server = TestServer::start_with(Options::default().directory(ADMIN_DIRECTORY)).await;
+async fn obo_session_acting_as_an_admin_is_403(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, Options::default().directory(ADMIN_DIRECTORY)).await;
     let app = server.pki.client("the-app");
     let app_session = server.app_token(&app).await;
     let obo = server.obo_token(&app, &app_session, &obo_by_id("1")).await;
@@ -621,7 +613,7 @@ async fn obo_session_acting_as_an_admin_is_403() {
             .await
             .assert_error(StatusCode::FORBIDDEN);
     }
-    assert_live(&server, &obo).await;
+    server.assert_live(&obo).await;
     let root = server.session_token(&server.pki.client("root.bot")).await;
     let sessions = listed(&server, &root, "1").await;
     let kinds: Vec<&str> = sessions
@@ -633,9 +625,9 @@ async fn obo_session_acting_as_an_admin_is_403() {
 
 /// The `ADMINISTRATOR` role is enough (200); a service user whose roles name no administrator
 /// role is 403.
-#[tokio::test]
-async fn administrator_role_is_required() {
-    let server = TestServer::start_with(Options::default().directory(ADMIN_DIRECTORY)).await;
+async fn administrator_role_is_required(backend: Backend) {
+    let server =
+        TestServer::start_with(backend, Options::default().directory(ADMIN_DIRECTORY)).await;
     let plain = server
         .session_token(&server.pki.client("plain.admin"))
         .await;
@@ -649,13 +641,12 @@ async fn administrator_role_is_required() {
     admin_post(&server, &provisioner, &logout_user_path("2"))
         .await
         .assert_error(StatusCode::FORBIDDEN);
-    assert_live(&server, &plain).await;
+    server.assert_live(&plain).await;
 }
 
 /// An unknown user id is 404 "User id not found" on the three user endpoints.
-#[tokio::test]
-async fn unknown_user_is_404() {
-    let server = TestServer::start().await;
+async fn unknown_user_is_404(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = admin_token(&server).await;
     for (method, path) in [
         (Method::GET, sessions_path("9999")),
@@ -671,9 +662,8 @@ async fn unknown_user_is_404() {
 }
 
 /// A user id that is not an integer (a username, a fraction, too large) is 400.
-#[tokio::test]
-async fn user_id_not_an_integer_is_400() {
-    let server = TestServer::start().await;
+async fn user_id_not_an_integer_is_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = admin_token(&server).await;
     for uid in ["bot.user", "1.5", "abc", "99999999999999999999"] {
         for (method, path) in [
@@ -690,9 +680,8 @@ async fn user_id_not_an_integer_is_400() {
 }
 
 /// The wrong method is 405 with `Allow`, on every administration path.
-#[tokio::test]
-async fn wrong_method_is_405() {
-    let server = TestServer::start().await;
+async fn wrong_method_is_405(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = admin_token(&server).await;
     for (method, path, allow) in [
         (Method::POST, sessions_path(BOT_UID), "GET"),
@@ -720,19 +709,14 @@ async fn wrong_method_is_405() {
 
 /// Ending all of bot.user's sessions ends its sessions and key-manager tokens (count 3); other
 /// users' sessions and the admin's own live on; a second call ends 0.
-#[tokio::test]
-async fn logout_user_ends_all_its_sessions() {
-    let server = TestServer::start().await;
+async fn logout_user_ends_all_its_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let admin_id = server.pki.client(ADMIN);
     let first = server.session_token(&bot).await;
     let second = server.session_token(&bot).await;
     let km = server.token(&bot, KEYAUTH).await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id(ALICE_UID))
-        .await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     let admin = server.session_token(&admin_id).await;
     let admin_km = server.token(&admin_id, KEYAUTH).await;
 
@@ -742,13 +726,13 @@ async fn logout_user_ends_all_its_sessions() {
     );
     assert!(message.contains('3'), "{message}");
 
-    assert_dead(&server, &first).await;
-    assert_dead(&server, &second).await;
+    server.assert_dead(&first).await;
+    server.assert_dead(&second).await;
     assert_key_manager_dead(&server, &bot, &km).await;
     assert!(listed(&server, &admin, BOT_UID).await.is_empty());
     // Everyone else's sessions live on, the admin's own included.
-    assert_live(&server, &admin).await;
-    assert_live(&server, &obo).await;
+    server.assert_live(&admin).await;
+    server.assert_live(&obo).await;
     assert_app_session_live(&server, &app, &app_session).await;
     assert_key_manager_live_then_end(&server, &admin_id, &admin_km).await;
 
@@ -758,19 +742,14 @@ async fn logout_user_ends_all_its_sessions() {
     );
     // bot.user can sign in again afterwards.
     let again = server.session_token(&bot).await;
-    assert_live(&server, &again).await;
+    server.assert_live(&again).await;
 }
 
 /// Ending all of alice's sessions ends the OBO sessions apps hold for her; the app session
 /// that minted them lives on.
-#[tokio::test]
-async fn logout_user_ends_obo_sessions_acting_as_the_user() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo1 = server
-        .obo_token(&app, &app_session, &obo_by_id(ALICE_UID))
-        .await;
+async fn logout_user_ends_obo_sessions_acting_as_the_user(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (app, app_session, obo1) = server.demo_app_with_obo().await;
     let obo2 = server
         .obo_token(&app, &app_session, &obo_by_name("alice"))
         .await;
@@ -780,23 +759,22 @@ async fn logout_user_ends_obo_sessions_acting_as_the_user() {
         &admin_post(&server, &admin, &logout_user_path(ALICE_UID)).await,
         2,
     );
-    assert_dead(&server, &obo1).await;
-    assert_dead(&server, &obo2).await;
+    server.assert_dead(&obo1).await;
+    server.assert_dead(&obo2).await;
     assert_app_session_live(&server, &app, &app_session).await;
 }
 
 /// An administrator may end its own sessions: its token is then 401.
-#[tokio::test]
-async fn admin_may_end_its_own_sessions() {
-    let server = TestServer::start().await;
+async fn admin_may_end_its_own_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = admin_token(&server).await;
     let other = admin_token(&server).await;
     assert_ended(
         &admin_post(&server, &admin, &logout_user_path(ADMIN_UID)).await,
         2,
     );
-    assert_dead(&server, &admin).await;
-    assert_dead(&server, &other).await;
+    server.assert_dead(&admin).await;
+    server.assert_dead(&other).await;
     list(&server, Some(&admin), BOT_UID)
         .await
         .assert_error(StatusCode::UNAUTHORIZED);
@@ -807,9 +785,8 @@ async fn admin_may_end_its_own_sessions() {
 // ---------------------------------------------------------------------------------------------
 
 /// Ending one session by id ends exactly it (count 1); the user's other session stays valid.
-#[tokio::test]
-async fn logout_session_ends_exactly_that_one() {
-    let server = TestServer::start().await;
+async fn logout_session_ends_exactly_that_one(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let admin = admin_token(&server).await;
     let first = server.session_token(&bot).await;
@@ -831,16 +808,15 @@ async fn logout_session_ends_exactly_that_one() {
     );
     assert!(message.contains(&first_sid.to_string()), "{message}");
 
-    assert_dead(&server, &first).await;
-    assert_live(&server, &second).await;
+    server.assert_dead(&first).await;
+    server.assert_live(&second).await;
     assert_eq!(session_ids(&server, &admin, BOT_UID).await, [ids[1]]);
-    assert_live(&server, &admin).await;
+    server.assert_live(&admin).await;
 }
 
 /// A key-manager token can be ended by its session id, and only it ends.
-#[tokio::test]
-async fn logout_session_ends_a_key_manager_token() {
-    let server = TestServer::start().await;
+async fn logout_session_ends_a_key_manager_token(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client(BOT);
     let admin = admin_token(&server).await;
     let km = server.token(&bot, KEYAUTH).await;
@@ -858,19 +834,14 @@ async fn logout_session_ends_a_key_manager_token() {
         1,
     );
     assert_key_manager_dead(&server, &bot, &km).await;
-    assert_live(&server, &session).await;
+    server.assert_live(&session).await;
 }
 
 /// A session id of another user is 404 under this user, and that session stays valid; under
 /// its own user it ends.
-#[tokio::test]
-async fn session_id_of_another_user_is_404() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id(ALICE_UID))
-        .await;
+async fn session_id_of_another_user_is_404(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, _, obo) = server.demo_app_with_obo().await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     let admin = admin_token(&server).await;
     let alice_sid = session_ids(&server, &admin, ALICE_UID).await[0].to_string();
@@ -886,21 +857,20 @@ async fn session_id_of_another_user_is_404() {
             .assert_error(StatusCode::NOT_FOUND);
         assert_eq!(message, "Session not found");
     }
-    assert_live(&server, &obo).await;
-    assert_live(&server, &admin).await;
-    assert_live(&server, &bot_session).await;
+    server.assert_live(&obo).await;
+    server.assert_live(&admin).await;
+    server.assert_live(&bot_session).await;
 
     assert_ended(
         &admin_post(&server, &admin, &logout_session_path(ALICE_UID, &alice_sid)).await,
         1,
     );
-    assert_dead(&server, &obo).await;
+    server.assert_dead(&obo).await;
 }
 
 /// A session id that names no session (0, negative, random) is 404, and ends nothing.
-#[tokio::test]
-async fn unknown_session_id_is_404() {
-    let server = TestServer::start().await;
+async fn unknown_session_id_is_404(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     let admin = admin_token(&server).await;
     for sid in ["0", "-1", "4611686018427387904", "9223372036854775807"] {
@@ -908,14 +878,13 @@ async fn unknown_session_id_is_404() {
             .await
             .assert_error(StatusCode::NOT_FOUND);
     }
-    assert_live(&server, &bot_session).await;
+    server.assert_live(&bot_session).await;
     assert_eq!(session_ids(&server, &admin, BOT_UID).await.len(), 1);
 }
 
 /// A session id that is not an integer is 400; in particular a token is not a session id.
-#[tokio::test]
-async fn session_id_not_an_integer_is_400() {
-    let server = TestServer::start().await;
+async fn session_id_not_an_integer_is_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     let admin = admin_token(&server).await;
     for sid in [
@@ -929,14 +898,13 @@ async fn session_id_not_an_integer_is_400() {
             .await
             .assert_error(StatusCode::BAD_REQUEST);
     }
-    assert_live(&server, &bot_session).await;
-    assert_live(&server, &admin).await;
+    server.assert_live(&bot_session).await;
+    server.assert_live(&admin).await;
 }
 
 /// Ending the same session id twice: 200 then 404.
-#[tokio::test]
-async fn same_session_id_twice_is_404_the_second_time() {
-    let server = TestServer::start().await;
+async fn same_session_id_twice_is_404_the_second_time(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     let admin = admin_token(&server).await;
     let sid = session_ids(&server, &admin, BOT_UID).await[0].to_string();
@@ -945,13 +913,12 @@ async fn same_session_id_twice_is_404_the_second_time() {
     admin_post(&server, &admin, &path)
         .await
         .assert_error(StatusCode::NOT_FOUND);
-    assert_dead(&server, &bot_session).await;
+    server.assert_dead(&bot_session).await;
 }
 
 /// The id of an expired session is 404.
-#[tokio::test]
-async fn expired_session_id_is_404() {
-    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
+async fn expired_session_id_is_404(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("1h")).await;
     let admin_id = server.pki.client(ADMIN);
     let first_admin = server.session_token(&admin_id).await;
     server.session_token(&server.pki.client(BOT)).await;
@@ -969,9 +936,8 @@ async fn expired_session_id_is_404() {
 
 /// Ending demo-app's sessions ends its app sessions and every OBO session it minted (count);
 /// other apps', bots' and the admin's sessions live on; a second call ends 0.
-#[tokio::test]
-async fn logout_app_ends_its_app_and_obo_sessions() {
-    let server = TestServer::start().await;
+async fn logout_app_ends_its_app_and_obo_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let demo = server.pki.client("demo-app");
     let demo_session1 = server.app_token(&demo).await;
     let demo_session2 = server.app_token(&demo).await;
@@ -998,8 +964,8 @@ async fn logout_app_ends_its_app_and_obo_sessions() {
 
     assert_app_session_dead(&server, &demo, &demo_session1).await;
     assert_app_session_dead(&server, &demo, &demo_session2).await;
-    assert_dead(&server, &obo1).await;
-    assert_dead(&server, &obo2).await;
+    server.assert_dead(&obo1).await;
+    server.assert_dead(&obo2).await;
     assert!(listed(&server, &admin, ALICE_UID).await.is_empty());
     // An app's own live session answers 403 on sessioninfo (a dead one 401).
     for token in [&other_session, &no_obo_session] {
@@ -1008,8 +974,8 @@ async fn logout_app_ends_its_app_and_obo_sessions() {
             .await
             .assert_error(StatusCode::FORBIDDEN);
     }
-    assert_live(&server, &bot_session).await;
-    assert_live(&server, &admin).await;
+    server.assert_live(&bot_session).await;
+    server.assert_live(&admin).await;
     assert_key_manager_live_then_end(&server, &bot, &bot_km).await;
 
     assert_ended(
@@ -1022,9 +988,8 @@ async fn logout_app_ends_its_app_and_obo_sessions() {
 }
 
 /// Ending other-app's sessions leaves demo-app's app and OBO sessions alone.
-#[tokio::test]
-async fn logout_app_leaves_other_apps_alone() {
-    let server = TestServer::start().await;
+async fn logout_app_leaves_other_apps_alone(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let demo = server.pki.client("demo-app");
     let demo_session = server.app_token(&demo).await;
     let obo = server
@@ -1038,15 +1003,14 @@ async fn logout_app_leaves_other_apps_alone() {
         &admin_post(&server, &admin, &logout_app_path("other-app")).await,
         1,
     );
-    assert_dead(&server, &other_session).await;
-    assert_live(&server, &obo).await;
+    server.assert_dead(&other_session).await;
+    server.assert_live(&obo).await;
     assert_app_session_live(&server, &demo, &demo_session).await;
 }
 
 /// An unknown app id (including a user's name) is 404 "App id not found".
-#[tokio::test]
-async fn unknown_app_is_404() {
-    let server = TestServer::start().await;
+async fn unknown_app_is_404(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let admin = admin_token(&server).await;
     let bot_session = server.session_token(&server.pki.client(BOT)).await;
     for app in ["no-such-app", BOT, "Demo-App"] {
@@ -1055,5 +1019,5 @@ async fn unknown_app_is_404() {
             .assert_error(StatusCode::NOT_FOUND);
         assert_eq!(message, "App id not found");
     }
-    assert_live(&server, &bot_session).await;
+    server.assert_live(&bot_session).await;
 }

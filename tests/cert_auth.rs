@@ -4,19 +4,42 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::collections::HashSet;
 
-use common::*;
 use hyper::header::CACHE_CONTROL;
 use hyper::StatusCode;
+use support::*;
+
+route_tests!(
+    service_user_authenticates_on_all_three_paths,
+    token_responses_are_not_cacheable,
+    alias_session_works_and_key_manager_token_is_not_a_session,
+    tokens_are_unique_per_call,
+    tokens_are_unique_on_one_connection,
+    app_authenticates,
+    no_certificate_is_401,
+    certificate_from_another_ca_fails_the_handshake,
+    certificate_from_another_ca_fails_the_tls12_handshake,
+    expired_certificate_fails_the_handshake,
+    certificate_expired_on_the_server_clock_mints_nothing,
+    unknown_common_name_is_403,
+    inactive_user_is_403,
+    normal_user_certificate_is_403,
+    app_certificate_on_bot_path_is_403,
+    bot_certificate_on_app_path_is_403,
+    inactive_app_is_403,
+    certificate_without_common_name_is_401,
+    certificate_with_two_common_names_is_401,
+    certificate_with_empty_common_name_is_401,
+    health_needs_no_certificate,
+);
 
 /// A SYSTEM user's certificate gets a session token on both session paths and a key-manager
 /// token on /keyauth, each in exactly the contract's shape.
-#[tokio::test]
-async fn service_user_authenticates_on_all_three_paths() {
-    let server = TestServer::start().await;
+async fn service_user_authenticates_on_all_three_paths(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     for (path, name) in [
         (AUTH, "sessionToken"),
@@ -34,9 +57,8 @@ async fn service_user_authenticates_on_all_three_paths() {
 }
 
 /// Token responses must not be cached by anything between client and server.
-#[tokio::test]
-async fn token_responses_are_not_cacheable() {
-    let server = TestServer::start().await;
+async fn token_responses_are_not_cacheable(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let resp = server.post(Some(&bot), AUTH, None).await;
     resp.assert_status(StatusCode::OK);
@@ -48,9 +70,8 @@ async fn token_responses_are_not_cacheable() {
 
 /// The session from /session/authenticate (the alias) is a working session; the key-manager
 /// token is not accepted as a session.
-#[tokio::test]
-async fn alias_session_works_and_key_manager_token_is_not_a_session() {
-    let server = TestServer::start().await;
+async fn alias_session_works_and_key_manager_token_is_not_a_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let session = server.token(&bot, AUTH_ALIAS).await;
     let resp = server.session_info(Some(&session)).await;
@@ -66,9 +87,8 @@ async fn alias_session_works_and_key_manager_token_is_not_a_session() {
 }
 
 /// Every call mints a new, distinct token.
-#[tokio::test]
-async fn tokens_are_unique_per_call() {
-    let server = TestServer::start().await;
+async fn tokens_are_unique_per_call(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let app = server.pki.client("demo-app");
     let mut seen = HashSet::new();
@@ -81,9 +101,8 @@ async fn tokens_are_unique_per_call() {
 }
 
 /// Several requests on one connection each get a fresh token (no per-connection reuse).
-#[tokio::test]
-async fn tokens_are_unique_on_one_connection() {
-    let server = TestServer::start().await;
+async fn tokens_are_unique_on_one_connection(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let mut conn = server.connect(Some(&bot)).await.unwrap();
     let a = conn.send(Req::post(AUTH)).await.unwrap().json();
@@ -92,9 +111,8 @@ async fn tokens_are_unique_on_one_connection() {
 }
 
 /// An active app's certificate gets an app session in exactly the contract's shape.
-#[tokio::test]
-async fn app_authenticates() {
-    let server = TestServer::start().await;
+async fn app_authenticates(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let resp = server.post(Some(&app), APP_AUTH, None).await;
     resp.assert_status(StatusCode::OK);
@@ -107,9 +125,8 @@ async fn app_authenticates() {
 
 /// Without a client certificate every certificate endpoint answers 401 JSON, while the same
 /// request with a certificate succeeds.
-#[tokio::test]
-async fn no_certificate_is_401() {
-    let server = TestServer::start().await;
+async fn no_certificate_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     for path in [AUTH, AUTH_ALIAS, KEYAUTH] {
         server
             .post(None, path, None)
@@ -129,9 +146,8 @@ async fn no_certificate_is_401() {
 
 /// A certificate for a valid CN from a CA the server does not trust fails the TLS handshake
 /// (TLS 1.3: the first request fails), while the same CN from the trusted CA succeeds.
-#[tokio::test]
-async fn certificate_from_another_ca_fails_the_handshake() {
-    let server = TestServer::start().await;
+async fn certificate_from_another_ca_fails_the_handshake(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let foreign = server.pki.foreign_client("bot.user");
     for path in [AUTH, KEYAUTH, APP_AUTH, "/health"] {
         let req = if path == "/health" {
@@ -152,9 +168,8 @@ async fn certificate_from_another_ca_fails_the_handshake() {
 }
 
 /// With TLS 1.2 the refusal of a foreign certificate happens in the handshake itself.
-#[tokio::test]
-async fn certificate_from_another_ca_fails_the_tls12_handshake() {
-    let server = TestServer::start().await;
+async fn certificate_from_another_ca_fails_the_tls12_handshake(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let foreign = server.pki.foreign_client("bot.user");
     assert!(server
         .tls_with(Some(&foreign), ClientTls::Tls12Only)
@@ -168,17 +183,9 @@ async fn certificate_from_another_ca_fails_the_tls12_handshake() {
 }
 
 /// An expired certificate from the trusted CA fails the handshake too.
-#[tokio::test]
-async fn expired_certificate_fails_the_handshake() {
-    let server = TestServer::start().await;
-    let now = time::OffsetDateTime::now_utc();
-    let expired = server.pki.client_valid(
-        "bot.user",
-        sessionauth::pki::Validity {
-            not_before: now - std::time::Duration::from_secs(2 * 86_400),
-            not_after: now - std::time::Duration::from_secs(86_400),
-        },
-    );
+async fn expired_certificate_fails_the_handshake(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let expired = server.pki.client_valid("bot.user", Validity::expired());
     assert!(server
         .try_request(Some(&expired), Req::post(AUTH))
         .await
@@ -187,15 +194,10 @@ async fn expired_certificate_fails_the_handshake() {
 
 /// A certificate the server's clock says has expired (rustls, on the wall clock, still accepts
 /// it) mints nothing: 401; a certificate still valid on that clock works.
-#[tokio::test]
-async fn certificate_expired_on_the_server_clock_mints_nothing() {
-    let server = TestServer::start().await;
-    let now = time::OffsetDateTime::now_utc();
+async fn certificate_expired_on_the_server_clock_mints_nothing(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let hour = std::time::Duration::from_secs(3600);
-    let short = sessionauth::pki::Validity {
-        not_before: now - std::time::Duration::from_secs(300),
-        not_after: now + hour,
-    };
+    let short = Validity::for_the_next(hour);
     let bot = server.pki.client_valid("bot.user", short);
     let app = server.pki.client_valid("demo-app", short);
     let app_session = server.app_token(&app).await;
@@ -222,9 +224,8 @@ async fn certificate_expired_on_the_server_clock_mints_nothing() {
 }
 
 /// A CN that names nobody is 403 with Symphony's message.
-#[tokio::test]
-async fn unknown_common_name_is_403() {
-    let server = TestServer::start().await;
+async fn unknown_common_name_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let stranger = server.pki.client("nobody.here");
     for path in [AUTH, AUTH_ALIAS, KEYAUTH] {
         let message = server
@@ -240,9 +241,8 @@ async fn unknown_common_name_is_403() {
 }
 
 /// An inactive SYSTEM user is refused (403), an active one on the same path is not.
-#[tokio::test]
-async fn inactive_user_is_403() {
-    let server = TestServer::start().await;
+async fn inactive_user_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let retired = server.pki.client("retired.bot");
     for path in [AUTH, KEYAUTH] {
         let message = server
@@ -259,9 +259,8 @@ async fn inactive_user_is_403() {
 }
 
 /// A NORMAL (end-user) account cannot authenticate by certificate.
-#[tokio::test]
-async fn normal_user_certificate_is_403() {
-    let server = TestServer::start().await;
+async fn normal_user_certificate_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let alice = server.pki.client("alice");
     for path in [AUTH, AUTH_ALIAS, KEYAUTH, APP_AUTH] {
         server
@@ -272,9 +271,8 @@ async fn normal_user_certificate_is_403() {
 }
 
 /// An app certificate on the bot paths is 403; it works on the app path.
-#[tokio::test]
-async fn app_certificate_on_bot_path_is_403() {
-    let server = TestServer::start().await;
+async fn app_certificate_on_bot_path_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     for path in [AUTH, AUTH_ALIAS, KEYAUTH] {
         let message = server
@@ -290,9 +288,8 @@ async fn app_certificate_on_bot_path_is_403() {
 }
 
 /// A bot certificate on the app path is 403; it works on the bot path.
-#[tokio::test]
-async fn bot_certificate_on_app_path_is_403() {
-    let server = TestServer::start().await;
+async fn bot_certificate_on_app_path_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     server
         .post(Some(&bot), APP_AUTH, None)
@@ -305,8 +302,7 @@ async fn bot_certificate_on_app_path_is_403() {
 }
 
 /// An inactive app cannot get an app session; an active one in the same directory can.
-#[tokio::test]
-async fn inactive_app_is_403() {
+async fn inactive_app_is_403(backend: Backend) {
     let directory = r#"
         [[user]]
         id = 1
@@ -321,7 +317,7 @@ async fn inactive_app_is_403() {
         appId = "dead-app"
         active = false
     "#;
-    let server = TestServer::start_with(Options::default().directory(directory)).await;
+    let server = TestServer::start_with(backend, Options::default().directory(directory)).await;
     let dead = server.pki.client("dead-app");
     server
         .post(Some(&dead), APP_AUTH, None)
@@ -346,9 +342,8 @@ async fn inactive_app_is_403() {
 }
 
 /// A trusted certificate whose subject has no CN names no one: 401, never a guess.
-#[tokio::test]
-async fn certificate_without_common_name_is_401() {
-    let server = TestServer::start().await;
+async fn certificate_without_common_name_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let no_cn = server.pki.client_without_cn();
     for path in [AUTH, KEYAUTH, APP_AUTH] {
         server
@@ -360,9 +355,8 @@ async fn certificate_without_common_name_is_401() {
 
 /// A trusted certificate whose subject has two CNs (both real bots) is 401, never a guess; a
 /// single-CN certificate from the same second CA works.
-#[tokio::test]
-async fn certificate_with_two_common_names_is_401() {
-    let server = TestServer::start().await;
+async fn certificate_with_two_common_names_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let two = server.pki.client_with_two_cns();
     for path in [AUTH, KEYAUTH, APP_AUTH] {
         server
@@ -380,9 +374,8 @@ async fn certificate_with_two_common_names_is_401() {
 }
 
 /// An empty CN is no CN: 401.
-#[tokio::test]
-async fn certificate_with_empty_common_name_is_401() {
-    let server = TestServer::start().await;
+async fn certificate_with_empty_common_name_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let empty = server.pki.client("");
     server
         .post(Some(&empty), AUTH, None)
@@ -391,9 +384,8 @@ async fn certificate_with_empty_common_name_is_401() {
 }
 
 /// A certificate is not needed for /health (certificates are optional at the TLS layer).
-#[tokio::test]
-async fn health_needs_no_certificate() {
-    let server = TestServer::start().await;
+async fn health_needs_no_certificate(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let resp = server.request(None, Req::get("/health")).await;
     resp.assert_status(StatusCode::OK);
     resp.assert_json_content_type();

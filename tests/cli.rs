@@ -5,51 +5,22 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::time::Duration;
 
-use common::*;
 use hyper::StatusCode;
 use rustls::pki_types::pem::PemObject as _;
-use sessionauth::pki::Validity;
-use tokio::io::{AsyncBufReadExt as _, BufReader};
-use tokio::process::Command;
+use support::node::{self, Node, Run};
+use support::*;
 
-/// How long a command may take before the test fails (and the child is killed).
-const RUN_WAIT: Duration = Duration::from_secs(30);
+/// The binary's tests write their configuration on the server's default store.
+const BACKEND: Backend = Backend::Embedded;
 
-struct Run {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-fn command(args: &[&str], cwd: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionauth"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .env_remove("SESSIONAUTH_LOG")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    cmd
-}
-
-/// Runs the binary to completion (bounded; killed when it does not exit).
+/// Runs the binary in `cwd` to completion.
 async fn sessionauth(args: &[&str], cwd: &Path) -> Run {
-    let output = tokio::time::timeout(RUN_WAIT, command(args, cwd).output())
-        .await
-        .unwrap_or_else(|_| panic!("sessionauth {args:?} did not exit"))
-        .expect("run sessionauth");
-    Run {
-        status: output.status,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    node::run(args, cwd).await
 }
 
 /// A port nobody listens on right now.
@@ -61,11 +32,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Writes a configuration listening on `port` into the PKI folder and returns its path.
-fn write_config(pki: &Pki, options: &Options, port: u16) -> std::path::PathBuf {
-    let path = pki.path().join("sessionauth.toml");
-    std::fs::write(&path, options.config_text(&format!("127.0.0.1:{port}"))).unwrap();
-    path
+/// Writes a configuration listening on `port` into the site's folder and returns its path.
+fn write_config(site: &Site, options: &Options, port: u16) -> std::path::PathBuf {
+    site.write_config(options, &format!("127.0.0.1:{port}"))
 }
 
 /// Asserts the run failed with exactly one line on stderr, `error: ...`, containing every
@@ -86,80 +55,12 @@ fn assert_one_line_error(run: &Run, needles: &[&str], port: u16) {
 }
 
 /// `serve` and `check` both refuse the configuration with the same one-line error.
-async fn assert_refused(pki: &Pki, config: &Path, needles: &[&str], port: u16) {
+async fn assert_refused(site: &Site, config: &Path, needles: &[&str], port: u16) {
     let config = config.to_str().unwrap();
-    let serve = sessionauth(&["serve", "--config", config], pki.path()).await;
+    let serve = sessionauth(&["serve", "--config", config], site.path()).await;
     assert_one_line_error(&serve, needles, port);
-    let check = sessionauth(&["check", "--config", config], pki.path()).await;
+    let check = sessionauth(&["check", "--config", config], site.path()).await;
     assert_one_line_error(&check, needles, port);
-}
-
-/// Removes ANSI colour escapes from a log line.
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::new();
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// A running `sessionauth serve`: the child and the address it logged.
-struct Serving {
-    child: tokio::process::Child,
-    addr: std::net::SocketAddr,
-}
-
-/// Starts `sessionauth serve --config <config>` and waits (bounded) for its listening line.
-async fn serve(config: &Path, cwd: &Path) -> Serving {
-    let mut child = command(&["serve", "--config", config.to_str().unwrap()], cwd)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sessionauth");
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = tokio::time::timeout(RUN_WAIT, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let line = strip_ansi(&line);
-            if line.contains("sessionauth listening") {
-                let addr = line
-                    .split_whitespace()
-                    .find_map(|w| w.strip_prefix("addr="))
-                    .unwrap_or_else(|| panic!("no addr= in {line}"));
-                return addr.parse().unwrap();
-            }
-        }
-        panic!("sessionauth exited before listening");
-    })
-    .await
-    .expect("sessionauth listens in time");
-    // Keep draining stderr (the access log) so that the child never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Serving { child, addr }
-}
-
-impl Serving {
-    /// Sends SIGTERM to this child (by its own pid) and waits (bounded) for it to exit.
-    async fn terminate(mut self) -> ExitStatus {
-        let pid = self.child.id().expect("running").to_string();
-        let kill = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(kill.success());
-        tokio::time::timeout(RUN_WAIT, self.child.wait())
-            .await
-            .expect("sessionauth exits after SIGTERM")
-            .unwrap()
-    }
 }
 
 /// One request to a server at `addr` trusting `ca_pem`.
@@ -186,9 +87,10 @@ fn mode(path: &Path) -> u32 {
 /// the positive twin of every refusal below.
 #[tokio::test]
 async fn valid_configuration_serves_and_stops_on_sigterm() {
-    let pki = Pki::new();
-    let config = write_config(&pki, &Options::default(), 0);
-    let serving = serve(&config, pki.path()).await;
+    let site = Site::new(BACKEND);
+    let pki = site.pki();
+    let config = write_config(&site, &Options::default(), 0);
+    let serving = Node::start(&config).await;
     let bot = pki.client("bot.user");
     let resp = request_at(serving.addr, pki.ca.cert_pem(), Some(&bot), Req::post(AUTH)).await;
     resp.assert_status(StatusCode::OK);
@@ -202,51 +104,51 @@ async fn valid_configuration_serves_and_stops_on_sigterm() {
 /// An unknown key (top level or in a table) is refused, naming the key.
 #[tokio::test]
 async fn unknown_key_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
-    let config = write_config(&pki, &Options::default(), port);
+    let config = write_config(&site, &Options::default(), port);
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(&config, format!("surprise = 1\n{text}")).unwrap();
-    assert_refused(&pki, &config, &["surprise", "sessionauth.toml"], port).await;
+    assert_refused(&site, &config, &["surprise", "sessionauth.toml"], port).await;
     std::fs::write(
         &config,
         text.replace("[tls]\n", "[tls]\nciphers = \"all\"\n"),
     )
     .unwrap();
-    assert_refused(&pki, &config, &["ciphers"], port).await;
+    assert_refused(&site, &config, &["ciphers"], port).await;
 }
 
 /// A missing configuration file is refused, naming it.
 #[tokio::test]
 async fn missing_config_file_is_refused() {
-    let pki = Pki::new();
-    let missing = pki.path().join("nope.toml");
-    assert_refused(&pki, &missing, &["nope.toml"], free_port()).await;
+    let site = Site::new(BACKEND);
+    let missing = site.path().join("nope.toml");
+    assert_refused(&site, &missing, &["nope.toml"], free_port()).await;
 }
 
 /// A missing certificate file named by the configuration is refused, naming it.
 #[tokio::test]
 async fn missing_certificate_file_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
-    let config = write_config(&pki, &Options::default(), port);
-    std::fs::remove_file(pki.path().join(SERVER_CERT_FILE)).unwrap();
-    assert_refused(&pki, &config, &[SERVER_CERT_FILE], port).await;
+    let config = write_config(&site, &Options::default(), port);
+    std::fs::remove_file(site.path().join(SERVER_CERT_FILE)).unwrap();
+    assert_refused(&site, &config, &[SERVER_CERT_FILE], port).await;
 }
 
 /// A server key that does not belong to the server certificate is refused, naming both.
 #[tokio::test]
 async fn key_not_matching_certificate_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
+    let pki = site.pki();
     let port = free_port();
-    let config = write_config(&pki, &Options::default(), port);
+    let config = write_config(&site, &Options::default(), port);
     let other = pki
         .ca
-        .issue_server(&["localhost"], Validity::days_from_now(30))
-        .unwrap();
-    std::fs::write(pki.path().join(SERVER_KEY_FILE), other.key_pem()).unwrap();
+        .issue_server(&["localhost"], Validity::days_from_now(30));
+    std::fs::write(site.path().join(SERVER_KEY_FILE), other.key_pem()).unwrap();
     assert_refused(
-        &pki,
+        &site,
         &config,
         &["does not match", SERVER_KEY_FILE, SERVER_CERT_FILE],
         port,
@@ -257,60 +159,64 @@ async fn key_not_matching_certificate_is_refused() {
 /// An empty client CA bundle is refused, naming it.
 #[tokio::test]
 async fn empty_ca_bundle_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
-    let config = write_config(&pki, &Options::default(), port);
-    std::fs::write(pki.path().join(CA_FILE), "").unwrap();
-    assert_refused(&pki, &config, &["empty", CA_FILE], port).await;
+    let config = write_config(&site, &Options::default(), port);
+    std::fs::write(site.path().join(CA_FILE), "").unwrap();
+    assert_refused(&site, &config, &["empty", CA_FILE], port).await;
 }
 
 /// An empty list of client CAs is refused, naming the key.
 #[tokio::test]
 async fn empty_client_ca_list_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
-    let config = write_config(&pki, &Options::default(), port);
+    let config = write_config(&site, &Options::default(), port);
     let text = std::fs::read_to_string(&config).unwrap();
     let text = text.replace(
         &format!("client_ca = [\"{CA_FILE}\", \"{ODD_CA_FILE}\"]"),
         "client_ca = []",
     );
     std::fs::write(&config, text).unwrap();
-    assert_refused(&pki, &config, &["client_ca"], port).await;
+    assert_refused(&site, &config, &["client_ca"], port).await;
 }
 
 /// A bad duration is refused, naming the value.
 #[tokio::test]
 async fn bad_duration_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
-    let config = write_config(&pki, &Options::default().session_lifetime("soon"), port);
-    assert_refused(&pki, &config, &["soon"], port).await;
+    let config = write_config(&site, &Options::default().session_lifetime("soon"), port);
+    assert_refused(&site, &config, &["soon"], port).await;
 }
 
 /// A directory file that does not load is refused before binding.
 #[tokio::test]
 async fn bad_directory_file_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
     let options = Options::default().directory("[[user]]\nid = 1\nusername = \"x\"\n");
-    let config = write_config(&pki, &options, port);
+    let config = write_config(&site, &options, port);
     std::fs::write(
-        pki.path().join("directory.toml"),
+        site.path().join("directory.toml"),
         "[[user]]\nid = 1\nusername = \"x\"\naccountType = \"SYSTEM\"\nshoeSize = 9\n",
     )
     .unwrap();
-    assert_refused(&pki, &config, &["directory.toml"], port).await;
+    assert_refused(&site, &config, &["directory.toml"], port).await;
 }
 
 /// The port being taken is a one-line error too.
 #[tokio::test]
 async fn port_in_use_is_refused() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let config = write_config(&pki, &Options::default(), port);
-    let run = sessionauth(&["serve", "--config", config.to_str().unwrap()], pki.path()).await;
+    let config = write_config(&site, &Options::default(), port);
+    let run = sessionauth(
+        &["serve", "--config", config.to_str().unwrap()],
+        site.path(),
+    )
+    .await;
     assert!(!run.status.success());
     let stderr = run.stderr.trim_end();
     let last = stderr.lines().last().unwrap_or("");
@@ -325,11 +231,12 @@ async fn port_in_use_is_refused() {
 /// certificate draws no such warning.
 #[tokio::test]
 async fn check_warns_about_certificates_expiring_soon() {
-    let pki = Pki::new();
-    let config = write_config(&pki, &Options::default(), free_port());
+    let site = Site::new(BACKEND);
+    let pki = site.pki();
+    let config = write_config(&site, &Options::default(), free_port());
     let config = config.to_str().unwrap();
 
-    let run = sessionauth(&["check", "--config", config], pki.path()).await;
+    let run = sessionauth(&["check", "--config", config], site.path()).await;
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stdout.contains("configuration is valid"),
@@ -340,22 +247,17 @@ async fn check_warns_about_certificates_expiring_soon() {
 
     let soon = pki
         .ca
-        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(10))
-        .unwrap();
-    std::fs::write(pki.path().join(SERVER_CERT_FILE), &soon.cert_pem).unwrap();
-    std::fs::write(pki.path().join(SERVER_KEY_FILE), soon.key_pem()).unwrap();
-    let bot = pki
-        .ca
-        .issue_client("bot.user", Validity::days_from_now(5))
-        .unwrap();
-    std::fs::write(pki.path().join("bot.user.pem"), &bot.cert_pem).unwrap();
+        .issue_server(&["localhost", "127.0.0.1"], Validity::days_from_now(10));
+    std::fs::write(site.path().join(SERVER_CERT_FILE), &soon.cert_pem).unwrap();
+    std::fs::write(site.path().join(SERVER_KEY_FILE), soon.key_pem()).unwrap();
+    let bot = pki.ca.issue_client("bot.user", Validity::days_from_now(5));
+    std::fs::write(site.path().join("bot.user.pem"), &bot.cert_pem).unwrap();
     let admin = pki
         .ca
-        .issue_client("admin.bot", Validity::days_from_now(365))
-        .unwrap();
-    std::fs::write(pki.path().join("admin.bot.pem"), &admin.cert_pem).unwrap();
+        .issue_client("admin.bot", Validity::days_from_now(365));
+    std::fs::write(site.path().join("admin.bot.pem"), &admin.cert_pem).unwrap();
 
-    let run = sessionauth(&["check", "--config", config], pki.path()).await;
+    let run = sessionauth(&["check", "--config", config], site.path()).await;
     assert!(run.status.success(), "{}", run.stderr);
     let warnings: Vec<&str> = run
         .stdout
@@ -385,21 +287,16 @@ async fn check_warns_about_certificates_expiring_soon() {
 /// `check` warns about an expired client certificate beside the CA.
 #[tokio::test]
 async fn check_warns_about_expired_certificates() {
-    let pki = Pki::new();
-    let config = write_config(&pki, &Options::default(), free_port());
-    let now = time::OffsetDateTime::now_utc();
-    let expired = pki
-        .ca
-        .issue_client(
-            "bot.user",
-            Validity {
-                not_before: now - Duration::from_secs(2 * 86_400),
-                not_after: now - Duration::from_secs(86_400),
-            },
-        )
-        .unwrap();
-    std::fs::write(pki.path().join("bot.user.pem"), &expired.cert_pem).unwrap();
-    let run = sessionauth(&["check", "--config", config.to_str().unwrap()], pki.path()).await;
+    let site = Site::new(BACKEND);
+    let pki = site.pki();
+    let config = write_config(&site, &Options::default(), free_port());
+    let expired = pki.ca.issue_client("bot.user", Validity::expired());
+    std::fs::write(site.path().join("bot.user.pem"), &expired.cert_pem).unwrap();
+    let run = sessionauth(
+        &["check", "--config", config.to_str().unwrap()],
+        site.path(),
+    )
+    .await;
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stdout
@@ -524,7 +421,7 @@ async fn certs_init_pki_serves_bots() {
          key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
     )
     .unwrap();
-    let serving = serve(&config, tmp.path()).await;
+    let serving = Node::start(&config).await;
     let ca = std::fs::read_to_string(tmp.path().join("certs/ca.pem")).unwrap();
     let bundle = std::fs::read_to_string(tmp.path().join("certs/bot.user.bundle.pem")).unwrap();
     let bot = Identity::from_bundle(&bundle);
@@ -661,14 +558,14 @@ async fn certs_issue_refuses_bad_input() {
 /// that the operator knows which line to fix.
 #[tokio::test]
 async fn bad_value_error_names_the_key() {
-    let pki = Pki::new();
+    let site = Site::new(BACKEND);
     let port = free_port();
     let config = write_config(
-        &pki,
+        &site,
         &Options::default().limit("max_body_bytes = \"x\""),
         port,
     );
-    assert_refused(&pki, &config, &["max_body_bytes"], port).await;
-    let config = write_config(&pki, &Options::default().session_lifetime("soon"), port);
-    assert_refused(&pki, &config, &["session_lifetime"], port).await;
+    assert_refused(&site, &config, &["max_body_bytes"], port).await;
+    let config = write_config(&site, &Options::default().session_lifetime("soon"), port);
+    assert_refused(&site, &config, &["session_lifetime"], port).await;
 }

@@ -6,15 +6,16 @@
 // A failed expectation in a test is a panic, in helpers too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod nodes;
+mod support;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::StatusCode;
-use nodes::{token_of, Conn, Node, Site};
 use parking_lot::Mutex;
+use support::node::{self, Node};
+use support::*;
 
 /// How many kill-and-restart cycles one run makes.
 const CYCLES: usize = 4;
@@ -36,17 +37,16 @@ struct Ledger {
 /// several kill-and-restart cycles of the real binary on one data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_sessions_and_logouts_survive_sigkill() {
-    let site = Site::new();
-    let config = site.config(
-        "sessionauth.toml",
-        "store = \"embedded\"\ndata_dir = \"data\"",
-    );
-    let bot = site.client(Some("bot.user"));
+    let site = Site::with_data_on_disk(Backend::Embedded);
+    let config = site.write_config(&Options::default(), "127.0.0.1:0");
+    let ca = site.pki().ca.cert_pem();
+    let bot = client_config(ca, Some(&site.pki().client("bot.user")), ClientTls::Default).unwrap();
+    let anonymous = client_config(ca, None, ClientTls::Default).unwrap();
     let ledger = Arc::new(Mutex::new(Ledger::default()));
 
     for cycle in 0..CYCLES {
-        let node = Node::start(&config);
-        verify(&node, &site, &ledger, cycle).await;
+        let node = Node::start(&config).await;
+        verify(&node, &anonymous, &ledger, cycle).await;
 
         // Load: each worker authenticates, and logs out every third session it got.
         let workers: Vec<_> = (0..WORKERS)
@@ -59,25 +59,25 @@ async fn acknowledged_sessions_and_logouts_survive_sigkill() {
         let before = ledger.lock().live.len();
         let wait = Duration::from_millis(150 + 200 * u64::try_from(cycle).unwrap());
         tokio::time::sleep(wait).await;
-        nodes::eventually(Duration::from_secs(20), "acknowledged sessions", || {
+        node::eventually(Duration::from_secs(20), "acknowledged sessions", || {
             let grown = ledger.lock().live.len() > before;
             async move { grown.then_some(()) }
         })
         .await;
-        node.kill();
+        node.kill().await;
         for w in workers {
             w.await.unwrap();
         }
         let l = ledger.lock();
-        nodes::say(&format!(
+        say(&format!(
             "crash cycle {cycle}: killed with {} live, {} logged out, {} logouts unanswered",
             l.live.len(),
             l.ended.len(),
             l.unknown.len()
         ));
     }
-    let node = Node::start(&config);
-    verify(&node, &site, &ledger, CYCLES).await;
+    let node = Node::start(&config).await;
+    verify(&node, &anonymous, &ledger, CYCLES).await;
 }
 
 /// One client connection's load until the server dies under it.
@@ -100,9 +100,9 @@ async fn drive(
                     l.live.remove(&token);
                     l.unknown.insert(token.clone());
                 }
-                match conn.logout(&token).await {
+                match conn.send(Req::post(LOGOUT).token(&token)).await {
                     Ok(r) => {
-                        assert_eq!(r.status, StatusCode::OK, "worker {worker}: {:?}", r.json);
+                        assert_eq!(r.status, StatusCode::OK, "worker {worker}: {}", r.text());
                         let mut l = ledger.lock();
                         l.unknown.remove(&token);
                         l.ended.insert(token);
@@ -112,7 +112,7 @@ async fn drive(
                 continue;
             }
         }
-        match conn.authenticate().await {
+        match conn.send(Req::post(AUTH)).await {
             Ok(r) => {
                 let token = token_of(&r);
                 ledger.lock().live.insert(token.clone());
@@ -124,7 +124,12 @@ async fn drive(
 }
 
 /// Every live session answers 200 and every ended one 401, checked over several connections.
-async fn verify(node: &Node, site: &Site, ledger: &Arc<Mutex<Ledger>>, cycle: usize) {
+async fn verify(
+    node: &Node,
+    tls: &Arc<rustls::ClientConfig>,
+    ledger: &Arc<Mutex<Ledger>>,
+    cycle: usize,
+) {
     let (live, ended): (Vec<String>, Vec<String>) = {
         let l = ledger.lock();
         (
@@ -145,22 +150,25 @@ async fn verify(node: &Node, site: &Site, ledger: &Arc<Mutex<Ledger>>, cycle: us
     let tasks: Vec<_> = chunks
         .into_iter()
         .map(|chunk| {
-            let (addr, tls) = (node.addr, site.client(None));
+            let (addr, tls) = (node.addr, tls.clone());
             tokio::spawn(async move {
                 let mut conn = Conn::open(addr, tls).await.unwrap();
                 for (token, want) in chunk {
-                    let r = conn.session_info(&token).await.unwrap();
+                    let r = conn
+                        .send(Req::get(SESSIONINFO).token(&token))
+                        .await
+                        .unwrap();
                     assert_eq!(
                         r.status,
                         want,
-                        "after restart {cycle}: a token acknowledged as {} answers {} {:?}",
+                        "after restart {cycle}: a token acknowledged as {} answers {} {}",
                         if want == StatusCode::OK {
                             "live"
                         } else {
                             "logged out"
                         },
                         r.status,
-                        r.json
+                        r.text()
                     );
                 }
             })
@@ -169,7 +177,7 @@ async fn verify(node: &Node, site: &Site, ledger: &Arc<Mutex<Ledger>>, cycle: us
     for t in tasks {
         t.await.unwrap();
     }
-    nodes::say(&format!(
+    say(&format!(
         "crash cycle {cycle}: after restart, {total} acknowledged facts hold"
     ));
 }

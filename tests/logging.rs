@@ -4,13 +4,17 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
-use common::*;
 use hyper::StatusCode;
 use parking_lot::Mutex;
+use support::*;
+
+/// What is logged does not depend on the store; these run on the server's default store, the
+/// embedded one.
+const BACKEND: Backend = Backend::Embedded;
 
 /// Everything the server logs while the guard lives (debug level, this thread: the test runtime
 /// is single-threaded, so the server's tasks log here too).
@@ -55,7 +59,7 @@ impl Captured {
 #[tokio::test(flavor = "current_thread")]
 async fn access_log_carries_the_trace_id() {
     let log = capture();
-    let server = TestServer::start().await;
+    let server = TestServer::start(BACKEND).await;
     let bot = server.pki.client("bot.user");
     server
         .request(Some(&bot), Req::post(AUTH).header("X-Trace-Id", "Tr4ce1"))
@@ -85,7 +89,7 @@ async fn access_log_carries_the_trace_id() {
 #[tokio::test(flavor = "current_thread")]
 async fn requests_hyper_refuses_are_logged() {
     let log = capture();
-    let server = TestServer::start().await;
+    let server = TestServer::start(BACKEND).await;
     let mut stream = server.tls(None).await.unwrap();
     write_raw(
         &mut stream,
@@ -121,7 +125,7 @@ async fn requests_hyper_refuses_are_logged() {
 #[tokio::test(flavor = "current_thread")]
 async fn tokens_never_reach_the_log() {
     let log = capture();
-    let server = TestServer::start().await;
+    let server = TestServer::start(BACKEND).await;
     let bot = server.pki.client("bot.user");
     let app = server.pki.client("demo-app");
     let session = server.session_token(&bot).await;

@@ -4,10 +4,32 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::*;
 use hyper::StatusCode;
+use support::*;
+
+route_tests!(
+    bot_ends_its_own_session,
+    ending_one_session_leaves_the_others,
+    bot_may_use_another_certificate_with_its_cn,
+    app_ends_an_obo_session_it_minted,
+    app_ends_its_own_app_session,
+    ending_the_app_session_leaves_its_obo_sessions,
+    app_cannot_end_a_bots_session,
+    bot_cannot_end_another_bots_session,
+    app_cannot_end_another_apps_sessions,
+    only_the_minting_app_ends_an_obo_session,
+    bot_cannot_end_an_app_session,
+    missing_header_is_400,
+    no_certificate_is_401,
+    unknown_common_name_is_403,
+    garbage_token_is_401,
+    key_manager_token_logout_only_on_keyauth,
+    session_token_is_401_on_keyauth_logout,
+    expired_session_logout_is_401,
+    logout_is_effective_at_once_on_open_connections,
+);
 
 /// Asserts a successful logout in the contract's shape.
 fn assert_logged_out(resp: &Resp) {
@@ -19,23 +41,15 @@ fn assert_logged_out(resp: &Resp) {
 }
 
 /// A bot ends its own session: the token is then 401 on sessioninfo and on a second logout.
-#[tokio::test]
-async fn bot_ends_its_own_session() {
-    let server = TestServer::start().await;
+async fn bot_ends_its_own_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
 
     assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&token)).await);
 
-    let message = server
-        .session_info(Some(&token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    assert_eq!(message, "Invalid session");
+    server.assert_dead(&token).await;
     server
         .post(Some(&bot), LOGOUT, Some(&token))
         .await
@@ -43,9 +57,8 @@ async fn bot_ends_its_own_session() {
 }
 
 /// Ending one session leaves the bot's other sessions (and its key-manager token) valid.
-#[tokio::test]
-async fn ending_one_session_leaves_the_others() {
-    let server = TestServer::start().await;
+async fn ending_one_session_leaves_the_others(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let first = server.session_token(&bot).await;
     let second = server.session_token(&bot).await;
@@ -53,51 +66,33 @@ async fn ending_one_session_leaves_the_others() {
 
     assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&first)).await);
 
-    server
-        .session_info(Some(&first))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    server
-        .session_info(Some(&second))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_dead(&first).await;
+    server.assert_live(&second).await;
     // The key-manager token is still alive: it can be logged out once.
     assert_logged_out(&server.post(Some(&bot), KEY_LOGOUT, Some(&km)).await);
     assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&second)).await);
 }
 
 /// The same bot with a different certificate (another key, same CN) may end its session.
-#[tokio::test]
-async fn bot_may_use_another_certificate_with_its_cn() {
-    let server = TestServer::start().await;
+async fn bot_may_use_another_certificate_with_its_cn(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let token = server.session_token(&server.pki.client("bot.user")).await;
     let again = server.pki.client("bot.user");
     assert_logged_out(&server.post(Some(&again), LOGOUT, Some(&token)).await);
 }
 
 /// An app ends an OBO session it minted; its app session and other OBO sessions live on.
-#[tokio::test]
-async fn app_ends_an_obo_session_it_minted() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id("2001"))
-        .await;
+async fn app_ends_an_obo_session_it_minted(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     let other_obo = server
         .obo_token(&app, &app_session, &obo_by_name("alice"))
         .await;
 
     assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&obo)).await);
 
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    server
-        .session_info(Some(&other_obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_dead(&obo).await;
+    server.assert_live(&other_obo).await;
     server
         .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
         .await
@@ -106,9 +101,8 @@ async fn app_ends_an_obo_session_it_minted() {
 
 /// An app ends its own app session; then it cannot mint OBO sessions with it, and logging it
 /// out again is 401.
-#[tokio::test]
-async fn app_ends_its_own_app_session() {
-    let server = TestServer::start().await;
+async fn app_ends_its_own_app_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&app_session)).await);
@@ -123,25 +117,16 @@ async fn app_ends_its_own_app_session() {
 }
 
 /// Ending the app session does not end the OBO sessions minted with it.
-#[tokio::test]
-async fn ending_the_app_session_leaves_its_obo_sessions() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id("2001"))
-        .await;
+async fn ending_the_app_session_leaves_its_obo_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&app_session)).await);
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&obo).await;
 }
 
 /// A bot's token presented with an app's certificate is 403, and stays valid.
-#[tokio::test]
-async fn app_cannot_end_a_bots_session() {
-    let server = TestServer::start().await;
+async fn app_cannot_end_a_bots_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     let app = server.pki.client("demo-app");
@@ -149,16 +134,12 @@ async fn app_cannot_end_a_bots_session() {
         .post(Some(&app), LOGOUT, Some(&token))
         .await
         .assert_error(StatusCode::FORBIDDEN);
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
 }
 
 /// Bot B cannot end bot A's session (403); A's session stays valid and A can end it.
-#[tokio::test]
-async fn bot_cannot_end_another_bots_session() {
-    let server = TestServer::start().await;
+async fn bot_cannot_end_another_bots_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     let admin = server.pki.client("admin.bot");
@@ -171,22 +152,14 @@ async fn bot_cannot_end_another_bots_session() {
         .post(Some(&admin), KEY_LOGOUT, Some(&km))
         .await
         .assert_error(StatusCode::FORBIDDEN);
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
     assert_logged_out(&server.post(Some(&bot), LOGOUT, Some(&token)).await);
 }
 
 /// Another app cannot end an app's OBO session or its app session (403); both stay valid.
-#[tokio::test]
-async fn app_cannot_end_another_apps_sessions() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id("2001"))
-        .await;
+async fn app_cannot_end_another_apps_sessions(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     let other = server.pki.client("other-app");
     for token in [&obo, &app_session] {
         server
@@ -194,10 +167,7 @@ async fn app_cannot_end_another_apps_sessions() {
             .await
             .assert_error(StatusCode::FORBIDDEN);
     }
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&obo).await;
     server
         .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
         .await
@@ -205,14 +175,9 @@ async fn app_cannot_end_another_apps_sessions() {
 }
 
 /// Neither a bot nor the OBO target's own certificate may end an app's OBO session.
-#[tokio::test]
-async fn only_the_minting_app_ends_an_obo_session() {
-    let server = TestServer::start().await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id("2001"))
-        .await;
+async fn only_the_minting_app_ends_an_obo_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let (_, _, obo) = server.demo_app_with_obo().await;
     for cn in ["bot.user", "alice"] {
         let who = server.pki.client(cn);
         server
@@ -220,16 +185,12 @@ async fn only_the_minting_app_ends_an_obo_session() {
             .await
             .assert_error(StatusCode::FORBIDDEN);
     }
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&obo).await;
 }
 
 /// A bot's certificate cannot end an app session (403).
-#[tokio::test]
-async fn bot_cannot_end_an_app_session() {
-    let server = TestServer::start().await;
+async fn bot_cannot_end_an_app_session(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     let bot = server.pki.client("bot.user");
@@ -240,9 +201,8 @@ async fn bot_cannot_end_an_app_session() {
 }
 
 /// Without the sessionToken header: 400, on both logout paths.
-#[tokio::test]
-async fn missing_header_is_400() {
-    let server = TestServer::start().await;
+async fn missing_header_is_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     for path in [LOGOUT, KEY_LOGOUT] {
         server
@@ -253,9 +213,8 @@ async fn missing_header_is_400() {
 }
 
 /// Without a certificate: 401, and the session survives.
-#[tokio::test]
-async fn no_certificate_is_401() {
-    let server = TestServer::start().await;
+async fn no_certificate_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     for path in [LOGOUT, KEY_LOGOUT] {
@@ -264,16 +223,12 @@ async fn no_certificate_is_401() {
             .await
             .assert_error(StatusCode::UNAUTHORIZED);
     }
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
 }
 
 /// A certificate whose CN names no one: 403, and the session survives.
-#[tokio::test]
-async fn unknown_common_name_is_403() {
-    let server = TestServer::start().await;
+async fn unknown_common_name_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     let stranger = server.pki.client("nobody.here");
@@ -281,16 +236,12 @@ async fn unknown_common_name_is_403() {
         .post(Some(&stranger), LOGOUT, Some(&token))
         .await
         .assert_error(StatusCode::FORBIDDEN);
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
 }
 
 /// A garbage or never-issued token: 401.
-#[tokio::test]
-async fn garbage_token_is_401() {
-    let server = TestServer::start().await;
+async fn garbage_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let never_issued = "x".repeat(43);
     for token in ["garbage", never_issued.as_str()] {
@@ -303,9 +254,8 @@ async fn garbage_token_is_401() {
 
 /// A key-manager token is ended on /keyauth/v1/logout, and is 401 on /sessionauth/v1/logout
 /// (where it stays alive).
-#[tokio::test]
-async fn key_manager_token_logout_only_on_keyauth() {
-    let server = TestServer::start().await;
+async fn key_manager_token_logout_only_on_keyauth(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let km = server.token(&bot, KEYAUTH).await;
     server
@@ -320,25 +270,20 @@ async fn key_manager_token_logout_only_on_keyauth() {
 }
 
 /// A session token is 401 on /keyauth/v1/logout (and stays alive).
-#[tokio::test]
-async fn session_token_is_401_on_keyauth_logout() {
-    let server = TestServer::start().await;
+async fn session_token_is_401_on_keyauth_logout(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server
         .post(Some(&bot), KEY_LOGOUT, Some(&token))
         .await
         .assert_error(StatusCode::UNAUTHORIZED);
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
 }
 
 /// An expired session cannot be logged out (401).
-#[tokio::test]
-async fn expired_session_logout_is_401() {
-    let server = TestServer::start_with(Options::default().session_lifetime("10m")).await;
+async fn expired_session_logout_is_401(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("10m")).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server.advance(std::time::Duration::from_secs(600));
@@ -349,9 +294,8 @@ async fn expired_session_logout_is_401() {
 }
 
 /// A logout on one connection is seen at once by a request on another, already-open one.
-#[tokio::test]
-async fn logout_is_effective_at_once_on_open_connections() {
-    let server = TestServer::start().await;
+async fn logout_is_effective_at_once_on_open_connections(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     let mut reader = server.connect(None).await.unwrap();

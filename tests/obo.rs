@@ -4,23 +4,47 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
-use common::*;
 use hyper::StatusCode;
+use support::*;
+
+route_tests!(
+    obo_by_user_id_succeeds,
+    obo_by_username_succeeds,
+    sessioninfo_of_obo_session_is_the_target_user,
+    obo_without_certificate_is_401,
+    obo_with_bot_certificate_is_403,
+    obo_without_app_session_header_is_400,
+    obo_with_garbage_token_is_401,
+    obo_with_bot_session_is_401,
+    obo_with_obo_session_is_401,
+    obo_with_another_apps_session_is_403,
+    app_without_obo_permission_is_403,
+    user_who_did_not_install_the_app_is_403,
+    obo_for_service_user_is_403,
+    unknown_user_id_is_404,
+    unknown_username_is_404,
+    percent_encoded_username_is_decoded,
+    inactive_user_is_403,
+    non_integer_uid_is_400,
+    logged_out_app_session_cannot_mint,
+    obo_session_expires,
+    obo_session_ends_with_its_app_session,
+    checks_run_in_the_documented_order,
+);
 
 /// Starts a server and returns it with demo-app's certificate and app session.
-async fn demo_app() -> (TestServer, Identity, String) {
-    let server = TestServer::start().await;
+async fn demo_app(backend: Backend) -> (TestServer, Identity, String) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     (server, app, app_session)
 }
 
 /// By user id: 200 `{"sessionToken": "<43 chars>"}` and nothing else, as JSON.
-#[tokio::test]
-async fn obo_by_user_id_succeeds() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_by_user_id_succeeds(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     let resp = server
         .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
         .await;
@@ -34,9 +58,8 @@ async fn obo_by_user_id_succeeds() {
 }
 
 /// By username: same shape, and each call mints a new session.
-#[tokio::test]
-async fn obo_by_username_succeeds() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_by_username_succeeds(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     let resp = server
         .post(Some(&app), &obo_by_name("alice"), Some(&app_session))
         .await;
@@ -53,9 +76,8 @@ async fn obo_by_username_succeeds() {
 }
 
 /// The OBO session's sessioninfo is the target user (alice), not the app; by id and by name.
-#[tokio::test]
-async fn sessioninfo_of_obo_session_is_the_target_user() {
-    let (server, app, app_session) = demo_app().await;
+async fn sessioninfo_of_obo_session_is_the_target_user(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for path in [obo_by_id("2001"), obo_by_name("alice")] {
         let obo = server.obo_token(&app, &app_session, &path).await;
         let resp = server.session_info(Some(&obo)).await;
@@ -68,9 +90,8 @@ async fn sessioninfo_of_obo_session_is_the_target_user() {
 }
 
 /// Without a certificate: 401, even with a valid app session in the header.
-#[tokio::test]
-async fn obo_without_certificate_is_401() {
-    let (server, _app, app_session) = demo_app().await;
+async fn obo_without_certificate_is_401(backend: Backend) {
+    let (server, _app, app_session) = demo_app(backend).await;
     server
         .post(None, &obo_by_id("2001"), Some(&app_session))
         .await
@@ -78,9 +99,8 @@ async fn obo_without_certificate_is_401() {
 }
 
 /// A certificate that is not an app (a bot) is 403, even with a valid app session.
-#[tokio::test]
-async fn obo_with_bot_certificate_is_403() {
-    let (server, _app, app_session) = demo_app().await;
+async fn obo_with_bot_certificate_is_403(backend: Backend) {
+    let (server, _app, app_session) = demo_app(backend).await;
     let bot = server.pki.client("bot.user");
     server
         .post(Some(&bot), &obo_by_id("2001"), Some(&app_session))
@@ -89,9 +109,8 @@ async fn obo_with_bot_certificate_is_403() {
 }
 
 /// Without the app session header: 400; with it: 200.
-#[tokio::test]
-async fn obo_without_app_session_header_is_400() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_without_app_session_header_is_400(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for path in [obo_by_id("2001"), obo_by_name("alice")] {
         server
             .post(Some(&app), &path, None)
@@ -105,9 +124,8 @@ async fn obo_without_app_session_header_is_400() {
 }
 
 /// A garbage token (wrong shape, or right shape but never issued) is 401 "Invalid session".
-#[tokio::test]
-async fn obo_with_garbage_token_is_401() {
-    let (server, app, _app_session) = demo_app().await;
+async fn obo_with_garbage_token_is_401(backend: Backend) {
+    let (server, app, _app_session) = demo_app(backend).await;
     let never_issued = "A".repeat(43);
     for token in ["garbage", never_issued.as_str()] {
         let message = server
@@ -119,9 +137,8 @@ async fn obo_with_garbage_token_is_401() {
 }
 
 /// A bot's session (or key-manager token) is not an app session: 401.
-#[tokio::test]
-async fn obo_with_bot_session_is_401() {
-    let (server, app, _app_session) = demo_app().await;
+async fn obo_with_bot_session_is_401(backend: Backend) {
+    let (server, app, _app_session) = demo_app(backend).await;
     let bot = server.pki.client("bot.user");
     let bot_session = server.session_token(&bot).await;
     server
@@ -136,9 +153,8 @@ async fn obo_with_bot_session_is_401() {
 }
 
 /// An OBO session is not an app session either: it cannot mint further OBO sessions (401).
-#[tokio::test]
-async fn obo_with_obo_session_is_401() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_with_obo_session_is_401(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     let obo = server
         .obo_token(&app, &app_session, &obo_by_id("2001"))
         .await;
@@ -149,9 +165,8 @@ async fn obo_with_obo_session_is_401() {
 }
 
 /// Another app's app session with this app's certificate: 403 (and each app's own works).
-#[tokio::test]
-async fn obo_with_another_apps_session_is_403() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_with_another_apps_session_is_403(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     let other = server.pki.client("other-app");
     let other_session = server.app_token(&other).await;
     server
@@ -169,9 +184,8 @@ async fn obo_with_another_apps_session_is_403() {
 }
 
 /// An app without allowOnBehalfOf is 403, even for a user who installed it.
-#[tokio::test]
-async fn app_without_obo_permission_is_403() {
-    let server = TestServer::start().await;
+async fn app_without_obo_permission_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let no_obo = server.pki.client("no-obo-app");
     let session = server.app_token(&no_obo).await;
     for path in [obo_by_id("2001"), obo_by_name("alice")] {
@@ -184,9 +198,8 @@ async fn app_without_obo_permission_is_403() {
 
 /// A user who did not install the app is 403 (bob installed nothing; alice did not install
 /// other-app), by id and by name.
-#[tokio::test]
-async fn user_who_did_not_install_the_app_is_403() {
-    let (server, app, app_session) = demo_app().await;
+async fn user_who_did_not_install_the_app_is_403(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for path in [obo_by_id("2002"), obo_by_name("bob")] {
         server
             .post(Some(&app), &path, Some(&app_session))
@@ -202,9 +215,8 @@ async fn user_who_did_not_install_the_app_is_403() {
 }
 
 /// OBO for a service user who did not install the app is refused too (403).
-#[tokio::test]
-async fn obo_for_service_user_is_403() {
-    let (server, app, app_session) = demo_app().await;
+async fn obo_for_service_user_is_403(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     server
         .post(Some(&app), &obo_by_id("1001"), Some(&app_session))
         .await
@@ -212,9 +224,8 @@ async fn obo_for_service_user_is_403() {
 }
 
 /// An unknown user id is 404 "User id not found".
-#[tokio::test]
-async fn unknown_user_id_is_404() {
-    let (server, app, app_session) = demo_app().await;
+async fn unknown_user_id_is_404(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for uid in ["9999", "-1", "0"] {
         let message = server
             .post(Some(&app), &obo_by_id(uid), Some(&app_session))
@@ -225,9 +236,8 @@ async fn unknown_user_id_is_404() {
 }
 
 /// An unknown username is 404 "Username not found"; an app id is not a username.
-#[tokio::test]
-async fn unknown_username_is_404() {
-    let (server, app, app_session) = demo_app().await;
+async fn unknown_username_is_404(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for name in ["nobody", "demo-app", "ALICE"] {
         let message = server
             .post(Some(&app), &obo_by_name(name), Some(&app_session))
@@ -238,9 +248,8 @@ async fn unknown_username_is_404() {
 }
 
 /// A percent-encoded username is decoded before the lookup.
-#[tokio::test]
-async fn percent_encoded_username_is_decoded() {
-    let (server, app, app_session) = demo_app().await;
+async fn percent_encoded_username_is_decoded(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     server
         .post(Some(&app), &obo_by_name("%61lice"), Some(&app_session))
         .await
@@ -248,9 +257,8 @@ async fn percent_encoded_username_is_decoded() {
 }
 
 /// An inactive user who installed the app is 403, by id and by name.
-#[tokio::test]
-async fn inactive_user_is_403() {
-    let (server, app, app_session) = demo_app().await;
+async fn inactive_user_is_403(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for path in [obo_by_id("2003"), obo_by_name("carol")] {
         server
             .post(Some(&app), &path, Some(&app_session))
@@ -260,9 +268,8 @@ async fn inactive_user_is_403() {
 }
 
 /// A uid that is not an integer is 400; an integer one is not.
-#[tokio::test]
-async fn non_integer_uid_is_400() {
-    let (server, app, app_session) = demo_app().await;
+async fn non_integer_uid_is_400(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     for uid in ["abc", "2001x", "1.5", "99999999999999999999"] {
         server
             .post(Some(&app), &obo_by_id(uid), Some(&app_session))
@@ -276,9 +283,8 @@ async fn non_integer_uid_is_400() {
 }
 
 /// A logged-out app session can no longer mint OBO sessions (401).
-#[tokio::test]
-async fn logged_out_app_session_cannot_mint() {
-    let (server, app, app_session) = demo_app().await;
+async fn logged_out_app_session_cannot_mint(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     server
         .post(Some(&app), LOGOUT, Some(&app_session))
         .await
@@ -290,24 +296,13 @@ async fn logged_out_app_session_cannot_mint() {
 }
 
 /// An OBO session expires with the configured lifetime like any other session.
-#[tokio::test]
-async fn obo_session_expires() {
-    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
-    let app = server.pki.client("demo-app");
-    let app_session = server.app_token(&app).await;
-    let obo = server
-        .obo_token(&app, &app_session, &obo_by_id("2001"))
-        .await;
+async fn obo_session_expires(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("1h")).await;
+    let (app, app_session, obo) = server.demo_app_with_obo().await;
     server.advance(std::time::Duration::from_secs(3599));
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&obo).await;
     server.advance(std::time::Duration::from_secs(2));
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
+    server.assert_dead(&obo).await;
     // The app session expired at the same moment.
     server
         .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
@@ -318,9 +313,8 @@ async fn obo_session_expires() {
 /// An on-behalf-of session ends when the app session that minted it ends, on the certificate
 /// path and on the RSA path (where no certificate caps it), even when minted late in the app
 /// session's life.
-#[tokio::test]
-async fn obo_session_ends_with_its_app_session() {
-    let server = TestServer::start_with(Options::default().session_lifetime("1h")).await;
+async fn obo_session_ends_with_its_app_session(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("1h")).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     server.advance(std::time::Duration::from_secs(1800));
@@ -337,25 +331,18 @@ async fn obo_session_ends_with_its_app_session() {
     let by_rsa_path = resp.json()["token"].as_str().unwrap().to_owned();
     server.advance(std::time::Duration::from_secs(1799));
     for obo in [&by_certificate, &by_rsa_path] {
-        server
-            .session_info(Some(obo))
-            .await
-            .assert_status(StatusCode::OK);
+        server.assert_live(obo).await;
     }
     server.advance(std::time::Duration::from_secs(2));
     for obo in [&by_certificate, &by_rsa_path] {
-        server
-            .session_info(Some(obo))
-            .await
-            .assert_error(StatusCode::UNAUTHORIZED);
+        server.assert_dead(obo).await;
     }
 }
 
 /// The checks run in the documented order: certificate, app, header, token, token kind,
 /// permission, uid syntax, user. Each request below fails two checks; the earlier one decides.
-#[tokio::test]
-async fn checks_run_in_the_documented_order() {
-    let (server, app, app_session) = demo_app().await;
+async fn checks_run_in_the_documented_order(backend: Backend) {
+    let (server, app, app_session) = demo_app(backend).await;
     let bot = server.pki.client("bot.user");
     let no_obo = server.pki.client("no-obo-app");
     let no_obo_session = server.app_token(&no_obo).await;

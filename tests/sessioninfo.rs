@@ -5,13 +5,29 @@
 // Test code: a failed unwrap is a test failure with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
+mod support;
 
 use std::time::Duration;
 
-use common::*;
 use hyper::StatusCode;
-use sessionauth::pki::Validity;
+use support::*;
+
+route_tests!(
+    bot_session_answers_user_v2,
+    structured_fields_keep_their_types,
+    sessioninfo_with_a_certificate_on_the_connection,
+    missing_header_is_401,
+    garbage_token_is_401,
+    non_ascii_token_is_401,
+    key_manager_token_is_401,
+    app_session_is_403,
+    session_expires_after_its_lifetime,
+    default_lifetime_is_24_hours,
+    session_is_capped_by_certificate_not_after,
+    app_and_obo_sessions_are_capped_by_certificate,
+    logged_out_session_is_401,
+    token_from_another_server_is_401,
+);
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -39,9 +55,8 @@ const USER_V2_FIELDS: &[&str] = &[
 
 /// A bot's session answers its UserV2: integer id, strict types, no nulls, no private fields;
 /// no certificate is needed on the connection.
-#[tokio::test]
-async fn bot_session_answers_user_v2() {
-    let server = TestServer::start().await;
+async fn bot_session_answers_user_v2(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     let resp = server.session_info(Some(&token)).await;
@@ -63,9 +78,8 @@ async fn bot_session_answers_user_v2() {
 
 /// Optional structured fields keep their types: avatars an array of {size,url}, userMetadata an
 /// object of objects (alice, through an OBO session).
-#[tokio::test]
-async fn structured_fields_keep_their_types() {
-    let server = TestServer::start().await;
+async fn structured_fields_keep_their_types(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     let obo = server
@@ -82,9 +96,8 @@ async fn structured_fields_keep_their_types() {
 }
 
 /// The same sessioninfo works on a connection that presents a certificate.
-#[tokio::test]
-async fn sessioninfo_with_a_certificate_on_the_connection() {
-    let server = TestServer::start().await;
+async fn sessioninfo_with_a_certificate_on_the_connection(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server
@@ -94,9 +107,8 @@ async fn sessioninfo_with_a_certificate_on_the_connection() {
 }
 
 /// Without the header: 401 "Invalid session".
-#[tokio::test]
-async fn missing_header_is_401() {
-    let server = TestServer::start().await;
+async fn missing_header_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let message = server
         .session_info(None)
         .await
@@ -105,9 +117,8 @@ async fn missing_header_is_401() {
 }
 
 /// Garbage tokens (wrong shape, never issued, non-ASCII, a near miss of a real one) are 401.
-#[tokio::test]
-async fn garbage_token_is_401() {
-    let server = TestServer::start().await;
+async fn garbage_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let real = server.session_token(&bot).await;
     let mut near_miss = real.clone();
@@ -128,16 +139,12 @@ async fn garbage_token_is_401() {
             .assert_error(StatusCode::UNAUTHORIZED);
         assert_eq!(message, "Invalid session", "token {token:?}");
     }
-    server
-        .session_info(Some(&real))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&real).await;
 }
 
 /// A header value with bytes that are not visible ASCII is a bad token (401), not a 400/500.
-#[tokio::test]
-async fn non_ascii_token_is_401() {
-    let server = TestServer::start().await;
+async fn non_ascii_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let mut stream = server.tls(None).await.unwrap();
     write_raw(
         &mut stream,
@@ -154,22 +161,16 @@ async fn non_ascii_token_is_401() {
 }
 
 /// A key-manager token is not a session: 401 "Invalid session".
-#[tokio::test]
-async fn key_manager_token_is_401() {
-    let server = TestServer::start().await;
+async fn key_manager_token_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let km = server.token(&bot, KEYAUTH).await;
-    let message = server
-        .session_info(Some(&km))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    assert_eq!(message, "Invalid session");
+    server.assert_dead(&km).await;
 }
 
 /// An app's own session has no user: 403 (while its OBO session answers 200).
-#[tokio::test]
-async fn app_session_is_403() {
-    let server = TestServer::start().await;
+async fn app_session_is_403(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let app = server.pki.client("demo-app");
     let app_session = server.app_token(&app).await;
     server
@@ -179,111 +180,66 @@ async fn app_session_is_403() {
     let obo = server
         .obo_token(&app, &app_session, &obo_by_id("2001"))
         .await;
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&obo).await;
 }
 
 /// A session is valid until session_lifetime has passed on the clock, then 401.
-#[tokio::test]
-async fn session_expires_after_its_lifetime() {
-    let server = TestServer::start_with(Options::default().session_lifetime("2h")).await;
+async fn session_expires_after_its_lifetime(backend: Backend) {
+    let server = TestServer::start_with(backend, Options::default().session_lifetime("2h")).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server.advance(2 * HOUR - Duration::from_secs(1));
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
     server.advance(Duration::from_secs(1));
-    let message = server
-        .session_info(Some(&token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    assert_eq!(message, "Invalid session");
+    server.assert_dead(&token).await;
     // A session minted now is fresh and lives again.
     let fresh = server.session_token(&bot).await;
-    server
-        .session_info(Some(&fresh))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&fresh).await;
 }
 
 /// The default lifetime is 24 hours.
-#[tokio::test]
-async fn default_lifetime_is_24_hours() {
-    let server = TestServer::start().await;
+async fn default_lifetime_is_24_hours(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server.advance(24 * HOUR - Duration::from_secs(1));
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&token).await;
     server.advance(Duration::from_secs(1));
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
+    server.assert_dead(&token).await;
 }
 
 /// A session never outlives the client certificate it was made with: a 1-hour certificate's
 /// session is dead after 2 hours while a long-lived certificate's session (same lifetime, 24h)
 /// is still valid.
-#[tokio::test]
-async fn session_is_capped_by_certificate_not_after() {
-    let server = TestServer::start().await;
-    let now = time::OffsetDateTime::now_utc();
-    let short = server.pki.client_valid(
-        "bot.user",
-        Validity {
-            not_before: now - Duration::from_secs(300),
-            not_after: now + HOUR,
-        },
-    );
+async fn session_is_capped_by_certificate_not_after(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let short = server
+        .pki
+        .client_valid("bot.user", Validity::for_the_next(HOUR));
     let long = server.pki.client("bot.user");
     let short_token = server.session_token(&short).await;
     let long_token = server.session_token(&long).await;
     server.advance(HOUR - Duration::from_secs(120));
-    server
-        .session_info(Some(&short_token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_live(&short_token).await;
 
     server.advance(HOUR + Duration::from_secs(120));
 
-    server
-        .session_info(Some(&short_token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
-    server
-        .session_info(Some(&long_token))
-        .await
-        .assert_status(StatusCode::OK);
+    server.assert_dead(&short_token).await;
+    server.assert_live(&long_token).await;
 }
 
 /// The certificate cap applies to app and OBO sessions too.
-#[tokio::test]
-async fn app_and_obo_sessions_are_capped_by_certificate() {
-    let server = TestServer::start().await;
-    let now = time::OffsetDateTime::now_utc();
-    let short = server.pki.client_valid(
-        "demo-app",
-        Validity {
-            not_before: now - Duration::from_secs(300),
-            not_after: now + HOUR,
-        },
-    );
+async fn app_and_obo_sessions_are_capped_by_certificate(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let short = server
+        .pki
+        .client_valid("demo-app", Validity::for_the_next(HOUR));
     let app_session = server.app_token(&short).await;
     let obo = server
         .obo_token(&short, &app_session, &obo_by_id("2001"))
         .await;
     server.advance(2 * HOUR);
-    server
-        .session_info(Some(&obo))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
+    server.assert_dead(&obo).await;
     let long = server.pki.client("demo-app");
     server
         .post(Some(&long), &obo_by_id("2001"), Some(&app_session))
@@ -292,26 +248,21 @@ async fn app_and_obo_sessions_are_capped_by_certificate() {
 }
 
 /// A logged-out session is 401 on sessioninfo.
-#[tokio::test]
-async fn logged_out_session_is_401() {
-    let server = TestServer::start().await;
+async fn logged_out_session_is_401(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     server
         .post(Some(&bot), LOGOUT, Some(&token))
         .await
         .assert_status(StatusCode::OK);
-    server
-        .session_info(Some(&token))
-        .await
-        .assert_error(StatusCode::UNAUTHORIZED);
+    server.assert_dead(&token).await;
 }
 
 /// Sessions of different servers are unrelated: a token from one is 401 on another.
-#[tokio::test]
-async fn token_from_another_server_is_401() {
-    let one = TestServer::start().await;
-    let two = TestServer::start().await;
+async fn token_from_another_server_is_401(backend: Backend) {
+    let one = TestServer::start(backend).await;
+    let two = TestServer::start(backend).await;
     let token = one.session_token(&one.pki.client("bot.user")).await;
     two.session_info(Some(&token))
         .await

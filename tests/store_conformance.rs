@@ -1,12 +1,14 @@
 //! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
 //! database in a temporary folder) and Redis.
 //!
-//! The Redis cases read the server's URL from `SESSIONAUTH_TEST_REDIS_URL` (for example
-//! `redis://127.0.0.1:6379/15`); each case writes under its own random key prefix and deletes
-//! its keys afterwards. Without the variable they print a `SKIPPED` line and pass.
+//! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`): they are
+//! ignored unless the ignored tests are included, and then fail without Redis. Each case writes
+//! under its own random key prefix and deletes its keys afterwards.
 
 // A failed expectation in a test is a panic, in helpers too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,13 +21,12 @@ use sessionauth::store::{
     Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, SessionStore, StoreError,
 };
 
+use sessionauth::token::{SessionToken, TokenHash};
+use support::redis::TestRedis;
+
 /// A backend under test: the server's trait plus the count the checks read.
 trait Backend: SessionStore + Census {}
 impl<T: SessionStore + Census> Backend for T {}
-use sessionauth::token::{SessionToken, TokenHash};
-
-/// The environment variable that names the Redis server for tests.
-const REDIS_ENV: &str = "SESSIONAUTH_TEST_REDIS_URL";
 
 // ---------------------------------------------------------------------------------------------
 // The cases
@@ -331,11 +332,13 @@ macro_rules! conformance {
         mod redis {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
                 async fn $case() {
-                    let Some(redis) = super::TestRedis::new(stringify!($case)) else {
-                        return;
-                    };
-                    super::$case(redis.store.clone()).await;
+                    let redis = super::TestRedis::new();
+                    let url = super::RedisUrl::parse(&redis.url)
+                        .expect("SESSIONAUTH_TEST_REDIS_URL is not a Redis URL");
+                    let store = super::RedisStore::open(&url, &redis.prefix).unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
         }
@@ -386,65 +389,9 @@ fn embedded_store_refuses_a_second_opener() {
     assert!(second.contains("sessions.db"), "{second}");
 }
 
-/// A Redis store for one test case: a random key prefix, deleted when the case ends (also when
-/// it fails).
-struct TestRedis {
-    store: Arc<dyn Backend>,
-    url: String,
-    prefix: String,
-}
-
-impl TestRedis {
-    fn new(case: &str) -> Option<Self> {
-        let Ok(url) = std::env::var(REDIS_ENV) else {
-            skipped(case);
-            return None;
-        };
-        let prefix = format!(
-            "sessionauth-test:{}:",
-            &SessionToken::generate().unwrap().expose()[..12]
-        );
-        let parsed = RedisUrl::parse(&url).expect("SESSIONAUTH_TEST_REDIS_URL is not a Redis URL");
-        let store = RedisStore::open(&parsed, &prefix).unwrap();
-        Some(Self {
-            store: Arc::new(store),
-            url,
-            prefix,
-        })
-    }
-}
-
-impl Drop for TestRedis {
-    fn drop(&mut self) {
-        let Ok(client) = ::redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut conn) = client.get_connection() else {
-            return;
-        };
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query(&mut conn)
-            .unwrap_or_default();
-        if !keys.is_empty() {
-            let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// Says a Redis case was skipped, on the real stderr (not the test harness's captured output),
-/// so that a plain `cargo test` shows it.
-fn skipped(case: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: redis::{case}: set {REDIS_ENV} (e.g. redis://127.0.0.1:6379/15) to run it"
-    );
-}
 
 const HOUR: Duration = Duration::from_secs(3600);
 

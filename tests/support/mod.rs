@@ -1,0 +1,159 @@
+//! The one integration-test harness. Every test file starts with `mod support;` and uses:
+//!
+//! | file | what |
+//! |---|---|
+//! | `pki.rs` | the test PKI, made at test time with rcgen (no vendored keys): a trusted CA, a foreign CA nobody trusts, a second trusted CA for odd subjects |
+//! | `client.rs` | the one TLS + HTTP/1.1 client (tokio-rustls + hyper), bounded on connect, handshake, send and read; raw-stream helpers; response assertions |
+//! | `server.rs` | [`Site`] (a folder with the PKI, the configuration and a session store) and [`TestServer`] (the real server in-process on `127.0.0.1:0`, `sessionauth::server::run` with a `ManualClock`) |
+//! | `node.rs` | the built `sessionauth` binary: run to completion, or serve as a [`node::Node`] that can be SIGTERMed or SIGKILLed |
+//! | `redis.rs` | the Redis the tests may use ([`redis::TestRedis`]): its URL, a random key prefix per test, cleaned up afterwards |
+//! | `rsa.rs` | RSA keys made at test time, JWTs signed with *ring*, the RSA test directory |
+//!
+//! The store is chosen through the configuration text only (`store = "memory"`, `store =
+//! "embedded"` with `data_dir`, `store = "redis://…"` with `redis_prefix`), see [`Backend`].
+//! An embedded store keeps its data on tmpfs (`/dev/shm`) where there is one: a fresh database
+//! costs about a hundred fsyncs, which on a busy disk made the embedded suites several times
+//! slower than the others; `crash.rs`, which is about what the files hold, keeps its data on
+//! disk.
+//! [`route_tests!`] runs a suite of `async fn case(backend: Backend)` once per backend, the way
+//! tower-sessions runs its route tests.
+//!
+//! Nothing here sleeps: time is moved with the server's `ManualClock`, and every network wait is
+//! bounded by [`WAIT`].
+//!
+//! # Redis
+//!
+//! The Redis tests (the `redis::` variants made by [`route_tests!`], the Redis cases of
+//! `store_conformance.rs`, and `cluster.rs`) are marked `#[ignore = "needs
+//! SESSIONAUTH_TEST_REDIS_URL"]`, so a plain `cargo test` on a machine without Redis passes and
+//! reports them as *ignored*, never as passed. To run them, name a Redis and include the
+//! ignored tests:
+//!
+//! ```text
+//! SESSIONAUTH_TEST_REDIS_URL=redis://127.0.0.1:6379/15 cargo test -- --include-ignored
+//! ```
+//!
+//! which is what `.ci/run` runs. A Redis test that runs without the variable, or cannot reach
+//! the Redis it names, fails (under CI, `CI=true`, and elsewhere alike): it never passes without
+//! having talked to Redis. Each test writes under its own random key prefix
+//! (`sessionauth-test:<random>:`) and deletes its keys when it ends, failed or not.
+
+// Each test file compiles this module on its own and uses only part of it; `pub` here means
+// "for the test files". A failed setup step panics with its cause: that is a test failure.
+#![allow(
+    dead_code,
+    unused_imports,
+    unused_macros,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
+
+pub mod client;
+pub mod node;
+pub mod pki;
+pub mod redis;
+pub mod rsa;
+pub mod server;
+
+use std::time::Duration;
+
+pub use client::*;
+pub use pki::*;
+pub use server::*;
+
+/// The longest any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// The session store a server under test uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `store = "memory"`.
+    Memory,
+    /// `store = "embedded"`, `data_dir` in the test's temporary folder.
+    Embedded,
+    /// `store = "<SESSIONAUTH_TEST_REDIS_URL>"`, `redis_prefix` random per test.
+    Redis,
+}
+
+/// Runs each named `async fn case(backend: Backend)` once per backend: generates `mod memory`,
+/// `mod embedded` and `mod redis`, each with one `#[tokio::test] async fn case()`. The Redis
+/// variants are ignored unless the ignored tests are included (see the module documentation).
+macro_rules! route_tests {
+    ($($case:ident),* $(,)?) => {
+        /// The suite against the in-memory store.
+        mod memory {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on the memory store.")]
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Memory).await;
+                }
+            )*
+        }
+        /// The suite against the embedded store (a data directory in the test's folder).
+        mod embedded {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on the embedded store.")]
+                #[tokio::test]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Embedded).await;
+                }
+            )*
+        }
+        /// The suite against Redis (`SESSIONAUTH_TEST_REDIS_URL`, a random key prefix).
+        mod redis {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on Redis.")]
+                #[tokio::test]
+                #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Redis).await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use route_tests;
+
+/// The 403 message Symphony sends for a certificate that names no one allowed.
+pub const CERT_NOT_ALLOWED: &str =
+    "Forbidden: Certificate authentication is not allowed for the requested user.";
+
+/// `POST`: a service user's session by certificate.
+pub const AUTH: &str = "/sessionauth/v1/authenticate";
+/// `POST`: the same, on the older alias path.
+pub const AUTH_ALIAS: &str = "/session/authenticate";
+/// `POST`: a key-manager token by certificate.
+pub const KEYAUTH: &str = "/keyauth/v1/authenticate";
+/// `POST`: an app session by certificate.
+pub const APP_AUTH: &str = "/sessionauth/v1/app/authenticate";
+/// `POST`: ends a session.
+pub const LOGOUT: &str = "/sessionauth/v1/logout";
+/// `POST`: ends a key-manager token.
+pub const KEY_LOGOUT: &str = "/keyauth/v1/logout";
+/// `GET`: the session owner's UserV2.
+pub const SESSIONINFO: &str = "/pod/v2/sessioninfo";
+/// `POST`: a service user's session by RSA JWT.
+pub const RSA_LOGIN: &str = "/login/pubkey/authenticate";
+/// `POST`: a key-manager token by RSA JWT.
+pub const RSA_RELAY: &str = "/relay/pubkey/authenticate";
+/// `POST`: an app session by RSA JWT.
+pub const RSA_APP: &str = "/login/pubkey/app/authenticate";
+
+/// The on-behalf-of path by user id.
+pub fn obo_by_id(uid: &str) -> String {
+    format!("/sessionauth/v1/app/user/{uid}/authenticate")
+}
+
+/// The on-behalf-of path by username.
+pub fn obo_by_name(username: &str) -> String {
+    format!("/sessionauth/v1/app/username/{username}/authenticate")
+}
+
+/// Writes a line to the process's stderr, past the test harness's capture, so that a plain
+/// `cargo test` shows it.
+pub fn say(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
