@@ -231,6 +231,7 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
                         expires: now.saturating_add(Duration::from_secs(24 * 3600)),
                         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                         user_agent: Some("store_bench fill".into()),
+                        credential: None,
                     };
                     store
                         .insert(SessionToken::generate()?.hash(), session)

@@ -11,6 +11,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::Millis;
+use crate::session::CredentialId;
 
 /// What the client proved about itself at the TLS layer.
 #[derive(Debug, Clone)]
@@ -28,6 +29,7 @@ pub enum PeerIdentity {
 pub struct CertIdentity {
     cn: String,
     not_after: Millis,
+    credential: CredentialId,
 }
 
 impl CertIdentity {
@@ -40,6 +42,12 @@ impl CertIdentity {
     pub(crate) fn not_after(&self) -> Millis {
         self.not_after
     }
+
+    /// The certificate's issuer and serial number as a [`CredentialId`]: what a CRL entry
+    /// names, recorded with every session the certificate mints.
+    pub(crate) fn credential(&self) -> CredentialId {
+        self.credential
+    }
 }
 
 impl fmt::Debug for CertIdentity {
@@ -47,6 +55,7 @@ impl fmt::Debug for CertIdentity {
         f.debug_struct("CertIdentity")
             .field("cn", &self.cn)
             .field("not_after", &self.not_after)
+            .field("credential", &self.credential)
             .finish()
     }
 }
@@ -102,9 +111,11 @@ impl CertIdentity {
             return Err(IdentityError::NoCommonName);
         }
         let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
+        let credential = CredentialId::certificate(cert.issuer().as_raw(), cert.raw_serial());
         Ok(Self {
             cn: cn.to_owned(),
             not_after,
+            credential,
         })
     }
 }

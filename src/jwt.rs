@@ -20,6 +20,7 @@ use base64::Engine as _;
 
 use crate::clock::Millis;
 use crate::directory::RegisteredKeys;
+use crate::rsakey::RsaPublicKey;
 
 /// How far ahead `exp` may be.
 const MAX_AHEAD: Duration = Duration::from_secs(300);
@@ -167,18 +168,14 @@ impl<'t> Assertion<'t> {
         &self.subject
     }
 
-    /// Checks the signature with the subject's current key, then its previous one.
-    pub(crate) fn verify(self, keys: &RegisteredKeys) -> Result<(), JwtError> {
+    /// Checks the signature with the subject's current key, then its previous one; returns the
+    /// key that verified it.
+    pub(crate) fn verify(self, keys: &RegisteredKeys) -> Result<&RsaPublicKey, JwtError> {
         let params = self.alg.ring_params();
         let input = self.signing_input.as_bytes();
-        if keys
-            .iter()
-            .any(|key| key.verify(params, input, &self.signature))
-        {
-            Ok(())
-        } else {
-            Err(JwtError::BadSignature)
-        }
+        keys.iter()
+            .find(|key| key.verify(params, input, &self.signature))
+            .ok_or(JwtError::BadSignature)
     }
 }
 

@@ -17,6 +17,7 @@ use support::*;
 
 route_tests!(
     list_describes_each_session_of_the_user,
+    listing_is_paginated,
     answers_never_contain_a_token,
     obo_sessions_are_listed_under_their_user,
     expired_sessions_are_not_listed,
@@ -120,9 +121,14 @@ async fn listed(server: &TestServer, admin: &str, uid: &str) -> Vec<Value> {
     resp.assert_status(StatusCode::OK);
     resp.assert_json_content_type();
     let body = resp.json();
-    assert_keys(&body, &["sessions", "count"]);
+    assert_keys(&body, &["sessions", "count", "total", "skip", "limit"]);
     let sessions = body["sessions"].as_array().expect("sessions array").clone();
     assert_eq!(body["count"], sessions.len(), "{body}");
+    assert_eq!(
+        body["total"],
+        sessions.len(),
+        "one page holds them all: {body}"
+    );
     sessions
 }
 
@@ -131,8 +137,16 @@ async fn session_ids(server: &TestServer, admin: &str, uid: &str) -> Vec<i64> {
     listed(server, admin, uid)
         .await
         .iter()
-        .map(|s| s["sessionId"].as_i64().expect("integer sessionId"))
+        .map(sid_of)
         .collect()
+}
+
+/// A listed session's `sessionId`: a decimal string (the BDK's `V1Session.session_id` is a
+/// strict string, and jq rounds a 64-bit number), read as the integer it spells.
+fn sid_of(s: &Value) -> i64 {
+    let text = s["sessionId"].as_str().expect("sessionId is a string");
+    assert!(text.bytes().all(|b| b.is_ascii_digit()), "{s}");
+    text.parse().expect("sessionId is a decimal integer")
 }
 
 /// `POST path` with no certificate and the caller's token.
@@ -215,6 +229,42 @@ const ADMIN_DIRECTORY: &str = r#"
 // Listing
 // ---------------------------------------------------------------------------------------------
 
+/// A listing is one page: `limit` sessions after the first `skip`, oldest first, with the
+/// total; a limit past the cap, a negative or non-numeric value, or one given twice is 400.
+async fn listing_is_paginated(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let admin = admin_token(&server).await;
+    let bot = server.pki.client(BOT);
+    for _ in 0..5 {
+        server.session_token(&bot).await;
+    }
+    let all = session_ids(&server, &admin, BOT_UID).await;
+    assert_eq!(all.len(), 5);
+    let page = |q: &'static str| {
+        let path = format!("{}?{q}", sessions_path(BOT_UID));
+        let server = &server;
+        let admin = admin.clone();
+        async move { server.request(None, Req::get(&path).token(&admin)).await }
+    };
+    let resp = page("skip=1&limit=2").await;
+    resp.assert_status(StatusCode::OK);
+    let body = resp.json();
+    assert_eq!(body["count"], 2, "{body}");
+    assert_eq!(body["total"], 5, "{body}");
+    let ids: Vec<i64> = body["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(sid_of)
+        .collect();
+    assert_eq!(ids, all[1..3]);
+    let resp = page("skip=9").await;
+    assert_eq!(resp.json()["count"], 0);
+    for bad in ["limit=1001", "limit=-1", "skip=x", "limit=1&limit=2"] {
+        page(bad).await.assert_error(StatusCode::BAD_REQUEST);
+    }
+}
+
 /// The list describes each of bot.user's sessions (own and key-manager) with integer ids and
 /// times, its lifetime in ms, the client IP, the User-Agent when one was sent, and its kind,
 /// oldest first, with a matching `count`.
@@ -256,7 +306,7 @@ async fn list_describes_each_session_of_the_user(backend: Backend) {
             keys.push("userAgent");
         }
         assert_keys(s, &keys);
-        assert!(s["sessionId"].as_i64().unwrap() > 0, "{s}");
+        assert!(sid_of(s) > 0, "{s}");
         assert_eq!(s["userId"].as_i64(), Some(1001), "{s}");
         assert_eq!(s["creationTime"].as_u64(), Some(created), "{s}");
         assert_eq!(s["expirationDelay"].as_u64(), Some(DAY_MS), "{s}");
@@ -264,10 +314,7 @@ async fn list_describes_each_session_of_the_user(backend: Backend) {
         assert_eq!(s["kind"], kind, "{s}");
         assert_eq!(s["userAgent"].as_str(), ua, "{s}");
     }
-    let mut ids: Vec<i64> = sessions
-        .iter()
-        .map(|s| s["sessionId"].as_i64().unwrap())
-        .collect();
+    let mut ids: Vec<i64> = sessions.iter().map(sid_of).collect();
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), 3, "session ids are distinct: {body}");

@@ -15,7 +15,7 @@ route_tests!(
     bot_may_use_another_certificate_with_its_cn,
     app_ends_an_obo_session_it_minted,
     app_ends_its_own_app_session,
-    ending_the_app_session_leaves_its_obo_sessions,
+    ending_the_app_session_ends_its_obo_sessions,
     app_cannot_end_a_bots_session,
     bot_cannot_end_another_bots_session,
     app_cannot_end_another_apps_sessions,
@@ -36,8 +36,9 @@ fn assert_logged_out(resp: &Resp) {
     resp.assert_status(StatusCode::OK);
     resp.assert_json_content_type();
     let body = resp.json();
-    assert_keys(&body, &["message"]);
+    assert_keys(&body, &["message", "count"]);
     assert_eq!(body["message"], "Logout successful");
+    assert!(body["count"].as_u64().is_some_and(|n| n >= 1), "{body}");
 }
 
 /// A bot ends its own session: the token is then 401 on sessioninfo and on a second logout.
@@ -116,12 +117,19 @@ async fn app_ends_its_own_app_session(backend: Backend) {
         .assert_error(StatusCode::UNAUTHORIZED);
 }
 
-/// Ending the app session does not end the OBO sessions minted with it.
-async fn ending_the_app_session_leaves_its_obo_sessions(backend: Backend) {
+/// Ending the app session ends the OBO sessions minted with it, at once, and the answer
+/// counts them.
+async fn ending_the_app_session_ends_its_obo_sessions(backend: Backend) {
     let server = TestServer::start(backend).await;
     let (app, app_session, obo) = server.demo_app_with_obo().await;
-    assert_logged_out(&server.post(Some(&app), LOGOUT, Some(&app_session)).await);
-    server.assert_live(&obo).await;
+    let reply = server.post(Some(&app), LOGOUT, Some(&app_session)).await;
+    assert_logged_out(&reply);
+    assert_eq!(
+        reply.json()["count"],
+        2,
+        "the app session and its OBO session"
+    );
+    server.assert_dead(&obo).await;
 }
 
 /// A bot's token presented with an app's certificate is 403, and stays valid.

@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use sessionauth::clock::{Clock, Millis, SystemClock};
 use sessionauth::directory::{AppId, UserId};
-use sessionauth::session::{Session, SessionId, SessionKind};
+use sessionauth::session::{CredentialId, Session, SessionId, SessionKind};
 use sessionauth::store::{
-    Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, SessionStore, StoreError,
+    Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
 };
 
 use sessionauth::token::{SessionToken, TokenHash};
@@ -112,8 +112,8 @@ async fn remove_once(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let (key, s) = new_session(user(1001), now, HOUR);
     store.insert(key, s.clone()).await.unwrap();
-    assert_eq!(store.remove(&key, now).await.unwrap(), Some(s));
-    assert_eq!(store.remove(&key, now).await.unwrap(), None);
+    assert_eq!(store.remove(&key, now).await.unwrap(), vec![s]);
+    assert_eq!(store.remove(&key, now).await.unwrap(), vec![]);
     assert_eq!(store.get(&key, now).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 0);
     // An expired session is not ended by a removal (the caller answers 401): it is left for the
@@ -121,7 +121,7 @@ async fn remove_once(store: Arc<dyn Backend>) {
     let (key, s) = new_session(user(1001), now, Duration::from_secs(1));
     store.insert(key, s.clone()).await.unwrap();
     let later = now.saturating_add(Duration::from_secs(2));
-    assert_eq!(store.remove(&key, later).await.unwrap(), None);
+    assert_eq!(store.remove(&key, later).await.unwrap(), vec![]);
     assert_eq!(store.count().await.unwrap(), 1);
     assert_eq!(store.purge_expired(later, 10).await.unwrap().ended, vec![s]);
     assert_eq!(store.count().await.unwrap(), 0);
@@ -141,7 +141,7 @@ async fn concurrent_removes_have_one_winner(store: Arc<dyn Backend>) {
             .collect();
         let mut winners = 0;
         for t in tasks {
-            if t.await.unwrap().is_some() {
+            if !t.await.unwrap().is_empty() {
                 winners += 1;
             }
         }
@@ -174,7 +174,10 @@ async fn list_user_lists_what_acts_as_the_user(store: Arc<dyn Backend>) {
 async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn Backend>) {
     let now = SystemClock.now();
     let f = fixture(&store, now).await;
-    let ended = store.remove_user(user_id(1001), now).await.unwrap();
+    let ended = store
+        .remove_matching(&Selector::User(user_id(1001)), now)
+        .await
+        .unwrap();
     assert_eq!(ids(&ended), ids(&f.user_1001));
     for (key, _) in &f.keyed_1001 {
         assert_eq!(store.get(key, now).await.unwrap(), None);
@@ -183,7 +186,7 @@ async fn remove_user_ends_exactly_the_users_sessions(store: Arc<dyn Backend>) {
         assert_eq!(store.get(key, now).await.unwrap().as_ref(), Some(s));
     }
     assert!(store
-        .remove_user(user_id(1001), now)
+        .remove_matching(&Selector::User(user_id(1001)), now)
         .await
         .unwrap()
         .is_empty());
@@ -244,7 +247,7 @@ async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn Backend>) 
     let now = SystemClock.now();
     let f = fixture(&store, now).await;
     let ended = store
-        .remove_app(&AppId::new("demo-app"), now)
+        .remove_matching(&Selector::App(AppId::new("demo-app")), now)
         .await
         .unwrap();
     assert_eq!(ids(&ended), ids(&f.demo_app));
@@ -262,15 +265,133 @@ async fn remove_app_ends_the_apps_and_its_obo_sessions(store: Arc<dyn Backend>) 
     // purge ends and records them.
     assert_eq!(store.count().await.unwrap(), remaining.len() + 2);
     assert!(store
-        .remove_app(&AppId::new("demo-app"), now)
+        .remove_matching(&Selector::App(AppId::new("demo-app")), now)
         .await
         .unwrap()
         .is_empty());
     let other = store
-        .remove_app(&AppId::new("other-app"), now)
+        .remove_matching(&Selector::App(AppId::new("other-app")), now)
         .await
         .unwrap();
     assert_eq!(other.len(), 2);
+}
+
+/// Ending an app session ends, in the same step, every live on-behalf-of session minted with
+/// it, and nothing else: not those minted with another session of the same app, not the
+/// app's other sessions. Ending an on-behalf-of session ends only that one.
+async fn removing_an_app_session_cascades_to_what_it_minted(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let (app_key, app_session) = new_session(app("demo-app"), now, HOUR);
+    let (other_key, other_app_session) = new_session(app("demo-app"), now, HOUR);
+    store.insert(app_key, app_session.clone()).await.unwrap();
+    store
+        .insert(other_key, other_app_session.clone())
+        .await
+        .unwrap();
+    let mut minted = Vec::new();
+    for uid in [1001, 2001, 2001] {
+        let (k, s) = new_session(obo_of("demo-app", uid, app_session.id), now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        minted.push((k, s));
+    }
+    let (sibling_key, sibling) =
+        new_session(obo_of("demo-app", 1001, other_app_session.id), now, HOUR);
+    store.insert(sibling_key, sibling.clone()).await.unwrap();
+    // An expired one minted with it is left for the purge.
+    let (dead_key, dead) = new_session(
+        obo_of("demo-app", 1001, app_session.id),
+        now,
+        Duration::ZERO,
+    );
+    store.insert(dead_key, dead).await.unwrap();
+
+    // Ending one on-behalf-of session ends only it.
+    let (one_key, one) = minted.pop().unwrap();
+    assert_eq!(store.remove(&one_key, now).await.unwrap(), vec![one]);
+    assert!(store.get(&app_key, now).await.unwrap().is_some());
+
+    let ended = store.remove(&app_key, now).await.unwrap();
+    assert_eq!(ended[0], app_session, "the named session comes first");
+    let mut expected = vec![app_session.id.0];
+    expected.extend(minted.iter().map(|(_, s)| s.id.0));
+    assert_eq!(ids(&ended), expected.into_iter().collect());
+    for (k, _) in &minted {
+        assert_eq!(store.get(k, now).await.unwrap(), None);
+    }
+    assert_eq!(store.get(&sibling_key, now).await.unwrap(), Some(sibling));
+    assert_eq!(
+        store.get(&other_key, now).await.unwrap(),
+        Some(other_app_session)
+    );
+}
+
+/// An app session that a selector ends takes what it minted along (ending by credential, by
+/// app); the on-behalf-of selectors end exactly the app's sessions for one user or for all,
+/// never the app's own sessions.
+async fn selectors_end_what_they_name_and_cascade(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let cert = CredentialId::certificate(b"issuer", &[7]);
+    let (app_key, mut app_session) = new_session(app("demo-app"), now, HOUR);
+    app_session.credential = Some(cert);
+    store.insert(app_key, app_session.clone()).await.unwrap();
+    let (bot_key, mut bot) = new_session(user(1003), now, HOUR);
+    bot.credential = Some(CredentialId::certificate(b"issuer", &[8]));
+    store.insert(bot_key, bot.clone()).await.unwrap();
+    let mut obo = Vec::new();
+    for uid in [1001, 2001] {
+        let (k, s) = new_session(obo_of("demo-app", uid, app_session.id), now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        obo.push((k, s));
+    }
+
+    // One user's on-behalf-of sessions of demo-app.
+    let ended = store
+        .remove_matching(
+            &Selector::OnBehalfOf {
+                app: AppId::new("demo-app"),
+                user: Some(user_id(1001)),
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![obo[0].1.clone()]);
+    assert!(store.get(&obo[1].0, now).await.unwrap().is_some());
+    assert!(store.get(&app_key, now).await.unwrap().is_some());
+
+    // Revoking the app's certificate ends its session and, by cascade, the rest it minted.
+    let ended = store
+        .remove_matching(&Selector::Credential(cert), now)
+        .await
+        .unwrap();
+    assert_eq!(ids(&ended), ids(&[app_session, obo[1].1.clone()]));
+    assert_eq!(store.get(&bot_key, now).await.unwrap(), Some(bot.clone()));
+
+    // Every on-behalf-of session of an app, and none of its own sessions.
+    let (app_key, app_session) = new_session(app("demo-app"), now, HOUR);
+    store.insert(app_key, app_session.clone()).await.unwrap();
+    let (k, s) = new_session(obo_of("demo-app", 2001, app_session.id), now, HOUR);
+    store.insert(k, s.clone()).await.unwrap();
+    let ended = store
+        .remove_matching(
+            &Selector::OnBehalfOf {
+                app: AppId::new("demo-app"),
+                user: None,
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![s]);
+    assert_eq!(store.get(&app_key, now).await.unwrap(), Some(app_session));
+    assert!(store
+        .remove_matching(
+            &Selector::Credential(CredentialId::certificate(b"x", &[1])),
+            now
+        )
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 /// Many tasks inserting at once all succeed, and every session reads back.
@@ -355,6 +476,8 @@ conformance!(
     remove_user_ends_exactly_the_users_sessions,
     remove_by_id_checks_the_user,
     remove_app_ends_the_apps_and_its_obo_sessions,
+    removing_an_app_session_cascades_to_what_it_minted,
+    selectors_end_what_they_name_and_cascade,
     concurrent_inserts_all_land,
 );
 
@@ -370,7 +493,7 @@ async fn embedded_store_survives_reopen() {
         let store = EmbeddedStore::open(&data).unwrap();
         store.insert(kept_key, kept.clone()).await.unwrap();
         store.insert(gone_key, gone).await.unwrap();
-        assert!(store.remove(&gone_key, now).await.unwrap().is_some());
+        assert!(!store.remove(&gone_key, now).await.unwrap().is_empty());
     }
     let store = EmbeddedStore::open(&data).unwrap();
     assert_eq!(store.get(&kept_key, now).await.unwrap(), Some(kept));
@@ -414,9 +537,14 @@ fn app(id: &str) -> SessionKind {
 }
 
 fn obo(app: &str, user: i64) -> SessionKind {
+    obo_of(app, user, SessionId(1))
+}
+
+fn obo_of(app: &str, user: i64, parent: SessionId) -> SessionKind {
     SessionKind::OnBehalfOf {
         app: AppId::new(app),
         user: UserId(user),
+        parent,
     }
 }
 
@@ -428,6 +556,7 @@ fn new_session(kind: SessionKind, now: Millis, lifetime: Duration) -> (TokenHash
         expires: now.saturating_add(lifetime),
         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         user_agent: Some("store-conformance".into()),
+        credential: None,
     };
     (token(), s)
 }

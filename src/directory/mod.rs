@@ -96,6 +96,16 @@ impl Directory {
         self.apps.get(id)
     }
 
+    /// Every user, in no particular order.
+    pub(crate) fn users(&self) -> impl Iterator<Item = &Arc<User>> {
+        self.users.values()
+    }
+
+    /// Every app, in no particular order.
+    pub(crate) fn apps(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.values()
+    }
+
     /// Whom a certificate CN names, if anyone.
     pub(crate) fn principal(&self, cn: &str) -> Option<Principal> {
         if let Some(user) = self.user_by_name(cn) {

@@ -9,23 +9,42 @@
 use serde_json::json;
 
 use super::json::{self, Reply};
-use super::{sessions, ApiError, Ctx};
+use super::{query, sessions, ApiError, Ctx};
 use crate::directory::{AppId, UserId};
 use crate::session::{EndReason, Session, SessionId, SessionKind, TokenFamily};
+use crate::store::Selector;
 
 /// Directory roles that may administer sessions.
 pub(super) const ADMIN_ROLES: [&str; 2] = ["SUPER_ADMINISTRATOR", "ADMINISTRATOR"];
 
-/// `GET /pod/v1/users/{uid}/sessions`.
+/// How many sessions a listing returns when the caller names no `limit`.
+pub(super) const DEFAULT_PAGE: usize = 100;
+/// The largest `limit` a listing accepts.
+pub(super) const MAX_PAGE: usize = 1000;
+
+/// `GET /pod/v1/users/{uid}/sessions?skip=&limit=`: the user's live sessions, oldest first,
+/// `limit` (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]) of them after the first `skip`.
+/// `count` is how many this page holds, `total` how many there are.
 pub(super) async fn list_user_sessions(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiError> {
     let admin = require_admin(ctx).await?;
     let user = known_user(ctx, uid)?;
+    let skip = query::number(ctx.query, "skip", 0, usize::MAX)?;
+    let limit = query::number(ctx.query, "limit", DEFAULT_PAGE, MAX_PAGE)?;
     let sessions = ctx.api.sessions.list_user(user, ctx.now).await?;
     tracing::info!(target: "sessionauth::admin", action = "list", admin = admin.0, user = user.0, trace_id = ctx.trace_id);
-    let listed: Vec<_> = sessions.iter().map(describe).collect();
-    Ok(json::ok(
-        &json!({ "sessions": listed, "count": listed.len() }),
-    ))
+    let listed: Vec<_> = sessions
+        .iter()
+        .skip(skip)
+        .take(limit)
+        .map(describe)
+        .collect();
+    Ok(json::ok(&json!({
+        "sessions": listed,
+        "count": listed.len(),
+        "total": sessions.len(),
+        "skip": skip,
+        "limit": limit,
+    })))
 }
 
 /// `POST /pod/v1/users/{uid}/sessions/logout`: ends every session that acts as the user.
@@ -35,7 +54,12 @@ pub(super) async fn logout_user(ctx: &Ctx<'_>, uid: &str) -> Result<Reply, ApiEr
     let ended = ctx
         .api
         .sessions
-        .end_user(user, EndReason::Admin, ctx.now, ctx.trace_id)
+        .end(
+            &Selector::User(user),
+            EndReason::Admin,
+            ctx.now,
+            ctx.trace_id,
+        )
         .await?;
     tracing::info!(target: "sessionauth::admin", action = "logout_user", admin = admin.0, user = user.0, count = ended.len(), trace_id = ctx.trace_id);
     Ok(ended_reply(ended.len(), &format!("user {user}")))
@@ -49,6 +73,7 @@ pub(super) async fn logout_user_session(
 ) -> Result<Reply, ApiError> {
     let admin = require_admin(ctx).await?;
     let user = known_user(ctx, uid)?;
+    // A decimal string, as every answer writes it (a JSON number would lose digits in jq).
     let sid: i64 = sid
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("Session id {sid:?} is not an integer")))?;
@@ -79,13 +104,18 @@ pub(super) async fn logout_user_session(
 pub(super) async fn logout_app(ctx: &Ctx<'_>, app: &str) -> Result<Reply, ApiError> {
     let admin = require_admin(ctx).await?;
     let app = AppId::new(app);
-    if ctx.api.directory.app(&app).is_none() {
+    if ctx.directory.app(&app).is_none() {
         return Err(ApiError::NotFound("App id not found".into()));
     }
     let ended = ctx
         .api
         .sessions
-        .end_app(&app, EndReason::Admin, ctx.now, ctx.trace_id)
+        .end(
+            &Selector::App(app.clone()),
+            EndReason::Admin,
+            ctx.now,
+            ctx.trace_id,
+        )
         .await?;
     tracing::info!(target: "sessionauth::admin", action = "logout_app", admin = admin.0, app = app.as_str(), count = ended.len(), trace_id = ctx.trace_id);
     Ok(ended_reply(ended.len(), &format!("app {app}")))
@@ -101,7 +131,6 @@ async fn require_admin(ctx: &Ctx<'_>) -> Result<UserId, ApiError> {
         return Err(forbidden());
     };
     let is_admin = ctx
-        .api
         .directory
         .user(user)
         .is_some_and(|u| u.roles.iter().any(|r| ADMIN_ROLES.contains(&r.as_str())));
@@ -116,8 +145,7 @@ fn known_user(ctx: &Ctx<'_>, uid: &str) -> Result<UserId, ApiError> {
     let uid: i64 = uid
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("User id {uid:?} is not an integer")))?;
-    ctx.api
-        .directory
+    ctx.directory
         .user(UserId(uid))
         .map(|u| u.id)
         .ok_or_else(|| ApiError::NotFound("User id not found".into()))
@@ -125,7 +153,7 @@ fn known_user(ctx: &Ctx<'_>, uid: &str) -> Result<UserId, ApiError> {
 
 fn describe(s: &Session) -> serde_json::Value {
     let mut v = json!({
-        "sessionId": s.id.0,
+        "sessionId": s.id.to_string(),
         "userId": s.kind.user().map(|u| u.0),
         "creationTime": s.created.as_epoch_millis(),
         "expirationDelay": u64::try_from(s.expires.saturating_since(s.created).as_millis()).unwrap_or(u64::MAX),

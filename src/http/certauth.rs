@@ -21,12 +21,12 @@ use crate::session::{SessionKind, TokenFamily};
 /// a service user's session or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
     let cert = certificate(ctx.peer)?;
-    let user = match ctx.api.directory.principal(cert.common_name()) {
+    let user = match ctx.directory.principal(cert.common_name()) {
         Some(Principal::User(u)) if u.is_service_user() && u.active => u,
         _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
     };
     let kind = family.user_kind(user.id);
-    let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
+    let token = sessions::mint(ctx, kind, Some(cert.credential()), Some(cert.not_after())).await?;
     Ok(json::token(family.response_name(), &token))
 }
 
@@ -37,7 +37,7 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let kind = SessionKind::App {
         app: app.app_id.clone(),
     };
-    let token = sessions::mint(ctx, kind, Some(cert.not_after())).await?;
+    let token = sessions::mint(ctx, kind, Some(cert.credential()), Some(cert.not_after())).await?;
     Ok(json::token("sessionToken", &token))
 }
 
@@ -66,16 +66,16 @@ async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiErr
 pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
     let cert = certificate(ctx.peer)?;
     let principal = ctx
-        .api
         .directory
         .principal(cert.common_name())
         .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()))?;
     let raw = sessions::header(ctx)
         .ok_or_else(|| ApiError::BadRequest("Missing sessionToken header".into()))?;
-    ctx.api
+    let ended = ctx
+        .api
         .sessions
         .logout(
-            &ctx.api.directory,
+            &ctx.directory,
             &principal,
             raw,
             family,
@@ -83,7 +83,10 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
             ctx.trace_id,
         )
         .await?;
-    Ok(json::ok(&json!({ "message": "Logout successful" })))
+    // `count` includes the on-behalf-of sessions an app session's logout ended with it.
+    Ok(json::ok(
+        &json!({ "message": "Logout successful", "count": ended.len() }),
+    ))
 }
 
 /// The verified certificate, or 401.
@@ -99,7 +102,7 @@ pub(super) fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError
 
 /// The active app the certificate names, or 403.
 pub(super) fn active_app(ctx: &Ctx<'_>, cert: &CertIdentity) -> Result<Arc<App>, ApiError> {
-    match ctx.api.directory.principal(cert.common_name()) {
+    match ctx.directory.principal(cert.common_name()) {
         Some(Principal::App(a)) if a.active => Ok(a),
         _ => Err(ApiError::Forbidden(
             "Forbidden: Certificate authentication is not allowed for the requested app.".into(),

@@ -52,7 +52,7 @@ pub(super) fn authenticate_by_certificate(ctx: &Ctx<'_>) -> Result<Reply, ApiErr
 pub(super) fn authenticate_by_key(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let body: RsaRequest =
         json::parse_body(ctx.body, r#"{"appToken": "...", "authToken": "<JWT>"}"#)?;
-    let app = login::verified_app(ctx, &body.auth_token)?;
+    let (app, _) = login::verified_app(ctx, &body.auth_token)?;
     tokens(ctx, &app, body.app_token)
 }
 

@@ -12,7 +12,7 @@
 use serde_json::json;
 
 use super::json::{self, Reply};
-use super::{percent_decode, sessions, ApiError, Ctx};
+use super::{query, sessions, ApiError, Ctx};
 
 /// The longest `scope` accepted.
 const MAX_SCOPE_LEN: usize = 1024;
@@ -79,18 +79,7 @@ pub(super) fn keys(ctx: &Ctx<'_>) -> Reply {
 /// normalized to single spaces. Absent: empty.
 fn scope(query: Option<&str>) -> Result<String, ApiError> {
     let bad = |why: &str| ApiError::BadRequest(format!("Invalid scope: {why}"));
-    let mut found = None;
-    for pair in query.unwrap_or("").split('&') {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        if key != "scope" {
-            continue;
-        }
-        if found.is_some() {
-            return Err(bad("give it once, space-separated"));
-        }
-        found = Some(percent_decode(&value.replace('+', " "))?);
-    }
-    let scope = found.unwrap_or_default();
+    let scope = query::param(query, "scope")?.unwrap_or_default();
     if scope.len() > MAX_SCOPE_LEN {
         return Err(bad("longer than 1024 characters"));
     }

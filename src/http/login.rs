@@ -18,7 +18,8 @@ use super::obo::{self, Target};
 use super::{sessions, ApiError, Ctx};
 use crate::directory::{App, AppId, User};
 use crate::jwt::{Assertion, JwtError};
-use crate::session::{SessionKind, TokenFamily};
+use crate::rsakey::RsaPublicKey;
+use crate::session::{CredentialId, SessionKind, TokenFamily};
 
 /// The body of the authenticate calls.
 #[derive(Deserialize)]
@@ -41,19 +42,19 @@ fn authenticate_body(ctx: &Ctx<'_>) -> Result<AuthenticateRequest, ApiError> {
 /// or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
     let body = authenticate_body(ctx)?;
-    let user = verified_user(ctx, &body.token)?;
-    let token = sessions::mint(ctx, family.user_kind(user.id), None).await?;
+    let (user, key) = verified_user(ctx, &body.token)?;
+    let token = sessions::mint(ctx, family.user_kind(user.id), Some(key), None).await?;
     Ok(json::token(family.response_name(), &token))
 }
 
 /// `POST /login/pubkey/app/authenticate`: an app's own session.
 pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let body = authenticate_body(ctx)?;
-    let app = verified_app(ctx, &body.token)?;
+    let (app, key) = verified_app(ctx, &body.token)?;
     let kind = SessionKind::App {
         app: app.app_id.clone(),
     };
-    let token = sessions::mint(ctx, kind, None).await?;
+    let token = sessions::mint(ctx, kind, Some(key), None).await?;
     Ok(json::token("sessionToken", &token))
 }
 
@@ -72,10 +73,10 @@ async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiErr
     Ok(json::token("sessionToken", &token))
 }
 
-/// The active service user a JWT proves to be.
-fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<Arc<User>, ApiError> {
+/// The active service user a JWT proves to be, and the key that proved it.
+fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<(Arc<User>, CredentialId), ApiError> {
     let jwt = Assertion::parse(token, ctx.now)?;
-    let dir = &ctx.api.directory;
+    let dir = &ctx.directory;
     let user = dir
         .user_by_name(jwt.subject())
         .filter(|u| u.is_service_user() && u.active);
@@ -86,14 +87,18 @@ fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<Arc<User>, ApiError> {
         )
         .into());
     };
-    jwt.verify(keys)?;
-    Ok(user.clone())
+    let key = jwt.verify(keys)?;
+    Ok((user.clone(), key_credential(key)))
 }
 
-/// The active app a JWT proves to be (also the credential of the extension-app call).
-pub(super) fn verified_app(ctx: &Ctx<'_>, token: &str) -> Result<Arc<App>, ApiError> {
+/// The active app a JWT proves to be (also the credential of the extension-app call), and the
+/// key that proved it.
+pub(super) fn verified_app(
+    ctx: &Ctx<'_>,
+    token: &str,
+) -> Result<(Arc<App>, CredentialId), ApiError> {
     let jwt = Assertion::parse(token, ctx.now)?;
-    let dir = &ctx.api.directory;
+    let dir = &ctx.directory;
     let app = dir.app(&AppId::new(jwt.subject())).filter(|a| a.active);
     let found = app.and_then(|a| dir.public_keys(a.app_id.as_str()).map(|k| (a, k)));
     let Some((app, keys)) = found else {
@@ -102,6 +107,10 @@ pub(super) fn verified_app(ctx: &Ctx<'_>, token: &str) -> Result<Arc<App>, ApiEr
         )
         .into());
     };
-    jwt.verify(keys)?;
-    Ok(app.clone())
+    let key = jwt.verify(keys)?;
+    Ok((app.clone(), key_credential(key)))
+}
+
+fn key_credential(key: &RsaPublicKey) -> CredentialId {
+    CredentialId::rsa_key(key.modulus(), key.exponent())
 }

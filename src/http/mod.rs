@@ -13,6 +13,7 @@
 //! | `access.rs` | the access log: one line per request, fields escaped |
 //! | `error.rs` | [`ApiError`] and its single mapping to status and JSON |
 //! | `json.rs` | JSON replies and capped body reading |
+//! | `query.rs` | query-string parameters |
 
 mod access;
 mod admin;
@@ -24,12 +25,14 @@ pub mod json;
 mod login;
 mod obo;
 mod pod;
+mod query;
 mod sessions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
@@ -53,7 +56,8 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
 /// Everything a request handler needs: shared by all connections.
 pub struct Api {
-    directory: Arc<Directory>,
+    /// The current directory: replaced whole on reload; each request reads one snapshot.
+    directory: ArcSwap<Directory>,
     sessions: Sessions,
     max_body_bytes: usize,
     body_read_timeout: Duration,
@@ -107,6 +111,8 @@ enum Route {
 /// One request's view of the world.
 struct Ctx<'a> {
     api: &'a Api,
+    /// The directory snapshot this request reads from start to end.
+    directory: Arc<Directory>,
     peer: &'a PeerIdentity,
     headers: &'a HeaderMap,
     /// The request body (read, capped, for every route; empty for most).
@@ -128,7 +134,7 @@ impl Api {
         signing: Arc<SigningKeys>,
     ) -> Self {
         Self {
-            directory,
+            directory: ArcSwap::new(directory),
             sessions,
             max_body_bytes: limits.max_body_bytes,
             body_read_timeout: limits.body_read_timeout,
@@ -139,6 +145,17 @@ impl Api {
     /// The session lifecycle.
     pub fn sessions(&self) -> &Sessions {
         &self.sessions
+    }
+
+    /// The directory requests read now.
+    pub fn directory(&self) -> Arc<Directory> {
+        self.directory.load_full()
+    }
+
+    /// Replaces the directory: requests that start from now on read `directory`; requests in
+    /// flight finish with the one they started with. Returns the one replaced.
+    pub fn replace_directory(&self, directory: Arc<Directory>) -> Arc<Directory> {
+        self.directory.swap(directory)
     }
 
     /// Handles one request and writes its access-log line. Never fails: every error is a JSON
@@ -188,6 +205,7 @@ impl Api {
         })??;
         let ctx = Ctx {
             api: self,
+            directory: self.directory.load_full(),
             peer: &conn.peer,
             headers: &headers,
             body: &body,

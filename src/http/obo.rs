@@ -17,7 +17,7 @@ use std::sync::Arc;
 use super::{sessions, ApiError, Ctx};
 use crate::clock::Millis;
 use crate::directory::{App, AppId, User, UserId};
-use crate::session::{SessionKind, TokenFamily};
+use crate::session::{Session, SessionKind, TokenFamily};
 use crate::token::SessionToken;
 
 /// Whom the on-behalf-of session is for, as the path names them.
@@ -39,22 +39,24 @@ pub(super) async fn session(
     target: Target<'_>,
     cap: Option<Millis>,
 ) -> Result<SessionToken, ApiError> {
-    let (app, app_session_end) = app_of_session(ctx, caller).await?;
+    let (app, app_session) = app_of_session(ctx, caller).await?;
     let user = target_user(ctx, &app, target)?;
     let kind = SessionKind::OnBehalfOf {
         app: app.app_id.clone(),
         user: user.id,
+        parent: app_session.id,
     };
-    let cap = cap.map_or(app_session_end, |cap| cap.min(app_session_end));
-    sessions::mint(ctx, kind, Some(cap)).await
+    let cap = cap.map_or(app_session.expires, |cap| cap.min(app_session.expires));
+    // Its credential is its app session: ending that one (for any reason) ends this one.
+    sessions::mint(ctx, kind, None, Some(cap)).await
 }
 
 /// The app whose live app session is in `sessionToken`, when it may act on behalf of users,
-/// and when that app session ends.
+/// and that app session.
 async fn app_of_session(
     ctx: &Ctx<'_>,
     caller: Option<&AppId>,
-) -> Result<(Arc<App>, Millis), ApiError> {
+) -> Result<(Arc<App>, Session), ApiError> {
     let raw = sessions::header(ctx).ok_or_else(|| {
         ApiError::BadRequest("Missing sessionToken header (the app's session)".into())
     })?;
@@ -71,7 +73,6 @@ async fn app_of_session(
     }
     // `resolve` has checked that the app still exists and is active.
     let app = ctx
-        .api
         .directory
         .app(owner)
         .cloned()
@@ -81,12 +82,12 @@ async fn app_of_session(
             "This app is not allowed to authenticate on behalf of users".into(),
         ));
     }
-    Ok((app, session.expires))
+    Ok((app, session))
 }
 
 /// The active user `target` names who installed `app`.
 fn target_user(ctx: &Ctx<'_>, app: &App, target: Target<'_>) -> Result<Arc<User>, ApiError> {
-    let dir = &ctx.api.directory;
+    let dir = &ctx.directory;
     let user = match target {
         Target::UserId(uid) => {
             let uid: i64 = uid

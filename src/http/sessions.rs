@@ -6,14 +6,15 @@ use std::sync::Arc;
 use super::{ApiError, Ctx, SESSION_TOKEN_HEADER};
 use crate::clock::Millis;
 use crate::directory::User;
-use crate::session::{Origin, Session, SessionKind, TokenFamily};
+use crate::session::{CredentialId, Origin, Session, SessionKind, TokenFamily};
 use crate::token::{SessionToken, TokenHash};
 
-/// Mints a session of `kind` for this request's client, capped at `cap` (see
+/// Mints a session of `kind` with `credential` for this request's client, capped at `cap` (see
 /// [`Sessions::mint`](crate::session::Sessions::mint)).
 pub(super) async fn mint(
     ctx: &Ctx<'_>,
     kind: SessionKind,
+    credential: Option<CredentialId>,
     cap: Option<Millis>,
 ) -> Result<SessionToken, ApiError> {
     let origin = Origin {
@@ -24,7 +25,11 @@ pub(super) async fn mint(
             .and_then(|v| v.to_str().ok()),
         trace_id: ctx.trace_id,
     };
-    Ok(ctx.api.sessions.mint(kind, cap, ctx.now, origin).await?)
+    Ok(ctx
+        .api
+        .sessions
+        .mint(kind, credential, cap, ctx.now, origin)
+        .await?)
 }
 
 /// The raw `sessionToken` header, if one was sent.
@@ -45,7 +50,7 @@ pub(super) async fn resolve(
     Ok(ctx
         .api
         .sessions
-        .resolve(&ctx.api.directory, raw, family, ctx.now)
+        .resolve(&ctx.directory, raw, family, ctx.now)
         .await?)
 }
 
@@ -67,7 +72,6 @@ pub(super) async fn user_session(
         SessionKind::KeyManager { .. } => return Err(ApiError::invalid_session()),
     };
     let user = ctx
-        .api
         .directory
         .user(uid)
         .cloned()

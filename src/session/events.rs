@@ -14,6 +14,18 @@ pub enum EndReason {
     Admin,
     /// Its time ran out; the purge recorded it.
     Expired,
+    /// The app session that minted it ended.
+    Cascade,
+    /// Its user or app was deactivated.
+    Deactivated,
+    /// Its user or app was removed from the directory, or its user id now names someone else.
+    Removed,
+    /// Its user uninstalled the app that holds it on the user's behalf.
+    Uninstalled,
+    /// The app that holds it on a user's behalf may no longer act on behalf of users.
+    OnBehalfOfDisallowed,
+    /// The certificate it was minted with was revoked.
+    Revoked,
 }
 
 impl EndReason {
@@ -23,6 +35,12 @@ impl EndReason {
             Self::Logout => "logout",
             Self::Admin => "admin",
             Self::Expired => "expired",
+            Self::Cascade => "cascade",
+            Self::Deactivated => "deactivated",
+            Self::Removed => "removed",
+            Self::Uninstalled => "uninstalled",
+            Self::OnBehalfOfDisallowed => "obo_disallowed",
+            Self::Revoked => "revoked",
         }
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use super::events::{self, EndReason};
 use super::purge::Purge;
-use super::record::{Session, SessionId, SessionKind, TokenFamily};
+use super::record::{CredentialId, Session, SessionId, SessionKind, TokenFamily};
+use super::revocation::Ending;
 use crate::clock::{Clock, Millis};
-use crate::directory::{AppId, Directory, Principal, UserId};
-use crate::store::{SessionStore, StoreError};
+use crate::directory::{Directory, Principal, UserId};
+use crate::store::{Selector, SessionStore, StoreError};
 use crate::token::{RandomError, SessionToken, TokenHash};
 
 /// The longest `User-Agent` kept with a session, in characters.
@@ -87,12 +88,13 @@ impl Sessions {
         }
     }
 
-    /// Stops the purge (after its current step) and waits for it.
+    /// Stops the purge (after its current step), waits for it, then closes the store.
     pub async fn close(&self) {
         let purge = self.purge.lock().take();
         if let Some(purge) = purge {
             purge.stop().await;
         }
+        self.store.close().await;
     }
 
     /// The longest a session lives.
@@ -111,6 +113,7 @@ impl Sessions {
     pub async fn mint(
         &self,
         kind: SessionKind,
+        credential: Option<CredentialId>,
         cap: Option<Millis>,
         now: Millis,
         origin: Origin<'_>,
@@ -128,6 +131,7 @@ impl Sessions {
             expires,
             client_ip: Some(origin.client.ip()),
             user_agent: origin.user_agent.and_then(|ua| self.user_agent(ua)),
+            credential,
         };
         self.store.insert(token.hash(), session.clone()).await?;
         events::created(&session, origin.trace_id, origin.client);
@@ -157,7 +161,8 @@ impl Sessions {
     }
 
     /// Logs out the session a presented token names, on behalf of `caller` (the principal the
-    /// client certificate names), when [`may_end`] allows it; returns the sessions ended.
+    /// client certificate names), when [`may_end`] allows it. Returns every session ended: the
+    /// named one first, then, for an app session, the on-behalf-of sessions minted with it.
     pub(crate) async fn logout(
         &self,
         directory: &Directory,
@@ -171,12 +176,18 @@ impl Sessions {
         if !may_end(caller, &session.kind) {
             return Err(SessionError::NotYours);
         }
-        let ended = self
-            .store
-            .remove(&key, now)
-            .await?
-            .ok_or(SessionError::Invalid)?;
-        Ok(record_ended(vec![ended], EndReason::Logout, trace_id))
+        let ended = self.store.remove(&key, now).await?;
+        if ended.is_empty() {
+            // Another request ended it between our read and our removal.
+            return Err(SessionError::Invalid);
+        }
+        Ok(record(ended, trace_id, |s| {
+            if s.id == session.id {
+                EndReason::Logout
+            } else {
+                EndReason::Cascade
+            }
+        }))
     }
 
     /// The live sessions that act as `user`, oldest first.
@@ -186,16 +197,48 @@ impl Sessions {
         Ok(sessions)
     }
 
-    /// Ends every live session that acts as `user`; returns them.
-    pub async fn end_user(
+    /// Ends every live session `selector` names (for `reason`), and the on-behalf-of sessions
+    /// minted with the app sessions among them (reason `cascade`); returns them all.
+    pub async fn end(
         &self,
-        user: UserId,
+        selector: &Selector,
         reason: EndReason,
         now: Millis,
         trace_id: &str,
     ) -> Result<Vec<Session>, SessionError> {
-        let ended = self.store.remove_user(user, now).await?;
-        Ok(record_ended(ended, reason, trace_id))
+        let ended = self.store.remove_matching(selector, now).await?;
+        Ok(record(ended, trace_id, |s| {
+            if selector.matches(s) {
+                reason
+            } else {
+                EndReason::Cascade
+            }
+        }))
+    }
+
+    /// Ends what each of `endings` names (see [`revocation`](super::revocation)); returns how
+    /// many sessions ended. Every ending is tried even when one fails; the first failure is
+    /// returned after the others ran.
+    pub async fn apply(
+        &self,
+        endings: &[Ending],
+        now: Millis,
+        trace_id: &str,
+    ) -> Result<usize, SessionError> {
+        let mut count = 0;
+        let mut first_error = None;
+        for ending in endings {
+            match self
+                .end(&ending.selector, ending.reason, now, trace_id)
+                .await
+            {
+                Ok(ended) => count += ended.len(),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(count), Err)
     }
 
     /// Ends the live session with public id `id` when it acts as `user`; returns the sessions
@@ -209,19 +252,7 @@ impl Sessions {
         trace_id: &str,
     ) -> Result<Vec<Session>, SessionError> {
         let ended = self.store.remove_by_id(user, id, now).await?;
-        Ok(record_ended(ended.into_iter().collect(), reason, trace_id))
-    }
-
-    /// Ends every live session `app` holds: its own and the on-behalf-of sessions it minted.
-    pub async fn end_app(
-        &self,
-        app: &AppId,
-        reason: EndReason,
-        now: Millis,
-        trace_id: &str,
-    ) -> Result<Vec<Session>, SessionError> {
-        let ended = self.store.remove_app(app, now).await?;
-        Ok(record_ended(ended, reason, trace_id))
+        Ok(record(ended.into_iter().collect(), trace_id, |_| reason))
     }
 
     /// The client's `User-Agent`, without control characters, at most
@@ -273,10 +304,15 @@ fn principals_active(directory: &Directory, kind: &SessionKind) -> bool {
     user_ok && app_ok
 }
 
-/// Writes one `ended` event per session and hands them back.
-fn record_ended(ended: Vec<Session>, reason: EndReason, trace_id: &str) -> Vec<Session> {
+/// Writes one `ended` event per session, with the reason `reason_of` gives it, and hands them
+/// back.
+fn record(
+    ended: Vec<Session>,
+    trace_id: &str,
+    reason_of: impl Fn(&Session) -> EndReason,
+) -> Vec<Session> {
     for session in &ended {
-        events::ended(session, reason, trace_id);
+        events::ended(session, reason_of(session), trace_id);
     }
     ended
 }

@@ -9,13 +9,15 @@
 //! | `record.rs` | [`Session`], [`SessionKind`], [`SessionId`], [`TokenFamily`] |
 //! | `lifecycle.rs` | [`Sessions`]: mint, resolve, end; the rule of who may end which session |
 //! | `events.rs` | [`EndReason`] and the `created` / `ended` events (never with a token) |
+//! | `revocation.rs` | what a directory change (or start-up) ends: deactivations, removals, renames, uninstalls |
 //! | `purge.rs` | the task that ends expired sessions; owned by [`Sessions`], stops with it |
 
 mod events;
 mod lifecycle;
 mod purge;
 mod record;
+pub mod revocation;
 
 pub use events::EndReason;
 pub use lifecycle::{Origin, SessionError, Sessions};
-pub use record::{Session, SessionId, SessionKind, TokenFamily};
+pub use record::{CredentialId, InvalidCredentialId, Session, SessionId, SessionKind, TokenFamily};

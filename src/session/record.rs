@@ -31,6 +31,8 @@ pub enum SessionKind {
         app: AppId,
         /// The user it acts as.
         user: UserId,
+        /// The app session it was minted with: ending that one ends this one too.
+        parent: SessionId,
     },
 }
 
@@ -50,6 +52,14 @@ impl SessionKind {
         match self {
             Self::App { app } | Self::OnBehalfOf { app, .. } => Some(app),
             Self::User { .. } | Self::KeyManager { .. } => None,
+        }
+    }
+
+    /// For an on-behalf-of session, the app session that minted it.
+    pub fn parent(&self) -> Option<SessionId> {
+        match self {
+            Self::OnBehalfOf { parent, .. } => Some(*parent),
+            _ => None,
         }
     }
 
@@ -86,12 +96,137 @@ pub struct Session {
     /// The client's `User-Agent` when the session was made (at most 256 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<std::sync::Arc<str>>,
+    /// The credential the session was minted with (none for on-behalf-of sessions, whose
+    /// credential is their app session): revoking it ends the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialId>,
+}
+
+/// Names the credential a session was minted with: for a client certificate, a SHA-256 digest
+/// of its issuer's name and its serial number (what a CRL names); for an RSA key, a SHA-256
+/// digest of its modulus and exponent. Written as 64 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CredentialId([u8; 32]);
+
+/// A digest is uniform already: its first 8 bytes are its hash (for
+/// [`BuildTokenHasher`](crate::token::BuildTokenHasher) maps).
+impl std::hash::Hash for CredentialId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&self.0[..8]);
+        state.write_u64(u64::from_le_bytes(first));
+    }
+}
+
+impl CredentialId {
+    /// The id of a certificate issued by `issuer` (its DER-encoded name) with `serial` (the
+    /// serial number's big-endian bytes).
+    pub fn certificate(issuer: &[u8], serial: &[u8]) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"cert\0");
+        ctx.update(
+            &u32::try_from(issuer.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        ctx.update(issuer);
+        // Serial numbers are positive integers; a leading zero byte is DER padding, not value.
+        let serial = match serial {
+            [0, rest @ ..] if !rest.is_empty() => rest,
+            other => other,
+        };
+        ctx.update(serial);
+        Self::from_digest(&ctx.finish())
+    }
+
+    /// The id of an RSA public key, from its modulus and public exponent (big-endian).
+    pub fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Self {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(b"rsa\0");
+        ctx.update(
+            &u32::try_from(modulus.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
+        ctx.update(modulus);
+        ctx.update(exponent);
+        Self::from_digest(&ctx.finish())
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// The id from its 32 raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    fn from_digest(d: &ring::digest::Digest) -> Self {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(d.as_ref());
+        Self(out)
+    }
+}
+
+impl std::fmt::Display for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl std::fmt::Debug for CredentialId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CredentialId({self})")
+    }
+}
+
+impl std::str::FromStr for CredentialId {
+    type Err = InvalidCredentialId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bytes = s.as_bytes();
+        if bytes.len() != 64 {
+            return Err(InvalidCredentialId);
+        }
+        let mut out = [0u8; 32];
+        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let pair = std::str::from_utf8(pair).map_err(|_| InvalidCredentialId)?;
+            *o = u8::from_str_radix(pair, 16).map_err(|_| InvalidCredentialId)?;
+        }
+        Ok(Self(out))
+    }
+}
+
+/// A text that is not 64 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a credential id is 64 hex digits")]
+pub struct InvalidCredentialId;
+
+impl Serialize for CredentialId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CredentialId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 impl Session {
     /// Whether the session has ended by time at `now`.
     pub fn is_expired(&self, now: Millis) -> bool {
         now >= self.expires
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 

@@ -1,89 +1,25 @@
 //! The in-memory backend: maps behind one `parking_lot` mutex. Fast, and gone at exit.
 //!
-//! Besides the sessions keyed by token hash it keeps four indexes (by user, by app, by public
-//! id, by expiry) so that administrative operations and the purge do not scan every session.
+//! Besides the sessions keyed by token hash it keeps indexes (by user, by app, by the app
+//! session that minted an on-behalf-of session, by credential, by public id, by expiry) so that
+//! administrative operations, cascades, revocations and the purge do not scan every session.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::Hash;
 
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Census, Purged, SessionStore, StoreError};
+use super::{Census, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
-use crate::session::{Session, SessionId};
+use crate::session::{CredentialId, Session, SessionId, SessionKind};
 use crate::token::{BuildTokenHasher, TokenHash};
 
 /// Sessions in process memory; lost when the process ends.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
-    by_user: HashMap<UserId, HashSet<TokenHash, BuildTokenHasher>>,
-    by_app: HashMap<AppId, HashSet<TokenHash, BuildTokenHasher>>,
-    // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
-    by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
-    by_expiry: BTreeSet<(Millis, [u8; 32])>,
-}
-
-impl Inner {
-    fn insert(&mut self, key: TokenHash, session: Session) -> Result<(), StoreError> {
-        if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
-            return Err(StoreError::Duplicate);
-        }
-        if let Some(user) = session.kind.user() {
-            self.by_user.entry(user).or_default().insert(key);
-        }
-        if let Some(app) = session.kind.app() {
-            self.by_app.entry(app.clone()).or_default().insert(key);
-        }
-        self.by_id.insert(session.id, key);
-        self.by_expiry.insert((session.expires, *key.as_bytes()));
-        self.sessions.insert(key, session);
-        Ok(())
-    }
-
-    fn remove(&mut self, key: &TokenHash) -> Option<Session> {
-        let session = self.sessions.remove(key)?;
-        if let Some(user) = session.kind.user() {
-            if let Some(set) = self.by_user.get_mut(&user) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_user.remove(&user);
-                }
-            }
-        }
-        if let Some(app) = session.kind.app() {
-            if let Some(set) = self.by_app.get_mut(app) {
-                set.remove(key);
-                if set.is_empty() {
-                    self.by_app.remove(app);
-                }
-            }
-        }
-        self.by_id.remove(&session.id);
-        self.by_expiry.remove(&(session.expires, *key.as_bytes()));
-        Some(session)
-    }
-
-    /// Removes the live session under `key`; an expired one is left for the purge.
-    fn remove_live(&mut self, key: &TokenHash, now: Millis) -> Option<Session> {
-        if self.sessions.get(key)?.is_expired(now) {
-            return None;
-        }
-        self.remove(key)
-    }
-
-    /// Removes the live sessions under `keys` and returns them.
-    fn remove_all(&mut self, keys: Vec<TokenHash>, now: Millis) -> Vec<Session> {
-        keys.iter()
-            .filter_map(|k| self.remove_live(k, now))
-            .collect()
-    }
 }
 
 impl MemoryStore {
@@ -108,8 +44,11 @@ impl SessionStore for MemoryStore {
             .cloned())
     }
 
-    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        Ok(self.inner.lock().remove_live(key, now))
+    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
+        let mut inner = self.inner.lock();
+        let mut out = Vec::new();
+        inner.remove_live(key, now, &mut out);
+        Ok(out)
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -122,14 +61,28 @@ impl SessionStore for MemoryStore {
             .collect())
     }
 
-    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
+    async fn remove_matching(
+        &self,
+        selector: &Selector,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
         let mut inner = self.inner.lock();
-        let keys: Vec<TokenHash> = inner
-            .by_user
-            .get(&user)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        Ok(inner.remove_all(keys, now))
+        let keys: Vec<TokenHash> = match selector {
+            Selector::User(user) => members(&inner.by_user, user),
+            Selector::App(app) | Selector::OnBehalfOf { app, .. } => members(&inner.by_app, app),
+            Selector::Credential(id) => members(&inner.by_credential, id),
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            if inner
+                .sessions
+                .get(&key)
+                .is_some_and(|s| selector.matches(s))
+            {
+                inner.remove_live(&key, now, &mut out);
+            }
+        }
+        Ok(out)
     }
 
     async fn remove_by_id(
@@ -147,16 +100,6 @@ impl SessionStore for MemoryStore {
             .get(&key)
             .is_some_and(|s| s.kind.user() == Some(user) && !s.is_expired(now));
         Ok(if belongs { inner.remove(&key) } else { None })
-    }
-
-    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut inner = self.inner.lock();
-        let keys: Vec<TokenHash> = inner
-            .by_app
-            .get(app)
-            .map(|set| set.iter().copied().collect())
-            .unwrap_or_default();
-        Ok(inner.remove_all(keys, now))
     }
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
@@ -179,5 +122,113 @@ impl SessionStore for MemoryStore {
 impl Census for MemoryStore {
     async fn count(&self) -> Result<usize, StoreError> {
         Ok(self.inner.lock().sessions.len())
+    }
+}
+
+type Keys = HashSet<TokenHash, BuildTokenHasher>;
+
+#[derive(Debug, Default)]
+struct Inner {
+    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
+    by_user: HashMap<UserId, Keys>,
+    by_app: HashMap<AppId, Keys>,
+    // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
+    by_parent: HashMap<SessionId, Keys, BuildTokenHasher>,
+    by_credential: HashMap<CredentialId, Keys, BuildTokenHasher>,
+    by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
+    by_expiry: BTreeSet<(Millis, [u8; 32])>,
+}
+
+impl Inner {
+    fn insert(&mut self, key: TokenHash, session: Session) -> Result<(), StoreError> {
+        if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
+            return Err(StoreError::Duplicate);
+        }
+        if let Some(user) = session.kind.user() {
+            self.by_user.entry(user).or_default().insert(key);
+        }
+        if let Some(app) = session.kind.app() {
+            self.by_app.entry(app.clone()).or_default().insert(key);
+        }
+        if let Some(parent) = session.kind.parent() {
+            self.by_parent.entry(parent).or_default().insert(key);
+        }
+        if let Some(id) = session.credential {
+            self.by_credential.entry(id).or_default().insert(key);
+        }
+        self.by_id.insert(session.id, key);
+        self.by_expiry.insert((session.expires, *key.as_bytes()));
+        self.sessions.insert(key, session);
+        Ok(())
+    }
+
+    /// Removes a session and its index entries, expired or not; returns it.
+    fn remove(&mut self, key: &TokenHash) -> Option<Session> {
+        let session = self.sessions.remove(key)?;
+        if let Some(user) = session.kind.user() {
+            unindex(&mut self.by_user, &user, key);
+        }
+        if let Some(app) = session.kind.app() {
+            unindex(&mut self.by_app, app, key);
+        }
+        if let Some(parent) = session.kind.parent() {
+            unindex(&mut self.by_parent, &parent, key);
+        }
+        if let Some(id) = &session.credential {
+            unindex(&mut self.by_credential, id, key);
+        }
+        self.by_id.remove(&session.id);
+        self.by_expiry.remove(&(session.expires, *key.as_bytes()));
+        Some(session)
+    }
+
+    /// Removes the live session under `key` and, for an app session, the live on-behalf-of
+    /// sessions minted with it, appending them to `out`. Expired ones are left for the purge.
+    fn remove_live(&mut self, key: &TokenHash, now: Millis, out: &mut Vec<Session>) {
+        if self.sessions.get(key).is_none_or(|s| s.is_expired(now)) {
+            return;
+        }
+        let Some(session) = self.remove(key) else {
+            return;
+        };
+        let minted = match session.kind {
+            SessionKind::App { .. } => members(&self.by_parent, &session.id),
+            _ => Vec::new(),
+        };
+        out.push(session);
+        for child in minted {
+            if self
+                .sessions
+                .get(&child)
+                .is_some_and(|s| !s.is_expired(now))
+            {
+                out.extend(self.remove(&child));
+            }
+        }
+    }
+}
+
+/// The keys an index holds under `k`.
+fn members<K: Hash + Eq, S: std::hash::BuildHasher>(
+    index: &HashMap<K, Keys, S>,
+    k: &K,
+) -> Vec<TokenHash> {
+    index
+        .get(k)
+        .map(|set| set.iter().copied().collect())
+        .unwrap_or_default()
+}
+
+/// Drops `key` from an index entry, and the entry once it is empty.
+fn unindex<K: Hash + Eq, S: std::hash::BuildHasher>(
+    index: &mut HashMap<K, Keys, S>,
+    k: &K,
+    key: &TokenHash,
+) {
+    if let Some(set) = index.get_mut(k) {
+        set.remove(key);
+        if set.is_empty() {
+            index.remove(k);
+        }
     }
 }

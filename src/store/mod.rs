@@ -1,15 +1,16 @@
 //! The session store: one trait, several backends.
 //!
-//! Handlers talk to `dyn SessionStore` only, so a backend can be swapped by configuration. Every
-//! backend keys sessions by [`TokenHash`] (never the token), treats a session past its expiry as
-//! absent, and makes `remove` atomic: of two concurrent removals of one session, exactly one
-//! gets it back. The conformance suite in `tests/store_conformance.rs` runs against each backend.
+//! The session lifecycle ([`crate::session`]) talks to `dyn SessionStore` only, so a backend
+//! can be swapped by configuration. Every backend keys sessions by [`TokenHash`] (never the
+//! token), treats a session past its expiry as absent, and makes every removal atomic: of two
+//! concurrent removals of one session, exactly one gets it back, and removing an app session
+//! removes the on-behalf-of sessions minted with it in the same step. The conformance suite in `tests/store_conformance.rs` runs against each backend.
 //!
 //! | backend | file | durability |
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
-//! | [`EmbeddedStore`] (the default) | `embedded.rs` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
-//! | [`RedisStore`] | `redis.rs` | shared by every node; as durable as the Redis server is configured |
+//! | [`EmbeddedStore`] (the default) | `embedded/` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
+//! | [`RedisStore`] | `redis/` | shared by every node; as durable as the Redis server is configured |
 
 pub mod embedded;
 mod memory;
@@ -27,7 +28,7 @@ use async_trait::async_trait;
 use crate::clock::Millis;
 use crate::config::StoreConfig;
 use crate::directory::{AppId, UserId};
-use crate::session::{Session, SessionId};
+use crate::session::{CredentialId, Session, SessionId, SessionKind};
 use crate::token::TokenHash;
 
 /// A store failure: the session's fate is unknown, so callers answer 503 and never succeed.
@@ -114,20 +115,28 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The live session for this key, or `None` when there is none or it expired by `now`.
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
 
-    /// Ends one session and returns it; `None` when it was absent or already expired. An
-    /// expired session is left in place for [`SessionStore::purge_expired`], which records its
-    /// end as an expiry: every session ends exactly once, and is recorded once.
-    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
+    /// Ends one live session and, when it is an app session, every live on-behalf-of session
+    /// minted with it, in one atomic step. Returns them, the named session first; empty when it
+    /// was absent or already expired. An expired session is left in place for
+    /// [`SessionStore::purge_expired`], which records its end as an expiry: every session ends
+    /// exactly once, and is recorded once.
+    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError>;
 
     /// The live sessions that act as `user`: its own, its key-manager tokens, and on-behalf-of
     /// sessions apps hold for it.
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
 
-    /// Ends every live session that acts as `user` (as [`SessionStore::list_user`] lists them)
-    /// and returns them. Expired ones are left for the purge.
-    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError>;
+    /// Ends every live session `selector` names and, for each app session among them, every
+    /// live on-behalf-of session minted with it, in one atomic step; returns them. Expired ones
+    /// are left for the purge.
+    async fn remove_matching(
+        &self,
+        selector: &Selector,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError>;
 
-    /// Ends the live session with public id `id` when it acts as `user`; returns it.
+    /// Ends the live session with public id `id` when it acts as `user`; returns it. (Sessions
+    /// that act as a user are never app sessions, so nothing cascades.)
     async fn remove_by_id(
         &self,
         user: UserId,
@@ -135,16 +144,54 @@ pub trait SessionStore: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Option<Session>, StoreError>;
 
-    /// Ends every live session `app` holds: its own app sessions and every on-behalf-of session
-    /// it minted. Returns them. Expired ones are left for the purge.
-    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError>;
-
     /// Sweeps at most `limit` entries of the expiry index up to `now`: drops the sessions they
     /// name and returns them, so that the caller can record each end, together with how many
     /// entries were swept (a stale entry without its session counts too). A sweep of fewer than
     /// `limit` entries means none are left for now. Each call is short, so a caller that loops
     /// over batches never holds up requests for long.
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError>;
+
+    /// Finishes what is queued and releases the backend (the embedded store lets its engine's
+    /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
+    /// awaits it at shutdown. Backends with nothing to release keep this default.
+    async fn close(&self) {}
+}
+
+/// A set of sessions named by whose they are, or what they were minted with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// Every session that acts as the user: its own, its key-manager tokens, and the
+    /// on-behalf-of sessions apps hold for it.
+    User(UserId),
+    /// Every session the app holds: its own app sessions and the on-behalf-of sessions it
+    /// minted.
+    App(AppId),
+    /// The on-behalf-of sessions the app minted: for one user, or for every user (`None`).
+    OnBehalfOf {
+        /// The app.
+        app: AppId,
+        /// The user, or every user.
+        user: Option<UserId>,
+    },
+    /// The sessions minted with this credential (a certificate or an RSA key).
+    Credential(CredentialId),
+}
+
+impl Selector {
+    /// Whether `session` is one the selector names (not counting cascades).
+    pub fn matches(&self, session: &Session) -> bool {
+        match self {
+            Self::User(user) => session.kind.user() == Some(*user),
+            Self::App(app) => session.kind.app() == Some(app),
+            Self::OnBehalfOf { app, user } => match &session.kind {
+                SessionKind::OnBehalfOf {
+                    app: a, user: u, ..
+                } => a == app && user.is_none_or(|user| user == *u),
+                _ => false,
+            },
+            Self::Credential(id) => session.credential.as_ref() == Some(id),
+        }
+    }
 }
 
 /// What one purge step did: see [`SessionStore::purge_expired`].

@@ -11,9 +11,9 @@ use super::layout::{
 };
 use super::{corrupt, storage, Db};
 use crate::clock::Millis;
-use crate::directory::{AppId, UserId};
-use crate::session::{Session, SessionId};
-use crate::store::{Purged, StoreError};
+use crate::directory::UserId;
+use crate::session::{Session, SessionId, SessionKind};
+use crate::store::{Purged, Selector, StoreError};
 use crate::token::{BuildTokenHasher, TokenHash};
 
 /// One group's changes over the state of the last commit, and what the group has done so far,
@@ -117,8 +117,9 @@ impl Group<'_> {
         Ok(found)
     }
 
-    /// Removes the live sessions under `keys` and returns them; expired ones are left for the
-    /// purge, which records their end.
+    /// Removes the live sessions under `keys` and, for each app session among them, the live
+    /// on-behalf-of sessions minted with it; returns them. Expired ones are left for the purge,
+    /// which records their end.
     pub(super) fn remove_live(
         &mut self,
         keys: &[TokenHash],
@@ -126,23 +127,61 @@ impl Group<'_> {
     ) -> Result<Vec<Session>, StoreError> {
         let mut out = Vec::with_capacity(keys.len());
         for key in keys {
-            if let Some(s) = self.session(key)?.filter(|s| !s.is_expired(now)) {
-                self.drop_session(key, &s)?;
-                out.push(s);
+            self.remove_cascading(key, now, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Removes the live sessions `selector` names, with their cascades, and returns them.
+    pub(super) fn remove_matching(
+        &mut self,
+        selector: &Selector,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (index, prefix) = match selector {
+            Selector::User(user) => (Index::User, user_prefix(*user).to_vec()),
+            Selector::App(app) | Selector::OnBehalfOf { app, .. } => {
+                (Index::App, app_prefix(app.as_str())?)
+            }
+            Selector::Credential(id) => (Index::Credential, id.as_bytes().to_vec()),
+        };
+        let keys = self.hashes_under(index, &prefix, |s| selector.matches(s))?;
+        let mut out = Vec::new();
+        for key in keys {
+            if self.session(&key)?.is_some_and(|s| selector.matches(&s)) {
+                self.remove_cascading(&key, now, &mut out)?;
             }
         }
         Ok(out)
     }
 
-    /// Removes the live sessions that act as `user` and returns them.
-    pub(super) fn remove_user(
+    /// Removes the live session under `key` and, when it is an app session, the live
+    /// on-behalf-of sessions minted with it, appending them to `out`.
+    fn remove_cascading(
         &mut self,
-        user: UserId,
+        key: &TokenHash,
         now: Millis,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.remove_under(Index::User, &user_prefix(user), now, |s| {
-            s.kind.user() == Some(user)
-        })
+        out: &mut Vec<Session>,
+    ) -> Result<(), StoreError> {
+        let Some(s) = self.session(key)?.filter(|s| !s.is_expired(now)) else {
+            return Ok(());
+        };
+        self.drop_session(key, &s)?;
+        let minted = match s.kind {
+            SessionKind::App { .. } => {
+                let id = s.id;
+                self.hashes_under(Index::Parent, &id_key(id), |c| c.kind.parent() == Some(id))?
+            }
+            _ => Vec::new(),
+        };
+        out.push(s);
+        for child in minted {
+            if let Some(c) = self.session(&child)?.filter(|c| !c.is_expired(now)) {
+                self.drop_session(&child, &c)?;
+                out.push(c);
+            }
+        }
+        Ok(())
     }
 
     /// Removes the live session with public id `id` when it acts as `user`, and returns it.
@@ -164,17 +203,6 @@ impl Group<'_> {
         }
     }
 
-    /// Removes the live sessions `app` holds (its own and those it minted) and returns them.
-    pub(super) fn remove_app(
-        &mut self,
-        app: &AppId,
-        now: Millis,
-    ) -> Result<Vec<Session>, StoreError> {
-        self.remove_under(Index::App, &app_prefix(app.as_str())?, now, |s| {
-            s.kind.app() == Some(app)
-        })
-    }
-
     /// Sweeps at most `limit` committed entries of the expiry index up to `now`, as
     /// [`SessionStore::purge_expired`](crate::store::SessionStore::purge_expired) describes.
     pub(super) fn purge_expired(
@@ -188,10 +216,17 @@ impl Group<'_> {
         for entry in self
             .snapshot
             .range(&self.spaces.by_expiry, ..=last.as_slice())
-            .take(limit)
         {
+            if entries.len() == limit {
+                break;
+            }
             let index_key = entry.key().map_err(storage)?;
             let key = trailing_hash(&index_key)?;
+            // Removed by an earlier change of this group (another purge step, a logout): that
+            // change swept it, so this step does not count it again.
+            if matches!(self.sessions.get(&key), Some(None)) {
+                continue;
+            }
             entries.push((index_key, key));
         }
         let swept = entries.len();
@@ -259,19 +294,6 @@ impl Group<'_> {
                 .map(|(k, _)| *k),
         );
         Ok(keys)
-    }
-
-    /// Removes the live sessions under `prefix` in `index` (and those this group added that
-    /// `added` selects), and returns them.
-    fn remove_under(
-        &mut self,
-        index: Index,
-        prefix: &[u8],
-        now: Millis,
-        added: impl Fn(&Session) -> bool,
-    ) -> Result<Vec<Session>, StoreError> {
-        let keys = self.hashes_under(index, prefix, added)?;
-        self.remove_live(&keys, now)
     }
 
     /// Writes the removal of session `s` under `key` and its index entries.
@@ -396,7 +418,8 @@ mod tests {
         let value = encode(&new).unwrap();
         let new2 = new.clone();
         let (a, ins) = queued(move |g| g.insert(&new_key, &new2, value));
-        let (b, ended) = queued(move |g| g.remove_user(UserId(8), now));
+        let (b, ended) =
+            queued(move |g| g.remove_matching(&crate::store::Selector::User(UserId(8)), now));
         // The old session's id, free again, goes to a third session of another user.
         let (reuse_key, reuse) = (TokenHash::from_bytes([4u8; 32]), session(9, 80, now));
         let value = encode(&reuse).unwrap();

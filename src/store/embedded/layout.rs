@@ -9,7 +9,7 @@ use crate::store::StoreError;
 use crate::token::TokenHash;
 
 /// The key layout this build reads and writes.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The keyspaces (see the layout table in the module documentation).
 pub(super) struct Spaces {
@@ -18,6 +18,8 @@ pub(super) struct Spaces {
     pub(super) by_app: Keyspace,
     pub(super) by_id: Keyspace,
     pub(super) by_expiry: Keyspace,
+    pub(super) by_parent: Keyspace,
+    pub(super) by_credential: Keyspace,
 }
 
 /// A keyspace, named.
@@ -28,6 +30,8 @@ pub(super) enum Space {
     ByApp,
     ById,
     ByExpiry,
+    ByParent,
+    ByCredential,
 }
 
 /// Which index an entry belongs to.
@@ -36,6 +40,8 @@ pub(super) enum Index {
     User,
     App,
     Expiry,
+    Parent,
+    Credential,
 }
 
 /// How the database was found on open.
@@ -65,6 +71,8 @@ impl Spaces {
             by_app: space("by_app")?,
             by_id: space("by_id")?,
             by_expiry: space("by_expiry")?,
+            by_parent: space("by_parent")?,
+            by_credential: space("by_credential")?,
         }))
     }
 
@@ -76,6 +84,8 @@ impl Spaces {
             Space::ByApp => &self.by_app,
             Space::ById => &self.by_id,
             Space::ByExpiry => &self.by_expiry,
+            Space::ByParent => &self.by_parent,
+            Space::ByCredential => &self.by_credential,
         }
     }
 }
@@ -87,6 +97,8 @@ impl Index {
             Self::User => Space::ByUser,
             Self::App => Space::ByApp,
             Self::Expiry => Space::ByExpiry,
+            Self::Parent => Space::ByParent,
+            Self::Credential => Space::ByCredential,
         }
     }
 }
@@ -108,12 +120,18 @@ pub(super) fn index_entries(
     key: &TokenHash,
     s: &Session,
 ) -> Result<Vec<(Index, Vec<u8>)>, StoreError> {
-    let mut out = Vec::with_capacity(3);
+    let mut out = Vec::with_capacity(4);
     if let Some(user) = s.kind.user() {
         out.push((Index::User, key_with_hash(&user_prefix(user), key)));
     }
     if let Some(app) = s.kind.app() {
         out.push((Index::App, key_with_hash(&app_prefix(app.as_str())?, key)));
+    }
+    if let Some(parent) = s.kind.parent() {
+        out.push((Index::Parent, key_with_hash(&id_key(parent), key)));
+    }
+    if let Some(credential) = &s.credential {
+        out.push((Index::Credential, key_with_hash(credential.as_bytes(), key)));
     }
     out.push((Index::Expiry, expiry_key(s.expires.as_epoch_millis(), key)));
     Ok(out)

@@ -86,6 +86,8 @@
 //! | `by_app` | app id length (2 bytes) ‖ app id ‖ token hash | empty |
 //! | `by_id` | session id (8 bytes) | token hash |
 //! | `by_expiry` | expiry in epoch ms (8 bytes, big-endian) ‖ token hash | empty |
+//! | `by_parent` | the minting app session's id (8 bytes) ‖ token hash | empty |
+//! | `by_credential` | credential id (32 bytes) ‖ token hash | empty |
 //! | `meta` | `layout` | [`LAYOUT_VERSION`] (4 bytes) |
 //!
 //! The indexes make the administrative operations prefix reads, and let the purge take expired
@@ -113,9 +115,9 @@ use fjall::{Database, Readable as _};
 use self::group::{Group, Insertion};
 use self::layout::{decode, encode, hashes_under, user_prefix, Opened, Spaces};
 use self::writer::{queued, Writer};
-use super::{Census, OpenError, Purged, SessionStore, StoreError};
+use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
-use crate::directory::{AppId, UserId};
+use crate::directory::UserId;
 use crate::session::{Session, SessionId};
 use crate::token::TokenHash;
 
@@ -302,10 +304,9 @@ impl SessionStore for EmbeddedStore {
         Ok(found.filter(|s| !s.is_expired(now)))
     }
 
-    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
+    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
         let key = *key;
-        self.write(move |g| g.remove_live(&[key], now).map(|mut v| v.pop()))
-            .await
+        self.write(move |g| g.remove_live(&[key], now)).await
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -330,8 +331,13 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
-    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        self.write(move |g| g.remove_user(user, now)).await
+    async fn remove_matching(
+        &self,
+        selector: &Selector,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        let selector = selector.clone();
+        self.write(move |g| g.remove_matching(&selector, now)).await
     }
 
     async fn remove_by_id(
@@ -343,13 +349,12 @@ impl SessionStore for EmbeddedStore {
         self.write(move |g| g.remove_by_id(user, id, now)).await
     }
 
-    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let app = app.clone();
-        self.write(move |g| g.remove_app(&app, now)).await
-    }
-
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         self.write(move |g| g.purge_expired(now, limit)).await
+    }
+
+    async fn close(&self) {
+        EmbeddedStore::close(self).await;
     }
 }
 
@@ -442,6 +447,7 @@ mod tests {
             expires: now.saturating_add(std::time::Duration::from_secs(3600)),
             client_ip: None,
             user_agent: None,
+            credential: None,
         }
     }
 

@@ -4,10 +4,12 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P s:<hex token hash>` | string | the session: a one-line header `<id> <expires ms> <user id or nothing> <app id length>`, the app id, then the session as JSON (as the embedded store writes it) |
+//! | `P s:<hex token hash>` | string | the session: a one-line header `<id> <expires ms> <user id or nothing> <kind u/k/a/o> <parent session id or -> <credential hex or -> <app id length>`, the app id, then the session as JSON (as the embedded store writes it) |
 //! | `P i:<session id>` | string | the token hash (the by-id index; also makes ids unique) |
 //! | `P u:<user id>` | set | token hashes of the user's sessions (own, key-manager, on-behalf-of) |
 //! | `P a:<app id>` | set | token hashes of the app's sessions and the on-behalf-of sessions it minted |
+//! | `P p:<session id>` | set | token hashes of the on-behalf-of sessions an app session minted: ending it ends them |
+//! | `P c:<credential hex>` | set | token hashes of the sessions minted with a certificate or RSA key: revoking it ends them |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
 //!
 //! The header lets the scripts find a session's index entries without decoding its JSON.
@@ -45,10 +47,10 @@ use ::redis::{Client, RedisError, Script};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Census, OpenError, Purged, SessionStore, StoreError};
+use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
-use crate::session::{Session, SessionId};
+use crate::session::{Session, SessionId, SessionKind};
 use crate::token::TokenHash;
 
 /// The longest a store operation may take before it fails with 503.
@@ -58,25 +60,45 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long Redis keeps a session past its end, for the purge to record it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
 
-/// Reads a stored session's header; removes a session read as `v` with its index entries
-/// (`drop_read`), or reads and removes one (`drop`, returning the stored value, or false when
-/// absent).
+/// Reads a stored session's header; removes a session read as `v` with its index entries and,
+/// for an app session, the live on-behalf-of sessions minted with it (`drop_read`, appending
+/// what it removed to `out`), or reads and removes one expired session without cascading
+/// (`drop`, for the purge: what an app session minted ends no later than it does).
 const DROP_FN: &str = r"
 local p = ARGV[1]
 local function header(v)
-  local id, exp, user, n, rest = string.match(v, '^(%d+) (%d+) (%-?%d*) (%d+)\n(.*)$')
+  local id, exp, user, kind, parent, cred, n, rest =
+    string.match(v, '^(%d+) (%d+) (%-?%d*) (%a) ([%d%-]+) ([%x%-]+) (%d+)\n(.*)$')
   local app = nil
   if n ~= '0' then app = string.sub(rest, 1, tonumber(n)) end
-  return id, exp, user, app
+  return id, exp, user, app, kind, parent, cred
 end
-local function drop_read(h, v)
+local function unindex(h, v)
   redis.call('ZREM', p .. 'x', h)
   redis.call('DEL', p .. 's:' .. h)
-  local id, _, user, app = header(v)
+  local id, _, user, app, kind, parent, cred = header(v)
   if user ~= '' then redis.call('SREM', p .. 'u:' .. user, h) end
   if app then redis.call('SREM', p .. 'a:' .. app, h) end
+  if parent ~= '-' then redis.call('SREM', p .. 'p:' .. parent, h) end
+  if cred ~= '-' then redis.call('SREM', p .. 'c:' .. cred, h) end
   redis.call('DEL', p .. 'i:' .. id)
-  return v
+  return id, kind
+end
+local function drop_read(h, v, now, out)
+  local id, kind = unindex(h, v)
+  out[#out + 1] = v
+  if kind == 'a' then
+    local set = p .. 'p:' .. id
+    for _, c in ipairs(redis.call('SMEMBERS', set)) do
+      local cv = redis.call('GET', p .. 's:' .. c)
+      if not cv then
+        redis.call('SREM', set, c)
+      else
+        local _, cexp = header(cv)
+        if tonumber(cexp) > now then drop_read(c, cv, now, out) end
+      end
+    end
+  end
 end
 local function drop(h)
   local v = redis.call('GET', p .. 's:' .. h)
@@ -84,11 +106,13 @@ local function drop(h)
     redis.call('ZREM', p .. 'x', h)
     return false
   end
-  return drop_read(h, v)
+  unindex(h, v)
+  return v
 end
 ";
 
-/// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty.
+/// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty, parent
+/// session id or empty, credential hex or empty.
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local ik = p .. 'i:' .. ARGV[5]
@@ -106,32 +130,43 @@ local function index(set)
 end
 if ARGV[7] ~= '' then index(p .. 'u:' .. ARGV[7]) end
 if ARGV[8] ~= '' then index(p .. 'a:' .. ARGV[8]) end
+if ARGV[9] ~= '' then index(p .. 'p:' .. ARGV[9]) end
+if ARGV[10] ~= '' then index(p .. 'c:' .. ARGV[10]) end
 redis.call('ZADD', p .. 'x', ARGV[4], h)
 return 1
 ";
 
 /// ARGV: prefix, hash, now ms. An expired session is left for the purge, which records it.
 const REMOVE: &str = r"
+local now = tonumber(ARGV[3])
 local v = redis.call('GET', p .. 's:' .. ARGV[2])
-if not v then return false end
+if not v then return {} end
 local _, exp = header(v)
-if tonumber(exp) <= tonumber(ARGV[3]) then return false end
-return drop_read(ARGV[2], v)
+if tonumber(exp) <= now then return {} end
+local out = {}
+drop_read(ARGV[2], v, now, out)
+return out
 ";
 
-/// ARGV: prefix, set suffix (`u:<id>` or `a:<id>`), now ms. Returns every session removed;
+/// ARGV: prefix, set suffix (`u:<id>`, `a:<id>`, `c:<credential>`), now ms, the kind wanted
+/// (`o` or empty for any), the user wanted (or empty for any). Returns every session removed;
 /// expired ones are left for the purge, members whose session is gone are dropped.
 const REMOVE_SET: &str = r"
 local set = p .. ARGV[2]
 local now = tonumber(ARGV[3])
+local want_kind, want_user = ARGV[4], ARGV[5]
 local out = {}
 for _, h in ipairs(redis.call('SMEMBERS', set)) do
   local v = redis.call('GET', p .. 's:' .. h)
   if not v then
     redis.call('SREM', set, h)
   else
-    local _, exp = header(v)
-    if tonumber(exp) > now then out[#out + 1] = drop_read(h, v) end
+    local _, exp, user, _, kind = header(v)
+    local wanted = (want_kind == '' or kind == want_kind) and (want_user == '' or user == want_user)
+    -- A cascade earlier in this loop may have removed it already.
+    if wanted and tonumber(exp) > now and redis.call('EXISTS', p .. 's:' .. h) == 1 then
+      drop_read(h, v, now, out)
+    end
   end
 end
 return out
@@ -139,13 +174,16 @@ return out
 
 /// ARGV: prefix, session id, user id, now ms.
 const REMOVE_BY_ID: &str = r"
+local now = tonumber(ARGV[4])
 local h = redis.call('GET', p .. 'i:' .. ARGV[2])
-if not h then return false end
+if not h then return {} end
 local v = redis.call('GET', p .. 's:' .. h)
-if not v then return false end
+if not v then return {} end
 local _, exp, user = header(v)
-if user ~= ARGV[3] or tonumber(exp) <= tonumber(ARGV[4]) then return false end
-return drop_read(h, v)
+if user ~= ARGV[3] or tonumber(exp) <= now then return {} end
+local out = {}
+drop_read(h, v, now, out)
+return out
 ";
 
 /// ARGV: prefix, now ms, limit. Returns {entries swept, {sessions removed}}.
@@ -305,6 +343,15 @@ impl SessionStore for RedisStore {
             .map(|u| u.0.to_string())
             .unwrap_or_default();
         let app = session.kind.app().map(AppId::as_str).unwrap_or_default();
+        let parent = session
+            .kind
+            .parent()
+            .map(|p| p.0.to_string())
+            .unwrap_or_default();
+        let credential = session
+            .credential
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         let mut invocation = self.scripts.insert.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -314,7 +361,9 @@ impl SessionStore for RedisStore {
             .arg(session.id.0)
             .arg(ttl_ms)
             .arg(user)
-            .arg(app);
+            .arg(app)
+            .arg(parent)
+            .arg(credential);
         let inserted: i64 = self.invoke(&invocation).await?;
         if inserted == 1 {
             Ok(())
@@ -331,14 +380,14 @@ impl SessionStore for RedisStore {
         live(value.as_deref().map(decode).transpose()?, now)
     }
 
-    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
+    async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
         let mut invocation = self.scripts.remove.prepare_invoke();
         invocation
             .arg(&self.prefix)
             .arg(hex(key).as_str())
             .arg(now.as_epoch_millis());
-        let value: Option<Vec<u8>> = self.invoke(&invocation).await?;
-        live(value.as_deref().map(decode).transpose()?, now)
+        let values: Vec<Vec<u8>> = self.invoke(&invocation).await?;
+        decode_all(&values)
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -348,11 +397,26 @@ impl SessionStore for RedisStore {
         decode_live(&values, now)
     }
 
-    async fn remove_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let set = format!("u:{}", user.0);
+    async fn remove_matching(
+        &self,
+        selector: &Selector,
+        now: Millis,
+    ) -> Result<Vec<Session>, StoreError> {
+        let (set, kind, user) = match selector {
+            Selector::User(user) => (format!("u:{}", user.0), "", String::new()),
+            Selector::App(app) => (format!("a:{}", app.as_str()), "", String::new()),
+            Selector::OnBehalfOf { app, user } => (
+                format!("a:{}", app.as_str()),
+                "o",
+                user.map(|u| u.0.to_string()).unwrap_or_default(),
+            ),
+            Selector::Credential(id) => (format!("c:{id}"), "", String::new()),
+        };
         let now_ms = now.as_epoch_millis().to_string();
-        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set, now_ms]).await?;
-        decode_live(&values, now)
+        let values: Vec<Vec<u8>> = self
+            .run(&self.scripts.remove_set, &[set, now_ms, kind.into(), user])
+            .await?;
+        decode_all(&values)
     }
 
     async fn remove_by_id(
@@ -361,7 +425,7 @@ impl SessionStore for RedisStore {
         id: SessionId,
         now: Millis,
     ) -> Result<Option<Session>, StoreError> {
-        let value: Option<Vec<u8>> = self
+        let values: Vec<Vec<u8>> = self
             .run(
                 &self.scripts.remove_by_id,
                 &[
@@ -371,14 +435,7 @@ impl SessionStore for RedisStore {
                 ],
             )
             .await?;
-        live(value.as_deref().map(decode).transpose()?, now)
-    }
-
-    async fn remove_app(&self, app: &AppId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let set = format!("a:{}", app.as_str());
-        let now_ms = now.as_epoch_millis().to_string();
-        let values: Vec<Vec<u8>> = self.run(&self.scripts.remove_set, &[set, now_ms]).await?;
-        decode_live(&values, now)
+        Ok(decode_all(&values)?.into_iter().next())
     }
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
@@ -389,7 +446,7 @@ impl SessionStore for RedisStore {
             )
             .await?;
         Ok(Purged {
-            ended: values.iter().map(|v| decode(v)).collect::<Result<_, _>>()?,
+            ended: decode_all(&values)?,
             swept,
         })
     }
@@ -407,6 +464,10 @@ impl Census for RedisStore {
 
 fn live(session: Option<Session>, now: Millis) -> Result<Option<Session>, StoreError> {
     Ok(session.filter(|s| !s.is_expired(now)))
+}
+
+fn decode_all(values: &[Vec<u8>]) -> Result<Vec<Session>, StoreError> {
+    values.iter().map(|v| decode(v)).collect()
 }
 
 fn decode_live(values: &[Vec<u8>], now: Millis) -> Result<Vec<Session>, StoreError> {
@@ -438,8 +499,21 @@ fn push_hex(out: &mut String, key: &TokenHash) {
 fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
     let app = s.kind.app().map(AppId::as_str).unwrap_or_default();
     let user = s.kind.user().map(|u| u.0.to_string()).unwrap_or_default();
+    let kind = match s.kind {
+        SessionKind::User { .. } => 'u',
+        SessionKind::KeyManager { .. } => 'k',
+        SessionKind::App { .. } => 'a',
+        SessionKind::OnBehalfOf { .. } => 'o',
+    };
+    let parent = s
+        .kind
+        .parent()
+        .map_or_else(|| "-".to_owned(), |p| p.0.to_string());
+    let credential = s
+        .credential
+        .map_or_else(|| "-".to_owned(), |c| c.to_string());
     let header = format!(
-        "{} {} {user} {}\n{app}",
+        "{} {} {user} {kind} {parent} {credential} {}\n{app}",
         s.id.0,
         s.expires.as_epoch_millis(),
         app.len()
@@ -491,7 +565,7 @@ fn redis_error(e: RedisError) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::SessionKind;
+    use crate::session::CredentialId;
 
     /// The stored form reads back, whatever the app id holds (spaces, newlines, non-ASCII).
     #[test]
@@ -505,6 +579,7 @@ mod tests {
             SessionKind::OnBehalfOf {
                 app: AppId::new("demo-app"),
                 user: UserId(2001),
+                parent: SessionId(7),
             },
         ] {
             let s = Session {
@@ -514,11 +589,12 @@ mod tests {
                 expires: now.saturating_add(std::time::Duration::from_secs(60)),
                 client_ip: None,
                 user_agent: Some("ua".into()),
+                credential: Some(CredentialId::from_bytes([0xab; 32])),
             };
             let stored = encode(&s).unwrap();
             assert_eq!(decode(&stored).unwrap(), s);
         }
         assert!(decode(b"no header").is_err());
-        assert!(decode(b"1 2 3 99\nshort").is_err());
+        assert!(decode(b"1 2 3 u - - 99\nshort").is_err());
     }
 }
