@@ -15,8 +15,7 @@ pub struct Millis(u64);
 
 impl Millis {
     /// Wraps a count of milliseconds since the Unix epoch.
-    #[cfg(test)]
-    pub(crate) const fn from_epoch_millis(ms: u64) -> Self {
+    pub const fn from_epoch_millis(ms: u64) -> Self {
         Self(ms)
     }
 
