@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::crl::{CrlSource, CrlStale};
 use crate::store::RedisUrl;
 
 /// The default listen address: loopback only, the port the Symphony BDK examples use.
@@ -21,6 +22,8 @@ const DEFAULT_CERTS_DIR: &str = "certs";
 const DEFAULT_DATA_DIR: &str = "data";
 /// The default prefix of every Redis key sessionauth writes.
 const DEFAULT_REDIS_PREFIX: &str = "sessionauth:";
+/// How often CRLs named by URL are fetched again when `tls.crl_refresh` is not set.
+const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
@@ -105,6 +108,13 @@ pub struct TlsSettings {
     pub(crate) resumption: bool,
     /// How long a client may take to complete the TLS handshake.
     pub(crate) handshake_timeout: Duration,
+    /// The CRLs client certificates are checked against: files (PEM or DER) and `http://`
+    /// URLs.
+    pub(crate) crl: Vec<CrlSource>,
+    /// How often the CRLs are loaded again (`None`: only at start and on reload).
+    pub(crate) crl_refresh: Option<Duration>,
+    /// What a CRL past its `nextUpdate` means.
+    pub(crate) crl_stale: CrlStale,
 }
 
 /// Where the directory of users and apps comes from.
@@ -211,6 +221,9 @@ impl Config {
                 client_cas: vec![certs.join(crate::pki::CA_CERT)],
                 resumption: true,
                 handshake_timeout: Duration::from_secs(10),
+                crl: Vec::new(),
+                crl_refresh: None,
+                crl_stale: CrlStale::Deny,
             },
             directory: DirectorySource::Embedded,
             session_lifetime: Duration::from_secs(24 * 3600),
@@ -315,6 +328,10 @@ struct RawTls {
     client_ca: Vec<PathBuf>,
     resumption: Option<bool>,
     handshake_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    crl: Vec<String>,
+    crl_refresh: Option<HumanDuration>,
+    crl_stale: Option<CrlStale>,
 }
 
 #[derive(Deserialize, Default)]
@@ -436,6 +453,25 @@ impl RawConfig {
         )
         .map_err(invalid)?;
         let signing = self.signing.resolve(&at(self.tls.key.clone()), &at)?;
+        let crl = self
+            .tls
+            .crl
+            .iter()
+            .map(|text| match CrlSource::parse(text) {
+                Ok(CrlSource::File(path)) => Ok(CrlSource::File(at(path))),
+                Ok(url) => Ok(url),
+                Err(e) => Err(invalid(format!("tls.crl: {}", crate::chain::Chain(&e)))),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let crl_refresh = match self.tls.crl_refresh {
+            Some(d) if d.0.is_zero() => {
+                return Err(invalid("tls.crl_refresh must be above zero".into()));
+            }
+            Some(d) => Some(d.0),
+            // URLs change without anyone telling us: fetch them hourly unless told otherwise.
+            None if crl.iter().any(|c| matches!(c, CrlSource::Url(_))) => Some(DEFAULT_CRL_REFRESH),
+            None => None,
+        };
         Ok(Config {
             listen,
             tls: TlsSettings {
@@ -444,6 +480,9 @@ impl RawConfig {
                 client_cas: self.tls.client_ca.into_iter().map(at).collect(),
                 resumption: self.tls.resumption.unwrap_or(true),
                 handshake_timeout,
+                crl,
+                crl_refresh,
+                crl_stale: self.tls.crl_stale.unwrap_or_default(),
             },
             directory: self
                 .directory

@@ -476,28 +476,15 @@ impl fmt::Debug for Crl {
 /// big-endian u32, the issuer, and the serial without its DER sign padding. A certificate's
 /// `issuer().as_raw()` and `raw_serial()` give the same id as the CRL entry that revokes it.
 fn credential_id(issuer: &[u8], serial: &[u8]) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"cert\0");
-    ctx.update(
-        &u32::try_from(issuer.len())
-            .unwrap_or(u32::MAX)
-            .to_be_bytes(),
-    );
-    ctx.update(issuer);
-    // Serial numbers are positive integers; a leading zero byte is DER padding, not value.
-    let serial = match serial {
-        [0, rest @ ..] if !rest.is_empty() => rest,
-        other => other,
-    };
-    ctx.update(serial);
-    let mut id = [0u8; 32];
-    id.copy_from_slice(ctx.finish().as_ref());
-    id
+    *crate::session::CredentialId::certificate(issuer, serial).as_bytes()
 }
 
 /// Why a CRL source could not be parsed or loaded; each names its file or URL.
 #[derive(Debug, thiserror::Error)]
 pub enum CrlError {
+    /// No runtime could be started to fetch the CRLs at start-up.
+    #[error("cannot start a runtime to load the CRLs")]
+    Runtime(#[source] Arc<std::io::Error>),
     /// An empty string was given as a source.
     #[error("a CRL source is empty: give a file path or an http:// URL")]
     EmptySource,

@@ -46,3 +46,4 @@ pub mod signing;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod trust;

@@ -132,7 +132,11 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
                 port = addr.port()
             );
         }
-        server::run(listener, prepared, shutdown_signal()).await;
+        let reloads = reload_on_sighup(prepared.reload_handle());
+        tokio::select! {
+            () = server::run(listener, prepared, shutdown_signal()) => {}
+            () = reloads => {}
+        }
         Ok(())
     })
 }
@@ -162,6 +166,32 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
 }
 
 /// Completes on SIGINT or SIGTERM.
+/// Reloads the directory, certificates and CRLs on every SIGHUP (what the reload did, or why it
+/// changed nothing, is logged by the server). Never returns while SIGHUP can be received.
+async fn reload_on_sighup(handle: sessionauth::trust::ReloadHandle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGHUP: reload needs a restart");
+                return std::future::pending().await;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP received: reloading");
+            // The outcome is logged where the reload runs.
+            let _ = handle.reload().await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = handle;
+    }
+    std::future::pending().await
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {

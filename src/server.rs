@@ -17,8 +17,9 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, DirectorySource, Limits};
-use crate::directory::{Directory, DirectoryError};
+use crate::config::{Config, Limits};
+use crate::crl::CrlSet;
+use crate::directory::Directory;
 use crate::http::{access_log, AccessLine, Api, ConnInfo};
 use crate::identity::PeerIdentity;
 use crate::pki::PkiError;
@@ -26,17 +27,14 @@ use crate::rsakey::RsaKeyError;
 use crate::session::Sessions;
 use crate::signing::{SigningError, SigningKeys};
 use crate::store::{OpenError, SessionStore};
-use crate::tls::TlsError;
+use crate::trust::{ReloadHandle, ReloadRequests, Reloader, TrustError};
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// The directory did not load.
+    /// The directory, the CRLs or the TLS material did not load.
     #[error(transparent)]
-    Directory(#[from] DirectoryError),
-    /// The TLS material did not load.
-    #[error(transparent)]
-    Tls(#[from] TlsError),
+    Trust(#[from] TrustError),
     /// The dev PKI could not be made.
     #[error("dev PKI")]
     Pki(#[from] PkiError),
@@ -64,6 +62,7 @@ pub enum StartError {
 pub struct Prepared {
     config: Config,
     tls: Arc<ServerConfig>,
+    crls: CrlSet,
     directory: Arc<Directory>,
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
@@ -72,6 +71,7 @@ pub struct Prepared {
     pub pki_report: Option<crate::pki::Report>,
     /// The public key files the key-folder rule gave to directory entries.
     pub adopted_keys: Vec<std::path::PathBuf>,
+    reload: (ReloadHandle, ReloadRequests),
 }
 
 impl std::fmt::Debug for Prepared {
@@ -89,12 +89,14 @@ impl Prepared {
     /// its file here (and fails here when it cannot); the Redis store only parses its URL and
     /// connects on first use, so a Redis that is down does not hold up start-up.
     pub fn new(config: Config) -> Result<Self, StartError> {
-        let mut directory = match &config.directory {
-            DirectorySource::Embedded => Directory::embedded_sample()?,
-            DirectorySource::File(path) => Directory::from_file(path)?,
-        };
         let pki_report = match &config.dev_pki {
             Some(dir) => {
+                // The dev PKI issues certificates for the directory's principals, before the
+                // key-folder rule looks for their keys.
+                let (directory, _) = crate::trust::load_directory(&Config {
+                    public_key_dir: None,
+                    ..config.clone()
+                })?;
                 let principals = directory.certificate_principals();
                 let mut report = crate::pki::init(dir, &principals)?;
                 crate::rsakey::init_pairs(dir, &principals, &mut report)?;
@@ -102,24 +104,35 @@ impl Prepared {
             }
             None => None,
         };
-        let adopted_keys = match &config.public_key_dir {
-            Some(dir) => directory.use_key_folder(dir)?,
-            None => Vec::new(),
-        };
-        let tls = crate::tls::server_config(&config.tls)?;
+        let (directory, adopted_keys) = crate::trust::load_directory(&config)?;
+        let crls = crate::trust::load_crls_blocking(&config)?;
+        let tls = crate::tls::server_config(&config.tls, &crls).map_err(TrustError::from)?;
         let store = crate::store::open(&config.store)?;
         // Last, so that a start refused for anything else writes no signing key.
         let signing = SigningKeys::load(&config.signing)?;
         Ok(Self {
             config,
             tls,
+            crls,
             directory: Arc::new(directory),
             store,
             clock: Arc::new(SystemClock),
             signing: Arc::new(signing),
             pki_report,
             adopted_keys,
+            reload: crate::trust::reload_channel(),
         })
+    }
+
+    /// A handle that reloads the running server's directory, certificates and CRLs, as SIGHUP
+    /// does.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.reload.0.clone()
+    }
+
+    /// The CRLs loaded.
+    pub fn crls(&self) -> &CrlSet {
+        &self.crls
     }
 
     /// Replaces the clock (tests move time forward instead of sleeping).
@@ -164,17 +177,22 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     let Prepared {
         config,
         tls,
+        crls,
         directory,
         store,
         clock,
         signing,
+        reload: (_, mut reload_requests),
         ..
     } = prepared;
     let limits = config.limits.clone();
     let handshake_timeout = config.tls.handshake_timeout;
     let sessions = Sessions::start(store, clock, config.session_lifetime);
     let api = Arc::new(Api::new(directory, sessions, &limits, signing));
-    let acceptor = TlsAcceptor::from(tls);
+    api.replace_crls(Arc::new(crls));
+    let trust = Arc::new(Reloader::new(config, api.clone(), tls));
+    trust.at_start().await;
+    let refresh = tokio::spawn(trust.clone().refresh_loop());
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up: shutdown waits for requests in
@@ -188,6 +206,13 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
                 Ok(p) => p,
                 Err(_) => break, // the semaphore is never closed
             },
+            Some(reply) = reload_requests.recv() => {
+                let trust = trust.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(trust.reload().await);
+                });
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let (stream, remote) = tokio::select! {
@@ -195,7 +220,8 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
             () = &mut shutdown => break,
         };
         let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
+        // The configuration now: a reload changes what later handshakes see.
+        let acceptor = TlsAcceptor::from(trust.tls());
         let api = api.clone();
         let limits = limits.clone();
         let mut stopping = stopping_rx.clone();
@@ -221,6 +247,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         });
     }
     drop(listener);
+    refresh.abort();
     let _ = stopping_tx.send(true);
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())

@@ -18,6 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::TlsSettings;
+use crate::crl::CrlSet;
 
 /// Why the TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +122,12 @@ pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 /// Builds the server's TLS configuration from the settings: reads the chain, the key and every
-/// client CA bundle, and checks that the key matches the certificate.
-pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+/// client CA bundle, checks that the key matches the certificate, and has client certificates
+/// checked against `crls` (the whole chain, with the configured policy for stale CRLs).
+pub(crate) fn server_config(
+    settings: &TlsSettings,
+    crls: &CrlSet,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let chain = read_certs(&settings.cert_chain)?;
     if chain.is_empty() {
@@ -159,8 +164,10 @@ pub(crate) fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>,
             })?;
         }
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
+    let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .allow_unauthenticated();
+    let verifier = crls
+        .apply_to(builder, settings.crl_stale)
         .build()
         .map_err(TlsError::Verifier)?;
 

@@ -20,7 +20,7 @@ use crate::session::{SessionKind, TokenFamily};
 /// `POST /sessionauth/v1/authenticate`, `/session/authenticate`, `/keyauth/v1/authenticate`:
 /// a service user's session or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
-    let cert = certificate(ctx.peer)?;
+    let cert = certificate(ctx)?;
     let user = match ctx.directory.principal(cert.common_name()) {
         Some(Principal::User(u)) if u.is_service_user() && u.active => u,
         _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
@@ -32,7 +32,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
 
 /// `POST /sessionauth/v1/app/authenticate`: an app's own session.
 pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let cert = certificate(ctx.peer)?;
+    let cert = certificate(ctx)?;
     let app = active_app(ctx, cert)?;
     let kind = SessionKind::App {
         app: app.app_id.clone(),
@@ -54,7 +54,7 @@ pub(super) async fn obo_by_username(ctx: &Ctx<'_>, username: &str) -> Result<Rep
 /// An on-behalf-of session: an active app certificate, then the rules of [`obo`] with the
 /// certificate's app as the caller.
 async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiError> {
-    let cert = certificate(ctx.peer)?;
+    let cert = certificate(ctx)?;
     let app = active_app(ctx, cert)?;
     let token = obo::session(ctx, Some(&app.app_id), target, Some(cert.not_after())).await?;
     Ok(json::ok(&json!({ "sessionToken": token.expose() })))
@@ -64,7 +64,7 @@ async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiErr
 /// `sessionToken` header, when the certificate's CN owns it (the service user for its own
 /// sessions; the app for its app session and the on-behalf-of sessions it minted).
 pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
-    let cert = certificate(ctx.peer)?;
+    let cert = certificate(ctx)?;
     let principal = ctx
         .directory
         .principal(cert.common_name())
@@ -89,15 +89,30 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
     ))
 }
 
-/// The verified certificate, or 401.
-pub(super) fn certificate(peer: &PeerIdentity) -> Result<&CertIdentity, ApiError> {
-    match peer {
-        PeerIdentity::Certificate(c) => Ok(c),
-        PeerIdentity::Anonymous => Err(ApiError::Unauthorized(
-            "A client certificate is required for this endpoint".into(),
-        )),
-        PeerIdentity::Unusable(e) => Err(ApiError::Unauthorized(e.to_string())),
+/// The verified certificate, or 401: when none was presented, when it names no one, and when
+/// it has expired or been revoked since the connection's handshake (a kept-alive or resumed
+/// connection is checked at every request, not only when it was made).
+pub(super) fn certificate<'c>(ctx: &Ctx<'c>) -> Result<&'c CertIdentity, ApiError> {
+    let cert = match ctx.peer {
+        PeerIdentity::Certificate(c) => c,
+        PeerIdentity::Anonymous => {
+            return Err(ApiError::Unauthorized(
+                "A client certificate is required for this endpoint".into(),
+            ))
+        }
+        PeerIdentity::Unusable(e) => return Err(ApiError::Unauthorized(e.to_string())),
+    };
+    if ctx.now >= cert.not_after() {
+        return Err(ApiError::Unauthorized(
+            "The client certificate has expired".into(),
+        ));
     }
+    if ctx.api.is_revoked(&cert.credential()) {
+        return Err(ApiError::Unauthorized(
+            "The client certificate has been revoked".into(),
+        ));
+    }
+    Ok(cert)
 }
 
 /// The active app the certificate names, or 403.

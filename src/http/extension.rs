@@ -21,6 +21,7 @@ use serde_json::json;
 use super::certauth::{active_app, certificate};
 use super::json::{self, Reply};
 use super::{login, ApiError, Ctx};
+use crate::clock::Millis;
 use crate::directory::App;
 use crate::token::SessionToken;
 
@@ -42,10 +43,10 @@ struct RsaRequest {
 
 /// `POST /sessionauth/v1/authenticate/extensionApp`.
 pub(super) fn authenticate_by_certificate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let cert = certificate(ctx.peer)?;
+    let cert = certificate(ctx)?;
     let app = active_app(ctx, cert)?;
     let body: CertRequest = json::parse_body(ctx.body, r#"{"appToken": "..."}"#)?;
-    tokens(ctx, &app, body.app_token)
+    tokens(ctx, &app, body.app_token, Some(cert.not_after()))
 }
 
 /// `POST /login/v1/pubkey/app/authenticate/extensionApp`.
@@ -53,7 +54,7 @@ pub(super) fn authenticate_by_key(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let body: RsaRequest =
         json::parse_body(ctx.body, r#"{"appToken": "...", "authToken": "<JWT>"}"#)?;
     let (app, _) = login::verified_app(ctx, &body.auth_token)?;
-    tokens(ctx, &app, body.app_token)
+    tokens(ctx, &app, body.app_token, None)
 }
 
 /// `GET /sessionauth/v1/app/pod/certificate`, `GET /pod/v1/podcert`.
@@ -61,14 +62,22 @@ pub(super) fn pod_certificate(ctx: &Ctx<'_>) -> Reply {
     json::ok(&json!({ "certificate": ctx.api.signing.certificate_pem() }))
 }
 
-fn tokens(ctx: &Ctx<'_>, app: &App, app_token: String) -> Result<Reply, ApiError> {
+/// The circle-of-trust answer; `symphonyToken` expires after the session lifetime, or at `cap`
+/// (the app certificate's `notAfter`) when that comes first.
+fn tokens(
+    ctx: &Ctx<'_>,
+    app: &App,
+    app_token: String,
+    cap: Option<Millis>,
+) -> Result<Reply, ApiError> {
     if app_token.is_empty() || app_token.len() > MAX_APP_TOKEN_LEN {
         return Err(ApiError::BadRequest(format!(
             "appToken must be 1 to {MAX_APP_TOKEN_LEN} characters"
         )));
     }
     let symphony_token = SessionToken::generate()?;
-    let expire_at = ctx.now.saturating_add(ctx.api.sessions.lifetime());
+    let lifetime_end = ctx.now.saturating_add(ctx.api.sessions.lifetime());
+    let expire_at = cap.map_or(lifetime_end, |cap| cap.min(lifetime_end));
     tracing::info!(
         target: "sessionauth::session",
         event = "extension_app",

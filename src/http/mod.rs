@@ -44,6 +44,7 @@ use json::Reply;
 pub(crate) use access::{access_log, AccessLine};
 
 use crate::clock::Millis;
+use crate::crl::CrlSet;
 use crate::directory::Directory;
 use crate::identity::PeerIdentity;
 use crate::session::{Sessions, TokenFamily};
@@ -58,6 +59,9 @@ pub const TRACE_ID_HEADER: &str = "x-trace-id";
 pub struct Api {
     /// The current directory: replaced whole on reload; each request reads one snapshot.
     directory: ArcSwap<Directory>,
+    /// The current CRLs: a connection whose certificate they revoke since its handshake mints
+    /// nothing more.
+    crls: ArcSwap<CrlSet>,
     sessions: Sessions,
     max_body_bytes: usize,
     body_read_timeout: Duration,
@@ -135,6 +139,7 @@ impl Api {
     ) -> Self {
         Self {
             directory: ArcSwap::new(directory),
+            crls: ArcSwap::from_pointee(CrlSet::default()),
             sessions,
             max_body_bytes: limits.max_body_bytes,
             body_read_timeout: limits.body_read_timeout,
@@ -148,14 +153,29 @@ impl Api {
     }
 
     /// The directory requests read now.
-    pub fn directory(&self) -> Arc<Directory> {
+    pub(crate) fn directory(&self) -> Arc<Directory> {
         self.directory.load_full()
     }
 
     /// Replaces the directory: requests that start from now on read `directory`; requests in
     /// flight finish with the one they started with. Returns the one replaced.
-    pub fn replace_directory(&self, directory: Arc<Directory>) -> Arc<Directory> {
+    pub(crate) fn replace_directory(&self, directory: Arc<Directory>) -> Arc<Directory> {
         self.directory.swap(directory)
+    }
+
+    /// The CRLs requests check presented certificates against now.
+    pub(crate) fn crls(&self) -> Arc<CrlSet> {
+        self.crls.load_full()
+    }
+
+    /// Replaces the CRLs requests check presented certificates against.
+    pub(crate) fn replace_crls(&self, crls: Arc<CrlSet>) -> Arc<CrlSet> {
+        self.crls.swap(crls)
+    }
+
+    /// Whether the current CRLs revoke the certificate with this issuer and serial.
+    fn is_revoked(&self, credential: &crate::session::CredentialId) -> bool {
+        self.crls.load().is_revoked(credential.as_bytes())
     }
 
     /// Handles one request and writes its access-log line. Never fails: every error is a JSON
