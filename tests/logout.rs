@@ -16,6 +16,7 @@ route_tests!(
     app_ends_an_obo_session_it_minted,
     app_ends_its_own_app_session,
     ending_the_app_session_ends_its_obo_sessions,
+    obo_mints_racing_the_app_logout_leave_nothing_alive,
     app_cannot_end_a_bots_session,
     bot_cannot_end_another_bots_session,
     app_cannot_end_another_apps_sessions,
@@ -130,6 +131,47 @@ async fn ending_the_app_session_ends_its_obo_sessions(backend: Backend) {
         "the app session and its OBO session"
     );
     server.assert_dead(&obo).await;
+}
+
+/// On-behalf-of mints that race their app session's logout either fail or are ended with it:
+/// once the logout has answered and every mint has, no OBO session minted with that app
+/// session is alive (the store refuses an OBO session whose app session is gone, in the same
+/// step as the insert).
+async fn obo_mints_racing_the_app_logout_leave_nothing_alive(backend: Backend) {
+    let server = TestServer::start(backend).await;
+    let app = server.pki.client("demo-app");
+    for _ in 0..20 {
+        let session = server.app_token(&app).await;
+        let mut mints = Vec::new();
+        for _ in 0..3 {
+            let mut conn = server.connect(Some(&app)).await.unwrap();
+            let session = session.clone();
+            mints.push(tokio::spawn(async move {
+                let mut minted = Vec::new();
+                for _ in 0..3 {
+                    let r = conn
+                        .send(Req::post(&obo_by_id("2001")).token(&session))
+                        .await
+                        .unwrap();
+                    if r.status == StatusCode::OK {
+                        minted.push(token_of(&r));
+                    }
+                }
+                minted
+            }));
+        }
+        let mut logout = server.connect(Some(&app)).await.unwrap();
+        let r = logout
+            .send(Req::post(LOGOUT).token(&session))
+            .await
+            .unwrap();
+        assert_eq!(r.status, StatusCode::OK);
+        for mint in mints {
+            for obo in mint.await.unwrap() {
+                server.assert_dead(&obo).await;
+            }
+        }
+    }
 }
 
 /// A bot's token presented with an app's certificate is 403, and stays valid.

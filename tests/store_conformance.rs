@@ -325,6 +325,29 @@ async fn removing_an_app_session_cascades_to_what_it_minted(store: Arc<dyn Backe
     );
 }
 
+/// An on-behalf-of session is not stored once its app session has ended (a logout that raced
+/// the mint), nor for an app session that never existed.
+async fn no_obo_session_outlives_its_app_session(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let (app_key, app_session) = new_session(app("demo-app"), now, HOUR);
+    store.insert(app_key, app_session.clone()).await.unwrap();
+    let (k, s) = new_session(obo_of("demo-app", 1001, app_session.id), now, HOUR);
+    store.insert(k, s).await.unwrap();
+    assert_eq!(store.remove(&app_key, now).await.unwrap().len(), 2);
+    let (late_key, late) = new_session(obo_of("demo-app", 1001, app_session.id), now, HOUR);
+    assert!(matches!(
+        store.insert(late_key, late).await,
+        Err(StoreError::ParentEnded)
+    ));
+    assert_eq!(store.get(&late_key, now).await.unwrap(), None);
+    let (k, s) = new_session(obo_of("demo-app", 1001, SessionId(424_242)), now, HOUR);
+    assert!(matches!(
+        store.insert(k, s).await,
+        Err(StoreError::ParentEnded)
+    ));
+    assert_eq!(store.count().await.unwrap(), 0);
+}
+
 /// An app session that a selector ends takes what it minted along (ending by credential, by
 /// app); the on-behalf-of selectors end exactly the app's sessions for one user or for all,
 /// never the app's own sessions.
@@ -478,6 +501,7 @@ conformance!(
     remove_app_ends_the_apps_and_its_obo_sessions,
     removing_an_app_session_cascades_to_what_it_minted,
     selectors_end_what_they_name_and_cascade,
+    no_obo_session_outlives_its_app_session,
     concurrent_inserts_all_land,
 );
 
@@ -536,10 +560,6 @@ fn app(id: &str) -> SessionKind {
     }
 }
 
-fn obo(app: &str, user: i64) -> SessionKind {
-    obo_of(app, user, SessionId(1))
-}
-
 fn obo_of(app: &str, user: i64, parent: SessionId) -> SessionKind {
     SessionKind::OnBehalfOf {
         app: AppId::new(app),
@@ -585,35 +605,38 @@ impl Fixture {
 }
 
 async fn fixture(store: &Arc<dyn Backend>, now: Millis) -> Fixture {
-    let kinds_1001 = [
-        user(1001),
-        SessionKind::KeyManager { user: UserId(1001) },
-        obo("demo-app", 1001),
-        obo("other-app", 1001),
-    ];
-    let kinds_others = [
-        user(1003),
-        app("demo-app"),
-        app("other-app"),
-        obo("demo-app", 2001),
-    ];
     let mut f = Fixture {
         user_1001: Vec::new(),
         keyed_1001: Vec::new(),
         demo_app: Vec::new(),
         others: Vec::new(),
     };
+    // The app sessions first: an on-behalf-of session is stored only with its app session.
+    let mut app_session = std::collections::HashMap::new();
+    for kind in [user(1003), app("demo-app"), app("other-app")] {
+        let (k, s) = new_session(kind, now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        if let Some(a) = s.kind.app() {
+            app_session.insert(a.as_str().to_owned(), s.id);
+        }
+        f.others.push((k, s));
+    }
+    let obo = |a: &str, u: i64| obo_of(a, u, app_session[a]);
+    let kinds_1001 = [
+        user(1001),
+        SessionKind::KeyManager { user: UserId(1001) },
+        obo("demo-app", 1001),
+        obo("other-app", 1001),
+    ];
     for kind in kinds_1001 {
         let (k, s) = new_session(kind, now, HOUR);
         store.insert(k, s.clone()).await.unwrap();
         f.user_1001.push(s.clone());
         f.keyed_1001.push((k, s));
     }
-    for kind in kinds_others {
-        let (k, s) = new_session(kind, now, HOUR);
-        store.insert(k, s.clone()).await.unwrap();
-        f.others.push((k, s));
-    }
+    let (k, s) = new_session(obo("demo-app", 2001), now, HOUR);
+    store.insert(k, s.clone()).await.unwrap();
+    f.others.push((k, s));
     // One expired session of user 1001 and of demo-app: never listed, never returned.
     for kind in [user(1001), obo("demo-app", 1001)] {
         let (k, s) = new_session(kind, now.saturating_add(Duration::ZERO), Duration::ZERO);

@@ -40,7 +40,11 @@ pub enum SessionError {
 
 impl From<StoreError> for SessionError {
     fn from(e: StoreError) -> Self {
-        Self::Store(e)
+        match e {
+            // The app session presented as the credential ended while the mint ran.
+            StoreError::ParentEnded => Self::Invalid,
+            e => Self::Store(e),
+        }
     }
 }
 

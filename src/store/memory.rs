@@ -144,6 +144,13 @@ impl Inner {
         if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
             return Err(StoreError::Duplicate);
         }
+        if session
+            .kind
+            .parent()
+            .is_some_and(|parent| !self.by_id.contains_key(&parent))
+        {
+            return Err(StoreError::ParentEnded);
+        }
         if let Some(user) = session.kind.user() {
             self.by_user.entry(user).or_default().insert(key);
         }

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// A key collision on insert: the token (or session id) already exists.
     #[error("a session with this token already exists")]
     Duplicate,
+    /// An on-behalf-of session's app session has ended (a logout that raced the mint won):
+    /// nothing was stored.
+    #[error("the app session this session would be minted with has ended")]
+    ParentEnded,
     /// The backend reported an error; the detail is in the source.
     #[error("session store failure ({backend})")]
     Backend {
@@ -109,7 +113,9 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenEr
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session. When this returns `Ok`, the session is as durable as the backend
-    /// promises.
+    /// promises. An on-behalf-of session is stored only while the app session that mints it is
+    /// still stored, checked in the same atomic step ([`StoreError::ParentEnded`] otherwise), so
+    /// that a logout racing the mint cannot leave it behind.
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError>;
 
     /// The live session for this key, or `None` when there is none or it expired by `now`.

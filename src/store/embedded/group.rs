@@ -44,6 +44,9 @@ pub(super) enum Insertion {
     /// The token hash or the session id is taken (by a committed session or one added earlier
     /// in the group): nothing is written.
     Duplicate,
+    /// An on-behalf-of session whose app session is gone (ended by a committed change or one
+    /// earlier in the group): nothing is written.
+    ParentEnded,
 }
 
 /// One key written by a group.
@@ -96,6 +99,11 @@ impl Group<'_> {
     ) -> Result<Insertion, StoreError> {
         if self.session(key)?.is_some() || self.key_of(s.id)?.is_some() {
             return Ok(Insertion::Duplicate);
+        }
+        if let Some(parent) = s.kind.parent() {
+            if self.key_of(parent)?.is_none() {
+                return Ok(Insertion::ParentEnded);
+            }
         }
         self.rewrites |= self.sessions.contains_key(key) || self.ids.contains_key(&s.id.0);
         for (index, index_key) in index_entries(key, s)? {

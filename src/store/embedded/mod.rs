@@ -289,6 +289,7 @@ impl SessionStore for EmbeddedStore {
         match self.write(move |g| g.insert(&key, &session, value)).await? {
             Insertion::Added => Ok(()),
             Insertion::Duplicate => Err(StoreError::Duplicate),
+            Insertion::ParentEnded => Err(StoreError::ParentEnded),
         }
     }
 

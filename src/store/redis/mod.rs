@@ -115,12 +115,12 @@ end
 /// session id or empty, credential hex or empty.
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
-local ik = p .. 'i:' .. ARGV[5]
-if not redis.call('SET', ik, h, 'PX', ttl, 'NX') then return 0 end
-if not redis.call('SET', p .. 's:' .. h, ARGV[3], 'PX', ttl, 'NX') then
-  redis.call('DEL', ik)
-  return 0
-end
+local ik, sk = p .. 'i:' .. ARGV[5], p .. 's:' .. h
+if redis.call('EXISTS', sk) == 1 or redis.call('EXISTS', ik) == 1 then return 0 end
+-- An on-behalf-of session only while its app session is stored.
+if ARGV[9] ~= '' and redis.call('EXISTS', p .. 'i:' .. ARGV[9]) == 0 then return -1 end
+redis.call('SET', ik, h, 'PX', ttl)
+redis.call('SET', sk, ARGV[3], 'PX', ttl)
 -- An index set lives as long as its longest-lived member.
 local function index(set)
   redis.call('SADD', set, h)
@@ -365,10 +365,10 @@ impl SessionStore for RedisStore {
             .arg(parent)
             .arg(credential);
         let inserted: i64 = self.invoke(&invocation).await?;
-        if inserted == 1 {
-            Ok(())
-        } else {
-            Err(StoreError::Duplicate)
+        match inserted {
+            1 => Ok(()),
+            -1 => Err(StoreError::ParentEnded),
+            _ => Err(StoreError::Duplicate),
         }
     }
 
