@@ -8,7 +8,9 @@
 # - makes a temporary work dir with a dev PKI (`sessionauth certs init`) and a server config that
 #   listens on 127.0.0.1:0 (the kernel picks a free port; the script reads it from the log);
 # - starts the server in the background and waits (bounded) for GET /health;
-# - writes the BDK configurations and runs scripts/bdk_conformance.py, whose exit code it returns.
+# - writes the BDK configurations and runs scripts/bdk_conformance.py (certificate mode), then
+#   scripts/bdk_conformance_rsa.py (RSA mode); both also run the session-administration and
+#   app-logout-cascade checks of scripts/bdk_revocation.py. Exit 1 when either run fails.
 #
 # Environment:
 #   SESSIONAUTH_BIN   the binary to test (default: target/release/sessionauth; never built here)
@@ -108,7 +110,8 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/bdk-conformance.XXXXXX")"
     cat "$WORK/certs-init.log"
     die "sessionauth certs init --dir $WORK/certs"
 }
-for f in ca.pem server.pem bot.user.bundle.pem retired.bot.bundle.pem demo-app.bundle.pem; do
+for f in ca.pem server.pem bot.user.bundle.pem retired.bot.bundle.pem admin.bot.bundle.pem \
+    demo-app.bundle.pem bot.user-rsa.pem retired.bot-rsa.pem admin.bot-rsa.pem demo-app-rsa.pem; do
     [[ -s "$WORK/certs/$f" ]] || die "certs init did not create $f"
 done
 pass "dev PKI in $WORK/certs"
@@ -182,16 +185,21 @@ EOF
 }
 write_bdk_config "$WORK/bot.yaml" bot.user
 write_bdk_config "$WORK/retired.yaml" retired.bot
+# The sample directory's administrator (SUPER_ADMINISTRATOR): the session-administration checks.
+write_bdk_config "$WORK/admin.yaml" admin.bot
 
 # ---- run the BDK checks ----------------------------------------------------------------------
 runner=()
 if command -v timeout >/dev/null 2>&1; then
     runner=(timeout --kill-after=10 "$RUN_TIMEOUT_S")
 fi
+# Both scripts import scripts/bdk_revocation.py: keep its bytecode out of the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 set +e
 echo "---- certificate mode (bot.certificate, app.certificate) ----"
 (cd "$WORK" && "${runner[@]}" "$VENV/bin/python" -u "$REPO/scripts/bdk_conformance.py" \
-    --config "$WORK/bot.yaml" --refused-config "$WORK/retired.yaml" </dev/null)
+    --config "$WORK/bot.yaml" --refused-config "$WORK/retired.yaml" \
+    --admin-config "$WORK/admin.yaml" </dev/null)
 rc=$?
 echo "---- RSA mode (bot.privateKey, app.privateKey) ----"
 (cd "$WORK" && "${runner[@]}" "$VENV/bin/python" -u "$REPO/scripts/bdk_conformance_rsa.py" \

@@ -4,15 +4,18 @@ running sessionauth.
 
 Run by scripts/bdk-conformance.sh, which starts the server and writes the two BDK configurations:
 
-    bdk_conformance.py --config bot.yaml --refused-config retired.yaml
+    bdk_conformance.py --config bot.yaml --refused-config retired.yaml --admin-config admin.yaml
 
 `bot.yaml` names bot.user (certificate auth) and the app demo-app; `retired.yaml` names the
-inactive service user retired.bot. Everything goes through the BDK's public API, as a bot
+inactive service user retired.bot; `admin.yaml` names the administrator admin.bot (and demo-app).
+Sections 6 to 9 (bdk_revocation.py, shared with the RSA mode) are the pod's session
+administration through the generated `UsersApi` (list a user's sessions, end one by id, end
+all) and the app-logout cascade to the on-behalf-of sessions an app session minted. Everything goes through the BDK's public API, as a bot
 developer would write it. The only lower-level pieces are the BDK's own generated clients
 (`CertificateAuthenticationApi`, `SessionApi`), driven with the ApiClients the BDK built itself,
 which the BDK hands out through its documented extension mechanism (`BdkApiClientFactoryAware`).
 
-Prints one PASS/FAIL line per check and, last, a line `N passed, M failed`. Exits 1 if any check
+Prints a `-- N. title` line before each numbered section, one PASS/FAIL line per check and, last, a line `N passed, M failed`. Exits 1 if any check
 failed. Every step has a timeout, and so does the whole run, so that it can never hang. Tokens are
 never printed.
 """
@@ -33,6 +36,8 @@ from symphony.bdk.gen.auth_api.certificate_authentication_api import Certificate
 from symphony.bdk.gen.exceptions import ApiException
 from symphony.bdk.gen.pod_api.session_api import SessionApi
 from symphony.bdk.gen.pod_model.user_v2 import UserV2
+
+from bdk_revocation import revocation_checks
 
 BOT_USERNAME = "bot.user"
 BOT_ID = 1001
@@ -119,6 +124,11 @@ async def expect_status(r: Results, name: str, coro, status: int) -> None:
         r.fail(name, f"expected HTTP {status}, the call succeeded")
 
 
+def section(number: int, title: str) -> None:
+    """The heading of a numbered section of checks."""
+    print(f"-- {number}. {title}", flush=True)
+
+
 def is_user(user, user_id: int, username: str) -> bool:
     return isinstance(user, UserV2) and user.id == user_id and user.username == username
 
@@ -143,6 +153,7 @@ async def bot_checks(r: Results, config_path: str) -> None:
         app_auth_api = CertificateAuthenticationApi(factory.get_app_session_auth_client())
 
         # 1. Bot session: POST /sessionauth/v1/authenticate and POST /keyauth/v1/authenticate.
+        section(1, "bot session and key-manager token")
         bot_token = None
         try:
             bot_token = await step(bdk.bot_session().session_token)
@@ -161,6 +172,7 @@ async def bot_checks(r: Results, config_path: str) -> None:
             r.fail("bot_session().key_manager_token is a non-empty str", describe(exc))
 
         # 2. Session info through the BDK's SessionService: GET /pod/v2/sessioninfo.
+        section(2, "session info")
         try:
             me = await step(bdk.sessions().get_session())
             r.check(f"sessions().get_session() is {BOT_USERNAME} ({BOT_ID})",
@@ -169,6 +181,7 @@ async def bot_checks(r: Results, config_path: str) -> None:
             r.fail(f"sessions().get_session() is {BOT_USERNAME} ({BOT_ID})", describe(exc))
 
         # 3. On-behalf-of sessions: app authenticate, then the OBO path by user id and by username.
+        section(3, "on-behalf-of sessions")
         obo_tokens = {}
         for label, obo_session in (
             (f"obo(user_id={OBO_ID})", bdk.obo(user_id=OBO_ID)),
@@ -199,6 +212,7 @@ async def bot_checks(r: Results, config_path: str) -> None:
                             bdk.obo(username=OBO_NOT_INSTALLED_USERNAME).session_token, 403)
 
         # 4. Logout through the BDK's generated authenticator client, with the bot's certificate.
+        section(4, "logout")
         if bot_token:
             try:
                 resp = await step(bot_auth_api.v1_logout_post(session_token=bot_token))
@@ -259,6 +273,7 @@ async def refused_checks(r: Results, config_path: str) -> None:
     server answers 403 for an inactive user, so the BDK raises ApiException(403) (its subclass
     ForbiddenException) after a single attempt.
     """
+    section(5, "an inactive service user")
     name = "inactive retired.bot: bot_session().session_token raises ApiException 403 at once"
     config = BdkConfigLoader.load_from_file(config_path)
     async with SymphonyBdk(config) as bdk:
@@ -280,12 +295,19 @@ async def refused_checks(r: Results, config_path: str) -> None:
 async def run(r: Results, args) -> None:
     await bot_checks(r, args.config)
     await refused_checks(r, args.refused_config)
+    # 6. to 9.: session administration and the app-logout cascade (bdk_revocation.py).
+    await revocation_checks(r, mode="cert", first_section=6,
+                            admin_config=BdkConfigLoader.load_from_file(args.admin_config),
+                            bot_config=BdkConfigLoader.load_from_file(args.config),
+                            timeout_s=STEP_TIMEOUT_S)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True, help="BDK YAML for bot.user and demo-app")
     parser.add_argument("--refused-config", required=True, help="BDK YAML for retired.bot")
+    parser.add_argument("--admin-config", required=True,
+                        help="BDK YAML for the administrator admin.bot and demo-app")
     args = parser.parse_args()
     # The BDK logs retries at INFO; only warnings and errors are of interest here.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

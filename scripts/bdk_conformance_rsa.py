@@ -4,16 +4,21 @@
 
     bdk_conformance_rsa.py --port PORT --certs CERTS_DIR --ca CA_PEM
 
-The server must know the RSA public keys of bot.user, retired.bot and demo-app (for example the
-dev PKI's `certs init` files, with `public_key_dir` pointing at CERTS_DIR). The BDK signs its own
+The server must know the RSA public keys of bot.user, retired.bot, admin.bot and demo-app (for
+example the dev PKI's `certs init` files, with `public_key_dir` pointing at CERTS_DIR). The BDK signs its own
 JWTs with CERTS_DIR/<name>-rsa.pem and calls /login and /relay: session and key-manager tokens,
 session info, on-behalf-of sessions by user id and by username, refusals (an inactive bot, a user
 who did not install the app), the extension-app flow with the pod certificate, and an access
 token from /login/idm/tokens verified (with PyJWT, as a resource server would) against the JWKS
-of /login/idm/keys. The lower-level calls use the BDK's own generated clients, driven with the
-ApiClients the BDK built itself (reached through its documented extension mechanism).
+of /login/idm/keys. Sections 7 to 10 (bdk_revocation.py, shared with the certificate mode): the
+administrator admin.bot, by RSA key, lists bot.user's sessions through the generated `UsersApi`,
+ends one by id and then all; and logging out an app session (minted by RSA; logged out with the
+app's dev-PKI certificate CERTS_DIR/demo-app.bundle.pem, as the contract has no RSA logout)
+ends the on-behalf-of sessions it minted. The lower-level calls use the BDK's own generated
+clients, driven with the ApiClients the BDK built itself (reached through its documented
+extension mechanism).
 
-Prints one PASS/FAIL line per check and, last, `N passed, M failed`. Exits 1 if any check failed.
+Prints a `-- N. title` line before each numbered section, one PASS/FAIL line per check and, last, `N passed, M failed`. Exits 1 if any check failed.
 Every step has a timeout, and so does the whole run. Tokens are never printed.
 """
 
@@ -37,6 +42,8 @@ from symphony.bdk.gen.login_api.authentication_api import AuthenticationApi
 from symphony.bdk.gen.pod_api.pod_api import PodApi
 from symphony.bdk.gen.pod_api.session_api import SessionApi
 from symphony.bdk.gen.pod_model.user_v2 import UserV2
+
+from bdk_revocation import ADMIN_USERNAME, revocation_checks
 
 BOT_USERNAME = "bot.user"
 BOT_ID = 1001
@@ -127,6 +134,28 @@ app:
     return BdkConfigLoader.load_from_content(content)
 
 
+def app_cert_config(port: int, ca: str, bundle: str):
+    """A BDK configuration whose app (demo-app) authenticates with its certificate: the RSA
+    mode's app sessions are logged out on the certificate endpoint (there is no RSA logout)."""
+    content = f"""
+host: localhost
+port: {port}
+ssl:
+  trustStore:
+    path: {json.dumps(ca)}
+app:
+  appId: {json.dumps(APP_ID)}
+  certificate:
+    path: {json.dumps(bundle)}
+"""
+    return BdkConfigLoader.load_from_content(content)
+
+
+def section(number: int, title: str) -> None:
+    """The heading of a numbered section of checks."""
+    print(f"-- {number}. {title}", flush=True)
+
+
 def is_user(user, user_id: int, username: str) -> bool:
     return isinstance(user, UserV2) and user.id == user_id and user.username == username
 
@@ -149,6 +178,7 @@ async def bot_checks(r: Results, config) -> None:
         login_api = AuthenticationApi(factory.get_login_client())
 
         # 1. POST /login/pubkey/authenticate and POST /relay/pubkey/authenticate.
+        section(1, "RSA bot session and key-manager token")
         bot_token = None
         try:
             bot_token = await step(bdk.bot_session().session_token)
@@ -166,6 +196,7 @@ async def bot_checks(r: Results, config) -> None:
             r.fail("RSA bot_session().key_manager_token is a non-empty str", describe(exc))
 
         # 2. GET /pod/v2/sessioninfo through the BDK's SessionService.
+        section(2, "session info")
         try:
             me = await step(bdk.sessions().get_session())
             r.check(f"sessions().get_session() is {BOT_USERNAME} ({BOT_ID})",
@@ -174,6 +205,7 @@ async def bot_checks(r: Results, config) -> None:
             r.fail(f"sessions().get_session() is {BOT_USERNAME} ({BOT_ID})", describe(exc))
 
         # 3. OBO: POST /login/pubkey/app/authenticate, then the OBO path by id and by username.
+        section(3, "RSA on-behalf-of sessions")
         obo_tokens = {}
         for label, obo_session in (
             (f"RSA obo(user_id={OBO_ID})", bdk.obo(user_id=OBO_ID)),
@@ -213,6 +245,7 @@ async def bot_checks(r: Results, config) -> None:
             r.fail(name, describe(exc))
 
         # 4. Extension app (circle of trust) by RSA, and the pod certificate.
+        section(4, "RSA extension app and the pod certificate")
         try:
             app_session = await step(bdk.app_authenticator().authenticate_extension_app("conformance-app-token"))
             r.check("RSA extension app: appToken echoed, symphonyToken and integer expireAt (ms) returned",
@@ -236,6 +269,7 @@ async def bot_checks(r: Results, config) -> None:
             r.fail("GET /pod/v1/podcert returns a PEM certificate", describe(exc))
 
         # 5. An access token for resource servers, verified against the JWKS.
+        section(5, "access token and JWKS")
         if bot_token:
             try:
                 issued = await step(login_api.idm_tokens_post(session_token=bot_token, scope="demo"))
@@ -260,6 +294,7 @@ async def bot_checks(r: Results, config) -> None:
 
 async def refused_checks(r: Results, config) -> None:
     """An inactive service user with a registered key: 401, which the BDK reports at once."""
+    section(6, "an inactive service user")
     name = f"RSA bot_session() of the inactive {RETIRED_BOT} raises AuthUnauthorizedError at once"
     async with SymphonyBdk(config) as bdk:
         started = time.monotonic()
@@ -285,9 +320,10 @@ async def main() -> int:
     certs = os.path.abspath(args.certs)
     ca = os.path.abspath(args.ca)
     key = lambda name: os.path.join(certs, f"{name}-rsa.pem")  # noqa: E731
-    for name in (BOT_USERNAME, RETIRED_BOT, APP_ID):
-        if not os.path.isfile(key(name)):
-            print(f"FAIL: setup: {key(name)} does not exist", flush=True)
+    app_bundle = os.path.join(certs, f"{APP_ID}.bundle.pem")
+    for path in [key(name) for name in (BOT_USERNAME, RETIRED_BOT, ADMIN_USERNAME, APP_ID)] + [app_bundle]:
+        if not os.path.isfile(path):
+            print(f"FAIL: setup: {path} does not exist", flush=True)
             print("0 passed, 1 failed")
             return 1
     r = Results()
@@ -297,6 +333,15 @@ async def main() -> int:
             RUN_TIMEOUT_S)
         await asyncio.wait_for(
             refused_checks(r, bdk_config(args.port, ca, RETIRED_BOT, key(RETIRED_BOT), key(APP_ID))),
+            RUN_TIMEOUT_S)
+        # 7. to 10.: session administration and the app-logout cascade (bdk_revocation.py).
+        await asyncio.wait_for(
+            revocation_checks(
+                r, mode="rsa", first_section=7,
+                admin_config=bdk_config(args.port, ca, ADMIN_USERNAME, key(ADMIN_USERNAME), key(APP_ID)),
+                bot_config=bdk_config(args.port, ca, BOT_USERNAME, key(BOT_USERNAME), key(APP_ID)),
+                app_cert_config=app_cert_config(args.port, ca, app_bundle),
+                timeout_s=STEP_TIMEOUT_S),
             RUN_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - an unexpected crash is a failure, with its trace
         traceback.print_exc()
