@@ -93,6 +93,16 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
             .push(format!("client CA bundle {}", ca.display()));
         expiry_warnings(ca, "client CA", now, &mut report)?;
     }
+    // Each CRL: who issued it, until when it is current, how many certificates it revokes.
+    for line in prepared.crls().summary() {
+        report.checked.push(format!("CRL {line}"));
+    }
+    for crl in prepared.crls().stale(now) {
+        report.warnings.push(format!(
+            "CRL {crl} is past its nextUpdate: with tls.crl_stale = \"deny\" (the default) \
+             certificates of its issuer are refused until a current CRL is loaded"
+        ));
+    }
     // Client certificates are looked for where the dev PKI puts them: beside the first CA bundle.
     let certs_dir = config
         .tls
