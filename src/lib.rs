@@ -10,12 +10,13 @@
 //! | the peer identity read from a verified client certificate | [`identity`] |
 //! | the directory of service users, apps and installs | [`directory`] |
 //! | opaque session tokens and their hashes | [`token`] |
-//! | session records | [`session`] |
-//! | the session store trait and its backends | [`store`] |
+//! | the session lifecycle: records, minting, resolving, who may end which session, events, revocation rules, purge | [`session`] |
+//! | the session store trait (`store::open`) and its backends (`memory.rs`, `embedded/`, `redis/`) | [`store`] |
+//! | the trust the server runs on (directory, CRLs, TLS) and its reload on SIGHUP | [`trust`] |
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
-//! | the dev PKI generator | [`pki`] |
-//! | RSA public keys (registered by principals) and dev RSA key pairs | [`rsakey`] |
+//! | the dev PKI generator: CA, file writing, dev RSA key pairs | [`pki`] |
+//! | registered RSA public keys and their signature checks | [`rsakey`] |
 //! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
@@ -27,7 +28,10 @@
 //! accept ([`server`]) → TLS handshake with an optional, verified client certificate ([`tls`]) →
 //! the certificate's CN read once into a [`identity::PeerIdentity`] that travels with the
 //! connection → route ([`http`]) → handler (for example [`http`]'s certificate authenticator) →
-//! store ([`store::SessionStore`]) → JSON response. Handlers never see raw certificates.
+//! session lifecycle ([`session::Sessions`]) → store ([`store::SessionStore`]) → JSON response.
+//! Handlers never see raw certificates, and never build a session or an event themselves. A
+//! reload ([`trust`]) swaps the directory, CRLs and TLS configuration whole and asks the
+//! lifecycle to end what the change revokes.
 
 pub mod chain;
 pub mod check;
