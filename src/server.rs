@@ -193,6 +193,17 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     let trust = Arc::new(Reloader::new(config, api.clone(), tls));
     trust.at_start().await;
     let refresh = tokio::spawn(trust.clone().refresh_loop());
+    // Reload requests are served by a task of their own: the accept loop spends its idle time
+    // waiting in `accept`, where a request it polled only between connections would wait for
+    // the next client.
+    let reloads = tokio::spawn({
+        let trust = trust.clone();
+        async move {
+            while let Some(reply) = reload_requests.recv().await {
+                let _ = reply.send(trust.reload().await);
+            }
+        }
+    });
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up: shutdown waits for requests in
@@ -206,13 +217,6 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
                 Ok(p) => p,
                 Err(_) => break, // the semaphore is never closed
             },
-            Some(reply) = reload_requests.recv() => {
-                let trust = trust.clone();
-                tokio::spawn(async move {
-                    let _ = reply.send(trust.reload().await);
-                });
-                continue;
-            }
             () = &mut shutdown => break,
         };
         let (stream, remote) = tokio::select! {
@@ -248,6 +252,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     }
     drop(listener);
     refresh.abort();
+    reloads.abort();
     let _ = stopping_tx.send(true);
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())

@@ -6,8 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevocationReason, RevokedCertParams, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -69,6 +70,8 @@ pub struct Issued {
     /// The certificate.
     pub cert_pem: String,
     key_pem: String,
+    /// The certificate's serial number (what a CRL names).
+    pub serial: SerialNumber,
 }
 
 impl Issued {
@@ -136,13 +139,50 @@ impl Ca {
         self.sign(params)
     }
 
+    /// A CRL signed by this CA revoking `serials` (none: an empty CRL), DER. Its `thisUpdate`
+    /// is a day before `next_update` or now, whichever is earlier; a `next_update` in the past
+    /// makes a stale CRL.
+    pub fn crl(&self, serials: &[&SerialNumber], next_update: OffsetDateTime) -> Vec<u8> {
+        let now = OffsetDateTime::now_utc();
+        let params = CertificateRevocationListParams {
+            this_update: now.min(next_update) - Duration::from_secs(86_400),
+            next_update,
+            crl_number: SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: (*serial).clone(),
+                    revocation_time: now - Duration::from_secs(60),
+                    reason_code: Some(RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).expect("CRL").der().to_vec()
+    }
+
+    /// A CRL revoking `serials`, due a week from now.
+    pub fn fresh_crl(&self, serials: &[&SerialNumber]) -> Vec<u8> {
+        self.crl(
+            serials,
+            OffsetDateTime::now_utc() + Duration::from_secs(7 * 86_400),
+        )
+    }
+
     fn sign(&self, mut params: CertificateParams) -> Issued {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        let serial = params
+            .serial_number
+            .clone()
+            .expect("params() sets a serial");
         let key = KeyPair::generate().expect("key");
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         Issued {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
+            serial,
         }
     }
 }
@@ -235,6 +275,13 @@ impl Pki {
     /// A client certificate `CN=<cn>` from the trusted CA, valid for a year.
     pub fn client(&self, cn: &str) -> Identity {
         self.client_valid(cn, Validity::days_from_now(365))
+    }
+
+    /// A client certificate `CN=<cn>` from the trusted CA, valid for a year, and its serial
+    /// number (for a CRL to revoke).
+    pub fn client_with_serial(&self, cn: &str) -> (Identity, SerialNumber) {
+        let issued = self.ca.issue_client(cn, Validity::days_from_now(365));
+        (Identity::from_issued(&issued), issued.serial)
     }
 
     /// A client certificate `CN=<cn>` from the trusted CA with the given validity.

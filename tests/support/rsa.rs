@@ -158,7 +158,7 @@ pub(crate) fn write_directory(dir: &Path) {
 }
 
 /// The RSA test directory: the embedded sample's principals, with RSA keys by path.
-const DIRECTORY: &str = r#"
+pub const DIRECTORY: &str = r#"
 [[user]]
 id = 1001
 username = "bot.user"

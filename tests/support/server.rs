@@ -14,6 +14,7 @@ use hyper::StatusCode;
 use sessionauth::clock::ManualClock;
 use sessionauth::config::Config;
 use sessionauth::server::{self, Prepared};
+use sessionauth::trust::{ReloadFailed, ReloadHandle, ReloadReport};
 use tempfile::TempDir;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -264,6 +265,13 @@ impl Site {
         self.inner.redis.as_ref()
     }
 
+    /// Writes `contents` as the file `name` in the site's folder (a CRL, say); returns its path.
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, contents).expect("write site file");
+        path
+    }
+
     /// The configuration lines that choose this site's store.
     pub fn store_lines(&self) -> String {
         let inner = &self.inner;
@@ -334,6 +342,8 @@ pub struct TestServer {
     pub site: Site,
     /// The CA the client trusts.
     trust: String,
+    /// Reloads the running server's trust, as SIGHUP does.
+    reload: ReloadHandle,
     shutdown: Option<oneshot::Sender<()>>,
     run: Option<JoinHandle<()>>,
 }
@@ -359,6 +369,7 @@ impl TestServer {
     ) -> Self {
         let listener = prepared.bind().await.expect("bind");
         let addr = listener.local_addr().expect("local_addr");
+        let reload = prepared.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
         let run = tokio::spawn(server::run(listener, prepared, async move {
             // Completes on send and when the sender is dropped with the TestServer.
@@ -370,9 +381,31 @@ impl TestServer {
             pki: site.pki().clone(),
             site: site.clone(),
             trust: trust_pem,
+            reload,
             shutdown: Some(tx),
             run: Some(run),
         }
+    }
+
+    /// Reloads the directory, certificates and CRLs, as SIGHUP does, and waits (bounded) for the
+    /// outcome.
+    pub async fn reload(&self) -> Result<ReloadReport, ReloadFailed> {
+        tokio::time::timeout(WAIT, self.reload.reload())
+            .await
+            .expect("reload answered in time")
+    }
+
+    /// Replaces the directory file the server reads (`directory.toml`, the file
+    /// [`Options::directory`] and [`Options::rsa`] write) with `toml`; a [`reload`] applies it.
+    ///
+    /// [`reload`]: Self::reload
+    pub fn write_directory(&self, toml: &str) {
+        self.site.write_file("directory.toml", toml);
+    }
+
+    /// Writes `contents` as the file `name` in the site's folder (a CRL, say).
+    pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
+        self.site.write_file(name, contents)
     }
 
     /// Moves the server's clock forward.
