@@ -242,14 +242,22 @@ expect_status "the logged-out app session is invalid on /pod" 401 -j 'message=In
     curl "${CA[@]}" -H "sessionToken: $APP_TOKEN" "$URL/pod/v2/sessioninfo"
 expect_status "the logged-out app session cannot mint OBO sessions" 401 -j code=401 -- \
     curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST "$OBO_ALICE"
-# Logging out one session ends exactly that session: alice's remaining OBO session lives on, and
-# the app (proving itself by certificate) can still end it.
-expect_status "alice's OBO session outlives the app session that minted it" 200 -j username=alice -- \
+# An app session's logout cascades: the on-behalf-of sessions it minted end with it, and the
+# answer's `count` says how many sessions ended (here the app session and alice's OBO session).
+expect_status "alice's OBO session ended with the app session that minted it" 401 \
+    -j 'message=Invalid session' -- \
     curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
-expect_status "demo-app still ends alice's OBO session" 200 -j 'message~.+' -- \
-    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $OBO_BY_NAME" -X POST "$URL/sessionauth/v1/logout"
-expect_status "alice's OBO session is now invalid" 401 -j 'message=Invalid session' -- \
-    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+expect_status "demo-app gets another app session" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from CASCADE_APP token
+expect_status "(and mints an OBO session for alice with it)" 200 -j "sessionToken~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $CASCADE_APP" -X POST "$OBO_ALICE"
+token_from CASCADE_OBO sessionToken
+expect_status "logging out that app session ends 2 sessions (count=2)" 200 \
+    -j 'message=Logout successful' -j count=2 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $CASCADE_APP" -X POST "$URL/sessionauth/v1/logout"
+expect_status "the cascaded OBO session is invalid" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $CASCADE_OBO" "$URL/pod/v2/sessioninfo"
 
 section "Session administration (administrator role: admin.bot)"
 
