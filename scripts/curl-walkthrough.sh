@@ -10,6 +10,9 @@
 #   VERBOSE=1 scripts/curl-walkthrough.sh            # also print each curl command
 #   KEEP_WORK=1 scripts/curl-walkthrough.sh          # keep certs, config and server.log
 #
+# The last sections reload the server (SIGHUP): a bot deactivated in the directory file, and a
+# certificate revoked by a CRL made with `openssl ca`.
+#
 # Tokens are secrets: the script never prints them, and at the end it checks that none of the
 # tokens it received appears in the server's log.
 set -euo pipefail
@@ -19,8 +22,74 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/common.sh"
 
 sa_init
 sa_dev_pki "$WORK/certs" # sessionauth certs init --dir $WORK/certs
-sa_start_server
 C="$SA_CERTS"
+
+# --- Trust that can change while the server runs ---------------------------------------------
+# The server reads its directory from a copy of the sample (examples/directory.toml) with two
+# more service users, reload.bot and crl.bot, so that the reload steps at the end can deactivate
+# one and revoke the other's certificate without touching the bots the other steps use. It also
+# checks client certificates against a CRL that the dev CA signs with openssl; the CRL starts
+# empty (a configured CRL file must exist when the server starts).
+DIRECTORY="$WORK/directory.toml"
+cp "$SA_ROOT/examples/directory.toml" "$DIRECTORY"
+cat >>"$DIRECTORY" <<'EOF'
+
+# Added by scripts/curl-walkthrough.sh for its reload steps.
+[[user]]
+id = 1101
+username = "reload.bot"
+displayName = "Reload Bot"
+accountType = "SYSTEM"
+active = true # reload.bot
+roles = ["INDIVIDUAL"]
+
+[[user]]
+id = 1102
+username = "crl.bot"
+displayName = "CRL Bot"
+accountType = "SYSTEM"
+active = true # crl.bot
+roles = ["INDIVIDUAL"]
+EOF
+for cn in reload.bot crl.bot; do
+    "$SA_BIN" certs issue --cn "$cn" --dir "$C" >>"$WORK/issue.log" 2>&1 \
+        || { cat "$WORK/issue.log" >&2; die "sessionauth certs issue --cn $cn failed"; }
+done
+
+# A minimal `openssl ca` set-up in $WORK/crl: an index of revoked certificates, a CRL number and
+# the dev CA's certificate and key. `openssl ca -gencrl` then writes a CRL of what the index
+# holds, signed by the CA (the issuer the server matches it to).
+CRL_DIR="$WORK/crl"
+CRL="$CRL_DIR/crl.pem"
+mkdir -p "$CRL_DIR"
+: >"$CRL_DIR/index.txt"
+echo 01 >"$CRL_DIR/crlnumber"
+cat >"$CRL_DIR/openssl-ca.cnf" <<EOF
+[ ca ]
+default_ca = dev_ca
+
+[ dev_ca ]
+database = $CRL_DIR/index.txt
+crlnumber = $CRL_DIR/crlnumber
+certificate = $C/ca.pem
+private_key = $C/ca-key.pem
+default_md = sha256
+default_crl_days = 1
+crl_extensions = crl_ext
+
+[ crl_ext ]
+authorityKeyIdentifier = keyid:always
+EOF
+# make_crl: write $CRL from the index (no revocation yet: an empty CRL).
+make_crl() {
+    openssl ca -batch -config "$CRL_DIR/openssl-ca.cnf" -gencrl -out "$CRL" >>"$CRL_DIR/openssl.log" 2>&1 \
+        || { cat "$CRL_DIR/openssl.log" >&2; die "openssl ca -gencrl failed"; }
+}
+make_crl
+
+SA_CONFIG_EXTRA="directory = \"$DIRECTORY\""
+SA_TLS_EXTRA="crl = [\"$CRL\"]"
+sa_start_server
 
 # --- The curl options, spelled out ---------------------------------------------------------------
 # Every call verifies the server against the dev CA (--cacert) and reaches it as "localhost", the
@@ -37,6 +106,8 @@ RETIRED=(--cert "$C/retired.bot.pem" --key "$C/retired.bot-key.pem")
 DEMO_APP=(--cert "$C/demo-app.pem" --key "$C/demo-app-key.pem")
 OTHER_APP=(--cert "$C/other-app.pem" --key "$C/other-app-key.pem")
 NO_OBO_APP=(--cert "$C/no-obo-app.pem" --key "$C/no-obo-app-key.pem")
+RELOAD_BOT=(--cert "$C/reload.bot.pem" --key "$C/reload.bot-key.pem")
+CRL_BOT=(--cert "$C/crl.bot.pem" --key "$C/crl.bot-key.pem")
 URL="$SA_BASE"
 TOKEN_RE='[A-Za-z0-9_-]{43}'
 FORBIDDEN_CN='Forbidden: Certificate authentication is not allowed for the requested user.'
@@ -242,14 +313,22 @@ expect_status "the logged-out app session is invalid on /pod" 401 -j 'message=In
     curl "${CA[@]}" -H "sessionToken: $APP_TOKEN" "$URL/pod/v2/sessioninfo"
 expect_status "the logged-out app session cannot mint OBO sessions" 401 -j code=401 -- \
     curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $APP_TOKEN" -X POST "$OBO_ALICE"
-# Logging out one session ends exactly that session: alice's remaining OBO session lives on, and
-# the app (proving itself by certificate) can still end it.
-expect_status "alice's OBO session outlives the app session that minted it" 200 -j username=alice -- \
+# An app session's logout cascades: the on-behalf-of sessions it minted end with it, and the
+# answer's `count` says how many sessions ended (here the app session and alice's OBO session).
+expect_status "alice's OBO session ended with the app session that minted it" 401 \
+    -j 'message=Invalid session' -- \
     curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
-expect_status "demo-app still ends alice's OBO session" 200 -j 'message~.+' -- \
-    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $OBO_BY_NAME" -X POST "$URL/sessionauth/v1/logout"
-expect_status "alice's OBO session is now invalid" 401 -j 'message=Invalid session' -- \
-    curl "${CA[@]}" -H "sessionToken: $OBO_BY_NAME" "$URL/pod/v2/sessioninfo"
+expect_status "demo-app gets another app session" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -X POST "$URL/sessionauth/v1/app/authenticate"
+token_from CASCADE_APP token
+expect_status "(and mints an OBO session for alice with it)" 200 -j "sessionToken~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $CASCADE_APP" -X POST "$OBO_ALICE"
+token_from CASCADE_OBO sessionToken
+expect_status "logging out that app session ends 2 sessions (count=2)" 200 \
+    -j 'message=Logout successful' -j count=2 -- \
+    curl "${CA[@]}" "${DEMO_APP[@]}" -H "sessionToken: $CASCADE_APP" -X POST "$URL/sessionauth/v1/logout"
+expect_status "the cascaded OBO session is invalid" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $CASCADE_OBO" "$URL/pod/v2/sessioninfo"
 
 section "Session administration (administrator role: admin.bot)"
 
@@ -297,6 +376,80 @@ expect_status "demo-app's OBO session for alice is invalid" 401 -j 'message=Inva
     curl "${CA[@]}" -H "sessionToken: $ADM_OBO" "$URL/pod/v2/sessioninfo"
 expect_status "the administrator's own session is untouched" 200 -j username=admin.bot -- \
     curl "${CA[@]}" -H "sessionToken: $ADMIN_TOKEN" "$URL/pod/v2/sessioninfo"
+
+section "Reload (SIGHUP): deactivating a bot in the directory"
+
+# The server reads the directory file, the CRLs and the TLS files again on SIGHUP, swaps them in
+# at once and ends the sessions the change revokes; its log then has one summary line,
+# "reloaded the directory, certificates and CRLs" (with counts and took_ms), or "reload refused"
+# with the error (and nothing changes). sa_reload (lib/common.sh) sends the signal and waits for
+# that line.
+expect_status "reload.bot gets a session token" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${RELOAD_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from RELOAD_TOKEN token
+expect_status "bot.user gets a session token" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from STAY_TOKEN token
+
+# An invalid directory is refused whole: the server keeps serving on what it had.
+cp "$DIRECTORY" "$WORK/directory.good"
+printf '\n[[user]]\nid = 1101\nusername = "duplicate.id"\naccountType = "SYSTEM"\n' >>"$DIRECTORY"
+SA_RELOAD_EXPECT=refused sa_reload "SIGHUP with a duplicate user id in the directory"
+check "the refusal names the directory file" grep -qF "$DIRECTORY" <<<"$SA_RELOAD_LINE"
+expect_status "reload.bot's session survived the refused reload" 200 -j username=reload.bot -- \
+    curl "${CA[@]}" -H "sessionToken: $RELOAD_TOKEN" "$URL/pod/v2/sessioninfo"
+cp "$WORK/directory.good" "$DIRECTORY"
+
+# Deactivate reload.bot in the directory file, then SIGHUP.
+sed -i 's/^active = true # reload.bot$/active = false # reload.bot/' "$DIRECTORY"
+check "reload.bot is now active = false in the directory file" \
+    grep -qx 'active = false # reload.bot' "$DIRECTORY"
+sa_reload "kill -HUP $SERVER_PID: the directory is reloaded"
+check "the reload ended reload.bot's session (sessions_ended=1)" \
+    grep -qE 'sessions_ended=1( |$)' <<<"$SA_RELOAD_LINE"
+expect_status "reload.bot's old token: 401" 401 -j code=401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $RELOAD_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "reload.bot authenticating again: 403" 403 -j code=403 -j "message=$FORBIDDEN_CN" -- \
+    curl "${CA[@]}" "${RELOAD_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+expect_status "bot.user's session is untouched by the reload" 200 -j username=bot.user -- \
+    curl "${CA[@]}" -H "sessionToken: $STAY_TOKEN" "$URL/pod/v2/sessioninfo"
+
+section "Reload (SIGHUP): revoking a certificate with a CRL"
+
+# The server has checked client certificates against $CRL since start-up; it was empty.
+expect_status "crl.bot gets a session token" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${CRL_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from CRL_TOKEN token
+expect_status "(and a second one)" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${CRL_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from CRL_TOKEN2 token
+
+# Revoke crl.bot's certificate in the openssl CA's index, and write the new CRL over the old one.
+#   openssl ca -config openssl-ca.cnf -revoke crl.bot.pem -crl_reason keyCompromise
+#   openssl ca -config openssl-ca.cnf -gencrl -out crl.pem
+CRL_SERIAL="$(openssl x509 -in "$C/crl.bot.pem" -noout -serial | cut -d= -f2)"
+openssl ca -batch -config "$CRL_DIR/openssl-ca.cnf" -revoke "$C/crl.bot.pem" \
+    -crl_reason keyCompromise >>"$CRL_DIR/openssl.log" 2>&1 \
+    || { cat "$CRL_DIR/openssl.log" >&2; die "openssl ca -revoke failed"; }
+make_crl
+check "the new CRL lists crl.bot's serial $CRL_SERIAL" \
+    bash -c 'openssl crl -in "$1" -noout -text | tr -d " :" | grep -qi "SerialNumber$2"' _ "$CRL" "$CRL_SERIAL"
+expect_status "before the reload, crl.bot's certificate still works" 200 -j username=crl.bot -- \
+    curl "${CA[@]}" -H "sessionToken: $CRL_TOKEN" "$URL/pod/v2/sessioninfo"
+sa_reload "kill -HUP $SERVER_PID: the CRL is reloaded"
+check "the reload counts one revoked certificate and ended crl.bot's 2 sessions" \
+    grep -qE 'revoked_certificates=1 .*sessions_ended=2( |$)' <<<"$SA_RELOAD_LINE"
+expect_tls_failure "crl.bot's revoked certificate: TLS handshake refused" -- \
+    curl "${CA[@]}" "${CRL_BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+expect_status "crl.bot's first session: 401" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $CRL_TOKEN" "$URL/pod/v2/sessioninfo"
+expect_status "crl.bot's second session: 401" 401 -j 'message=Invalid session' -- \
+    curl "${CA[@]}" -H "sessionToken: $CRL_TOKEN2" "$URL/pod/v2/sessioninfo"
+expect_status "bot.user (not revoked) still authenticates" 200 -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" "${BOT[@]}" -X POST "$URL/sessionauth/v1/authenticate"
+token_from AFTER_CRL_TOKEN token
+expect_status "and bot.user's earlier session still works" 200 -j username=bot.user -- \
+    curl "${CA[@]}" -H "sessionToken: $STAY_TOKEN" "$URL/pod/v2/sessioninfo"
 
 section "Hygiene"
 sa_check_log_clean
