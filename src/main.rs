@@ -78,6 +78,8 @@ enum CertsCommand {
 
 fn main() -> ExitCode {
     init_logging();
+    // Process-wide settings are made here, once: rustls's default provider is ours (ring).
+    sessionauth::tls::install_process_default();
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),

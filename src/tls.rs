@@ -93,6 +93,13 @@ pub enum TlsError {
     Verifier(#[source] rustls::server::VerifierBuilderError),
 }
 
+/// Makes [`provider`] rustls's process-wide default, for TLS clients that build their
+/// configuration from it (the Redis client's `rediss://` connections). The binary calls it once,
+/// in `main`; an error means a default is installed already, which is left as it is.
+pub fn install_process_default() {
+    let _ = CryptoProvider::install_default(provider().as_ref().clone());
+}
+
 /// The crypto provider sessionauth uses everywhere: *ring*.
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

@@ -239,14 +239,9 @@ impl RedisStore {
     /// connection is made on first use, so a Redis that is down at start-up delays nothing
     /// (requests answer 503 until it is reachable).
     pub fn open(url: &RedisUrl, prefix: &str) -> Result<Self, OpenError> {
-        if url.is_tls() {
-            // The redis client builds its TLS configuration from rustls's process-wide default
-            // provider; make that ours (ring), so that it never depends on which providers other
-            // dependencies enable. An error means one is installed already, which is fine.
-            let _ = rustls::crypto::CryptoProvider::install_default(
-                crate::tls::provider().as_ref().clone(),
-            );
-        }
+        // A `rediss://` client builds its TLS configuration from rustls's process-wide default
+        // provider, which the binary makes ours once, in `main`
+        // (`tls::install_process_default`); this constructor changes no process-wide state.
         let client = Client::open(url.expose()).map_err(OpenError::Redis)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
         Ok(Self {
