@@ -91,7 +91,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", error_chain(e.as_ref()));
+            eprintln!("error: {}", sessionauth::chain::Chain(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -229,13 +229,4 @@ fn init_logging() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
-}
-
-/// The error and its sources, outermost first, joined with `: `. Every error shows its source
-/// either in its own message or through `source()`, never both, so nothing repeats.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    std::iter::successors(Some(e), |e| e.source())
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(": ")
 }
