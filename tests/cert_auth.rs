@@ -193,7 +193,8 @@ async fn expired_certificate_fails_the_handshake(backend: Backend) {
 }
 
 /// A certificate the server's clock says has expired (rustls, on the wall clock, still accepts
-/// it) mints nothing: 401; a certificate still valid on that clock works.
+/// it) mints nothing on any certificate path, extension apps included: 401; a certificate still
+/// valid on that clock works.
 async fn certificate_expired_on_the_server_clock_mints_nothing(backend: Backend) {
     let server = TestServer::start(backend).await;
     let hour = std::time::Duration::from_secs(3600);
@@ -214,6 +215,14 @@ async fn certificate_expired_on_the_server_clock_mints_nothing(backend: Backend)
         .assert_error(StatusCode::UNAUTHORIZED);
     server
         .post(Some(&app), &obo_by_id("2001"), Some(&app_session))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED);
+    // The circle-of-trust call mints from the certificate too (its success is in rsa_auth.rs).
+    server
+        .request(
+            Some(&app),
+            Req::post("/sessionauth/v1/authenticate/extensionApp").body(r#"{"appToken":"t"}"#),
+        )
         .await
         .assert_error(StatusCode::UNAUTHORIZED);
     let long = server.pki.client("bot.user");
