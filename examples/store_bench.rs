@@ -232,6 +232,8 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
                         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                         user_agent: Some("store_bench fill".into()),
                         credential: None,
+                        chain: Vec::new(),
+                        fingerprint: None,
                     };
                     store
                         .insert(SessionToken::generate()?.hash(), session)

@@ -11,7 +11,7 @@ use rustls_pki_types::CertificateDer;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::Millis;
-use crate::session::CredentialId;
+use crate::session::{Credential, CredentialId, Fingerprint};
 
 /// What the client proved about itself at the TLS layer.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub enum PeerIdentity {
 pub struct CertIdentity {
     cn: String,
     not_after: Millis,
-    credential: CredentialId,
+    credential: Credential,
 }
 
 impl CertIdentity {
@@ -43,10 +43,16 @@ impl CertIdentity {
         self.not_after
     }
 
-    /// The certificate's issuer and serial number as a [`CredentialId`]: what a CRL entry
-    /// names, recorded with every session the certificate mints.
-    pub(crate) fn credential(&self) -> CredentialId {
-        self.credential
+    /// The certificate's issuer and serial number as a [`CredentialId`] (what a CRL entry
+    /// names), the same for each intermediate certificate presented with it, and its
+    /// fingerprint: recorded with every session the certificate mints.
+    pub(crate) fn credential(&self) -> &Credential {
+        &self.credential
+    }
+
+    /// The certificate's id, then its intermediates': revoking any of them revokes it.
+    pub(crate) fn revocation_ids(&self) -> impl Iterator<Item = &CredentialId> {
+        std::iter::once(&self.credential.id).chain(&self.credential.chain)
     }
 }
 
@@ -82,7 +88,7 @@ impl PeerIdentity {
     pub(crate) fn from_verified_chain(chain: Option<&[CertificateDer<'_>]>) -> Self {
         match chain.and_then(|c| c.first()) {
             None => Self::Anonymous,
-            Some(leaf) => match CertIdentity::from_der(leaf.as_ref()) {
+            Some(leaf) => match CertIdentity::from_der(leaf.as_ref(), chain_ids(chain)) {
                 Ok(id) => Self::Certificate(id),
                 Err(e) => Self::Unusable(e),
             },
@@ -98,8 +104,22 @@ impl PeerIdentity {
     }
 }
 
+/// How many certificates after the leaf are recorded.
+const MAX_CHAIN: usize = 8;
+
+/// The ids of the certificates presented after the leaf (rustls verified a path through them).
+fn chain_ids(chain: Option<&[CertificateDer<'_>]>) -> Vec<CredentialId> {
+    let rest = chain.and_then(|c| c.get(1..)).unwrap_or_default();
+    // rustls refuses longer paths; extra certificates a client sends are no one's business.
+    rest.iter()
+        .take(MAX_CHAIN)
+        .filter_map(|der| X509Certificate::from_der(der.as_ref()).ok())
+        .map(|(_, c)| CredentialId::certificate(c.issuer().as_raw(), c.raw_serial()))
+        .collect()
+}
+
 impl CertIdentity {
-    fn from_der(der: &[u8]) -> Result<Self, IdentityError> {
+    fn from_der(der: &[u8], chain: Vec<CredentialId>) -> Result<Self, IdentityError> {
         let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unparsable)?;
         let mut cns = cert.subject().iter_common_name();
         let first = cns.next().ok_or(IdentityError::NoCommonName)?;
@@ -111,7 +131,11 @@ impl CertIdentity {
             return Err(IdentityError::NoCommonName);
         }
         let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
-        let credential = CredentialId::certificate(cert.issuer().as_raw(), cert.raw_serial());
+        let credential = Credential {
+            id: CredentialId::certificate(cert.issuer().as_raw(), cert.raw_serial()),
+            chain,
+            fingerprint: Fingerprint::certificate(der),
+        };
         Ok(Self {
             cn: cn.to_owned(),
             not_after,

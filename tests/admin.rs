@@ -278,6 +278,8 @@ async fn list_describes_each_session_of_the_user(backend: Backend) {
     server.advance(Duration::from_secs(1));
     server.session_token(&bot).await;
     let admin = admin_token(&server).await;
+    let digest = ring::digest::digest(&ring::digest::SHA256, bot.chain[0].as_ref());
+    let fingerprint: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
 
     let resp = list(&server, Some(&admin), BOT_UID).await;
     resp.assert_status(StatusCode::OK);
@@ -301,6 +303,8 @@ async fn list_describes_each_session_of_the_user(backend: Backend) {
             "expirationDelay",
             "clientIp",
             "kind",
+            "credentialId",
+            "credentialFingerprint",
         ];
         if ua.is_some() {
             keys.push("userAgent");
@@ -313,6 +317,8 @@ async fn list_describes_each_session_of_the_user(backend: Backend) {
         assert_eq!(s["clientIp"], "127.0.0.1", "{s}");
         assert_eq!(s["kind"], kind, "{s}");
         assert_eq!(s["userAgent"].as_str(), ua, "{s}");
+        // What `openssl x509 -fingerprint -sha256` prints, lowercase and without colons.
+        assert_eq!(s["credentialFingerprint"], fingerprint, "{s}");
     }
     let mut ids: Vec<i64> = sessions.iter().map(sid_of).collect();
     ids.sort_unstable();

@@ -31,6 +31,7 @@ route_tests!(
     missing_crl_file_reload_changes_nothing,
     kept_alive_connection_keeps_working_across_a_reload,
     crl_file_revokes_a_certificate_on_reload,
+    revoked_intermediate_ends_the_sessions_minted_under_it,
     crl_url_revokes_on_reload_and_a_failed_fetch_keeps_the_last_good_set,
     stale_crl_refuses_its_issuers_certificates_unless_allowed,
 );
@@ -451,6 +452,39 @@ async fn crl_file_revokes_a_certificate_on_reload(backend: Backend) {
         .assert_error_containing(StatusCode::UNAUTHORIZED, "revoked");
     server.assert_live(&survivor).await;
     server.session_token(&kept).await;
+}
+
+/// A CRL from the root revoking an intermediate CA: every session minted with a certificate
+/// the intermediate issued ends on reload, and a new handshake through it fails; a certificate
+/// issued straight by the root keeps its session.
+async fn revoked_intermediate_ends_the_sessions_minted_under_it(backend: Backend) {
+    let site = Site::new(backend);
+    let (intermediate, serial) = site.pki().ca.issue_intermediate("Test Issuing CA");
+    // The intermediate's own (empty) CRL: with its issuer's CRL listed, status is known for
+    // every certificate of the chain.
+    site.write_file("ca.crl", site.pki().ca.fresh_crl(&[]));
+    site.write_file("issuing.crl", intermediate.fresh_crl(&[]));
+    let server = site
+        .start(&Options::default().tls("crl = [\"ca.crl\", \"issuing.crl\"]"))
+        .await;
+    let chained = intermediate.client_with_chain("bot.user");
+    let doomed = server.session_token(&chained).await;
+    let app = intermediate.client_with_chain("demo-app");
+    let doomed_app = server.app_token(&app).await;
+    let doomed_obo = server
+        .obo_token(&app, &doomed_app, &obo_by_name("alice"))
+        .await;
+    let survivor = server.session_token(&server.pki.client("bot.user")).await;
+
+    server.write_file("ca.crl", server.pki.ca.fresh_crl(&[&serial]));
+    let report = server.reload().await.expect("the reload applies");
+    assert_eq!((report.crls, report.revoked), (2, 1), "{report:?}");
+    assert_eq!(report.ended, 3, "{report:?}");
+    server.assert_dead(&doomed).await;
+    server.assert_dead(&doomed_app).await;
+    server.assert_dead(&doomed_obo).await;
+    assert_handshake_fails(&server, &chained).await;
+    server.assert_live(&survivor).await;
 }
 
 /// A CRL distribution point served over HTTP from the test, answering what it is told.

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use sessionauth::clock::{Clock, Millis, SystemClock};
 use sessionauth::directory::{AppId, UserId};
-use sessionauth::session::{CredentialId, Session, SessionId, SessionKind};
+use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
     Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
 };
@@ -357,8 +357,11 @@ async fn selectors_end_what_they_name_and_cascade(store: Arc<dyn Backend>) {
     let (app_key, mut app_session) = new_session(app("demo-app"), now, HOUR);
     app_session.credential = Some(cert);
     store.insert(app_key, app_session.clone()).await.unwrap();
+    let intermediate = CredentialId::certificate(b"root", &[2]);
     let (bot_key, mut bot) = new_session(user(1003), now, HOUR);
     bot.credential = Some(CredentialId::certificate(b"issuer", &[8]));
+    bot.chain = vec![intermediate];
+    bot.fingerprint = Some(Fingerprint::certificate(b"bot certificate"));
     store.insert(bot_key, bot.clone()).await.unwrap();
     let mut obo = Vec::new();
     for uid in [1001, 2001] {
@@ -389,6 +392,20 @@ async fn selectors_end_what_they_name_and_cascade(store: Arc<dyn Backend>) {
         .unwrap();
     assert_eq!(ids(&ended), ids(&[app_session, obo[1].1.clone()]));
     assert_eq!(store.get(&bot_key, now).await.unwrap(), Some(bot.clone()));
+
+    // Revoking an intermediate the bot's certificate was presented with ends the bot's session,
+    // and its every index entry goes with it.
+    let ended = store
+        .remove_matching(&Selector::Credential(intermediate), now)
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![bot.clone()]);
+    assert!(store.get(&bot_key, now).await.unwrap().is_none());
+    assert!(store
+        .remove_matching(&Selector::Credential(intermediate), now)
+        .await
+        .unwrap()
+        .is_empty());
 
     // Every on-behalf-of session of an app, and none of its own sessions.
     let (app_key, app_session) = new_session(app("demo-app"), now, HOUR);
@@ -577,6 +594,8 @@ fn new_session(kind: SessionKind, now: Millis, lifetime: Duration) -> (TokenHash
         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         user_agent: Some("store-conformance".into()),
         credential: None,
+        chain: Vec::new(),
+        fingerprint: None,
     };
     (token(), s)
 }

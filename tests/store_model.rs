@@ -40,7 +40,7 @@ use proptest::sample::select;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestRunner};
 use sessionauth::clock::Millis;
 use sessionauth::directory::{AppId, UserId};
-use sessionauth::session::{CredentialId, Session, SessionId, SessionKind};
+use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
     Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
 };
@@ -113,6 +113,7 @@ fn embedded_concurrent_purges_sweep_each_entry_once() {
             lifetime_ms: 0,
             extras: false,
             credential: None,
+            chain: None,
         })
     };
     let steps = [
@@ -166,6 +167,9 @@ enum Op {
         extras: bool,
         /// The credential it records, by number.
         credential: Option<u8>,
+        /// The intermediate it records, from the same numbers (so that revoking one number
+        /// hits leaves and intermediates alike).
+        chain: Option<u8>,
     },
     Get {
         token: u8,
@@ -220,6 +224,7 @@ async fn apply(store: &dyn Backend, op: &Op, now: Millis) -> Outcome {
             lifetime_ms,
             extras,
             credential,
+            chain,
         } => {
             let session = Session {
                 id: SessionId(*id),
@@ -229,6 +234,8 @@ async fn apply(store: &dyn Backend, op: &Op, now: Millis) -> Outcome {
                 client_ip: extras.then(|| std::net::IpAddr::from([127, 0, 0, 1])),
                 user_agent: extras.then(|| "store-model \u{e9}".into()),
                 credential: credential.map(credential_id),
+                chain: chain.map(credential_id).into_iter().collect(),
+                fingerprint: credential.map(|c| Fingerprint::certificate(&[c])),
             };
             store
                 .insert(token_hash(*token), session)
@@ -497,15 +504,17 @@ fn op() -> impl Strategy<Value = Op> {
             select(LIFETIMES_MS.to_vec()),
             any::<bool>(),
             proptest::option::of(0..CREDENTIALS),
+            proptest::option::of(0..CREDENTIALS),
         )
             .prop_map(
-            |(token, id, kind, lifetime_ms, extras, credential)| Op::Insert {
+            |(token, id, kind, lifetime_ms, extras, credential, chain)| Op::Insert {
                 token,
                 id,
                 kind,
                 lifetime_ms,
                 extras,
                 credential,
+                chain,
             }
         ),
         2 => token().prop_map(|token| Op::Get { token }),

@@ -168,6 +168,12 @@ fn describe(s: &Session) -> serde_json::Value {
     if let Some(ua) = &s.user_agent {
         v["userAgent"] = json!(ua);
     }
+    if let Some(id) = &s.credential {
+        v["credentialId"] = json!(id.to_string());
+    }
+    if let Some(fp) = &s.fingerprint {
+        v["credentialFingerprint"] = json!(fp.to_string());
+    }
     v
 }
 

@@ -26,7 +26,13 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
     };
     let kind = family.user_kind(user.id);
-    let token = sessions::mint(ctx, kind, Some(cert.credential()), Some(cert.not_after())).await?;
+    let token = sessions::mint(
+        ctx,
+        kind,
+        Some(cert.credential().clone()),
+        Some(cert.not_after()),
+    )
+    .await?;
     Ok(json::token(family.response_name(), &token))
 }
 
@@ -37,7 +43,13 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let kind = SessionKind::App {
         app: app.app_id.clone(),
     };
-    let token = sessions::mint(ctx, kind, Some(cert.credential()), Some(cert.not_after())).await?;
+    let token = sessions::mint(
+        ctx,
+        kind,
+        Some(cert.credential().clone()),
+        Some(cert.not_after()),
+    )
+    .await?;
     Ok(json::token("sessionToken", &token))
 }
 
@@ -107,7 +119,7 @@ pub(super) fn certificate<'c>(ctx: &Ctx<'c>) -> Result<&'c CertIdentity, ApiErro
             "The client certificate has expired".into(),
         ));
     }
-    if ctx.api.is_revoked(&cert.credential()) {
+    if cert.revocation_ids().any(|id| ctx.api.is_revoked(id)) {
         return Err(ApiError::Unauthorized(
             "The client certificate has been revoked".into(),
         ));

@@ -19,7 +19,7 @@ use super::{sessions, ApiError, Ctx};
 use crate::directory::{App, AppId, User};
 use crate::jwt::{Assertion, JwtError};
 use crate::rsakey::RsaPublicKey;
-use crate::session::{CredentialId, SessionKind, TokenFamily};
+use crate::session::{Credential, CredentialId, Fingerprint, SessionKind, TokenFamily};
 
 /// The body of the authenticate calls.
 #[derive(Deserialize)]
@@ -74,7 +74,7 @@ async fn on_behalf_of(ctx: &Ctx<'_>, target: Target<'_>) -> Result<Reply, ApiErr
 }
 
 /// The active service user a JWT proves to be, and the key that proved it.
-fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<(Arc<User>, CredentialId), ApiError> {
+fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<(Arc<User>, Credential), ApiError> {
     let jwt = Assertion::parse(token, ctx.now)?;
     let dir = &ctx.directory;
     let user = dir
@@ -93,10 +93,7 @@ fn verified_user(ctx: &Ctx<'_>, token: &str) -> Result<(Arc<User>, CredentialId)
 
 /// The active app a JWT proves to be (also the credential of the extension-app call), and the
 /// key that proved it.
-pub(super) fn verified_app(
-    ctx: &Ctx<'_>,
-    token: &str,
-) -> Result<(Arc<App>, CredentialId), ApiError> {
+pub(super) fn verified_app(ctx: &Ctx<'_>, token: &str) -> Result<(Arc<App>, Credential), ApiError> {
     let jwt = Assertion::parse(token, ctx.now)?;
     let dir = &ctx.directory;
     let app = dir.app(&AppId::new(jwt.subject())).filter(|a| a.active);
@@ -111,6 +108,10 @@ pub(super) fn verified_app(
     Ok((app.clone(), key_credential(key)))
 }
 
-fn key_credential(key: &RsaPublicKey) -> CredentialId {
-    CredentialId::rsa_key(key.modulus(), key.exponent())
+fn key_credential(key: &RsaPublicKey) -> Credential {
+    Credential {
+        id: CredentialId::rsa_key(key.modulus(), key.exponent()),
+        chain: Vec::new(),
+        fingerprint: Fingerprint::rsa_key(key.modulus(), key.exponent()),
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::{ApiError, Ctx, SESSION_TOKEN_HEADER};
 use crate::clock::Millis;
 use crate::directory::User;
-use crate::session::{CredentialId, Origin, Session, SessionKind, TokenFamily};
+use crate::session::{Credential, Origin, Session, SessionKind, TokenFamily};
 use crate::token::{SessionToken, TokenHash};
 
 /// Mints a session of `kind` with `credential` for this request's client, capped at `cap` (see
@@ -14,7 +14,7 @@ use crate::token::{SessionToken, TokenHash};
 pub(super) async fn mint(
     ctx: &Ctx<'_>,
     kind: SessionKind,
-    credential: Option<CredentialId>,
+    credential: Option<Credential>,
     cap: Option<Millis>,
 ) -> Result<SessionToken, ApiError> {
     let origin = Origin {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::events::{self, EndReason};
 use super::purge::Purge;
-use super::record::{CredentialId, Session, SessionId, SessionKind, TokenFamily};
+use super::record::{Credential, Session, SessionId, SessionKind, TokenFamily};
 use super::revocation::Ending;
 use crate::clock::{Clock, Millis};
 use crate::directory::{Directory, Principal, UserId};
@@ -117,7 +117,7 @@ impl Sessions {
     pub async fn mint(
         &self,
         kind: SessionKind,
-        credential: Option<CredentialId>,
+        credential: Option<Credential>,
         cap: Option<Millis>,
         now: Millis,
         origin: Origin<'_>,
@@ -135,8 +135,11 @@ impl Sessions {
             expires,
             client_ip: Some(origin.client.ip()),
             user_agent: origin.user_agent.and_then(|ua| self.user_agent(ua)),
-            credential,
-        };
+            credential: None,
+            chain: Vec::new(),
+            fingerprint: None,
+        }
+        .with_credential(credential);
         self.store.insert(token.hash(), session.clone()).await?;
         events::created(&session, origin.trace_id, origin.client);
         Ok(token)

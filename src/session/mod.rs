@@ -20,4 +20,7 @@ pub mod revocation;
 
 pub use events::EndReason;
 pub use lifecycle::{Origin, SessionError, Sessions};
-pub use record::{CredentialId, InvalidCredentialId, Session, SessionId, SessionKind, TokenFamily};
+pub use record::{
+    Credential, CredentialId, Fingerprint, InvalidCredentialId, Session, SessionId, SessionKind,
+    TokenFamily,
+};

@@ -100,6 +100,119 @@ pub struct Session {
     /// credential is their app session): revoking it ends the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<CredentialId>,
+    /// The intermediate certificates the client presented with its certificate, as
+    /// [`CredentialId`]s: revoking any of them ends the session too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<CredentialId>,
+    /// The credential's fingerprint (see [`Fingerprint`]), for operators to match a session
+    /// with a certificate or key file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// What a session is minted with, as the session records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credential {
+    /// What a revocation names: the certificate's issuer and serial, or the RSA key.
+    pub id: CredentialId,
+    /// The ids of the intermediate certificates presented with a client certificate.
+    pub chain: Vec<CredentialId>,
+    /// The certificate's or key's fingerprint.
+    pub fingerprint: Fingerprint,
+}
+
+/// A SHA-256 fingerprint, written as 64 lowercase hex digits: of the DER certificate for a
+/// client certificate (`openssl x509 -noout -fingerprint -sha256` without the colons), of the
+/// RFC 7638 JWK thumbprint input for an RSA key (the key's standard `SHA-256` thumbprint).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fingerprint([u8; 32]);
+
+impl Fingerprint {
+    /// The SHA-256 digest of a DER-encoded certificate.
+    pub fn certificate(der: &[u8]) -> Self {
+        Self(digest32(&ring::digest::digest(&ring::digest::SHA256, der)))
+    }
+
+    /// The RFC 7638 thumbprint of an RSA key: the SHA-256 digest of its canonical JWK
+    /// (`{"e":…,"kty":"RSA","n":…}`, base64url numbers without leading zeros).
+    pub fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Self {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let jwk = format!(
+            r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#,
+            b64.encode(strip_leading_zeros(exponent)),
+            b64.encode(strip_leading_zeros(modulus))
+        );
+        Self(digest32(&ring::digest::digest(
+            &ring::digest::SHA256,
+            jwk.as_bytes(),
+        )))
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = b {
+        if rest.is_empty() {
+            break;
+        }
+        b = rest;
+    }
+    b
+}
+
+fn digest32(d: &ring::digest::Digest) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+fn write_hex(bytes: &[u8; 32], f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+}
+
+fn parse_hex(s: &str) -> Option<[u8; 32]> {
+    let bytes = s.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).ok()?;
+        *o = u8::from_str_radix(pair, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write_hex(&self.0, f)
+    }
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Fingerprint({self})")
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_hex(&text)
+            .map(Self)
+            .ok_or_else(|| serde::de::Error::custom("a fingerprint is 64 hex digits"))
+    }
 }
 
 /// Names the credential a session was minted with: for a client certificate, a SHA-256 digest
@@ -164,15 +277,13 @@ impl CredentialId {
     }
 
     fn from_digest(d: &ring::digest::Digest) -> Self {
-        let mut out = [0u8; 32];
-        out.copy_from_slice(d.as_ref());
-        Self(out)
+        Self(digest32(d))
     }
 }
 
 impl std::fmt::Display for CredentialId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        write_hex(&self.0, f)
     }
 }
 
@@ -186,16 +297,7 @@ impl std::str::FromStr for CredentialId {
     type Err = InvalidCredentialId;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bytes = s.as_bytes();
-        if bytes.len() != 64 {
-            return Err(InvalidCredentialId);
-        }
-        let mut out = [0u8; 32];
-        for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let pair = std::str::from_utf8(pair).map_err(|_| InvalidCredentialId)?;
-            *o = u8::from_str_radix(pair, 16).map_err(|_| InvalidCredentialId)?;
-        }
-        Ok(Self(out))
+        parse_hex(s).map(Self).ok_or(InvalidCredentialId)
     }
 }
 
@@ -221,6 +323,22 @@ impl Session {
     /// Whether the session has ended by time at `now`.
     pub fn is_expired(&self, now: Millis) -> bool {
         now >= self.expires
+    }
+
+    /// Every credential whose revocation ends the session: the one it was minted with, then
+    /// the intermediate certificates presented with it.
+    pub fn credential_ids(&self) -> impl Iterator<Item = &CredentialId> {
+        self.credential.iter().chain(&self.chain)
+    }
+
+    /// Records what the session is minted with.
+    pub fn with_credential(mut self, credential: Option<Credential>) -> Self {
+        if let Some(c) = credential {
+            self.credential = Some(c.id);
+            self.chain = c.chain;
+            self.fingerprint = Some(c.fingerprint);
+        }
+        self
     }
 }
 

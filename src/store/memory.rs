@@ -160,8 +160,8 @@ impl Inner {
         if let Some(parent) = session.kind.parent() {
             self.by_parent.entry(parent).or_default().insert(key);
         }
-        if let Some(id) = session.credential {
-            self.by_credential.entry(id).or_default().insert(key);
+        for id in session.credential_ids() {
+            self.by_credential.entry(*id).or_default().insert(key);
         }
         self.by_id.insert(session.id, key);
         self.by_expiry.insert((session.expires, *key.as_bytes()));
@@ -181,7 +181,7 @@ impl Inner {
         if let Some(parent) = session.kind.parent() {
             unindex(&mut self.by_parent, &parent, key);
         }
-        if let Some(id) = &session.credential {
+        for id in session.credential_ids() {
             unindex(&mut self.by_credential, id, key);
         }
         self.by_id.remove(&session.id);

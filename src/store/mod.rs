@@ -195,7 +195,7 @@ impl Selector {
                 } => a == app && user.is_none_or(|user| user == *u),
                 _ => false,
             },
-            Self::Credential(id) => session.credential.as_ref() == Some(id),
+            Self::Credential(id) => session.credential_ids().any(|c| c == id),
         }
     }
 }

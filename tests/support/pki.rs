@@ -105,6 +105,41 @@ impl Ca {
         }
     }
 
+    /// An intermediate CA `CN=<name>` signed by this CA, and its serial (what this CA's CRL
+    /// names to revoke it).
+    pub fn issue_intermediate(&self, name: &str) -> (Self, SerialNumber) {
+        let key = KeyPair::generate().expect("intermediate key");
+        let mut params = params(subject(name), Validity::days_from_now(365));
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let serial = params
+            .serial_number
+            .clone()
+            .expect("params() sets a serial");
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .expect("intermediate certificate");
+        let ca = Self {
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        };
+        (ca, serial)
+    }
+
+    /// A client certificate for `cn` signed by this (intermediate) CA, presented with this
+    /// CA's certificate after it.
+    pub fn client_with_chain(&self, cn: &str) -> Identity {
+        let leaf = self.issue_client(cn, Validity::days_from_now(30));
+        Identity::from_pem(
+            &format!("{}{}", leaf.cert_pem, self.cert_pem),
+            leaf.key_pem(),
+        )
+    }
+
     /// The CA certificate.
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem

@@ -130,7 +130,7 @@ pub(super) fn index_entries(
     if let Some(parent) = s.kind.parent() {
         out.push((Index::Parent, key_with_hash(&id_key(parent), key)));
     }
-    if let Some(credential) = &s.credential {
+    for credential in s.credential_ids() {
         out.push((Index::Credential, key_with_hash(credential.as_bytes(), key)));
     }
     out.push((Index::Expiry, expiry_key(s.expires.as_epoch_millis(), key)));

@@ -449,6 +449,8 @@ mod tests {
             client_ip: None,
             user_agent: None,
             credential: None,
+            chain: Vec::new(),
+            fingerprint: None,
         }
     }
 

@@ -4,7 +4,7 @@
 //!
 //! | key | type | what |
 //! |---|---|---|
-//! | `P s:<hex token hash>` | string | the session: a one-line header `<id> <expires ms> <user id or nothing> <kind u/k/a/o> <parent session id or -> <credential hex or -> <app id length>`, the app id, then the session as JSON (as the embedded store writes it) |
+//! | `P s:<hex token hash>` | string | the session: a one-line header `<id> <expires ms> <user id or nothing> <kind u/k/a/o> <parent session id or -> <credential hexes, comma-separated, or -> <app id length>`, the app id, then the session as JSON (as the embedded store writes it) |
 //! | `P i:<session id>` | string | the token hash (the by-id index; also makes ids unique) |
 //! | `P u:<user id>` | set | token hashes of the user's sessions (own, key-manager, on-behalf-of) |
 //! | `P a:<app id>` | set | token hashes of the app's sessions and the on-behalf-of sessions it minted |
@@ -68,7 +68,7 @@ const DROP_FN: &str = r"
 local p = ARGV[1]
 local function header(v)
   local id, exp, user, kind, parent, cred, n, rest =
-    string.match(v, '^(%d+) (%d+) (%-?%d*) (%a) ([%d%-]+) ([%x%-]+) (%d+)\n(.*)$')
+    string.match(v, '^(%d+) (%d+) (%-?%d*) (%a) ([%d%-]+) ([%x,%-]+) (%d+)\n(.*)$')
   local app = nil
   if n ~= '0' then app = string.sub(rest, 1, tonumber(n)) end
   return id, exp, user, app, kind, parent, cred
@@ -80,7 +80,9 @@ local function unindex(h, v)
   if user ~= '' then redis.call('SREM', p .. 'u:' .. user, h) end
   if app then redis.call('SREM', p .. 'a:' .. app, h) end
   if parent ~= '-' then redis.call('SREM', p .. 'p:' .. parent, h) end
-  if cred ~= '-' then redis.call('SREM', p .. 'c:' .. cred, h) end
+  if cred ~= '-' then
+    for c in string.gmatch(cred, '%x+') do redis.call('SREM', p .. 'c:' .. c, h) end
+  end
   redis.call('DEL', p .. 'i:' .. id)
   return id, kind
 end
@@ -112,7 +114,7 @@ end
 ";
 
 /// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty, parent
-/// session id or empty, credential hex or empty.
+/// session id or empty, credential hexes (comma-separated) or empty.
 const INSERT: &str = r"
 local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
 local ik, sk = p .. 'i:' .. ARGV[5], p .. 's:' .. h
@@ -131,7 +133,7 @@ end
 if ARGV[7] ~= '' then index(p .. 'u:' .. ARGV[7]) end
 if ARGV[8] ~= '' then index(p .. 'a:' .. ARGV[8]) end
 if ARGV[9] ~= '' then index(p .. 'p:' .. ARGV[9]) end
-if ARGV[10] ~= '' then index(p .. 'c:' .. ARGV[10]) end
+for c in string.gmatch(ARGV[10], '%x+') do index(p .. 'c:' .. c) end
 redis.call('ZADD', p .. 'x', ARGV[4], h)
 return 1
 ";
@@ -343,10 +345,7 @@ impl SessionStore for RedisStore {
             .parent()
             .map(|p| p.0.to_string())
             .unwrap_or_default();
-        let credential = session
-            .credential
-            .map(|c| c.to_string())
-            .unwrap_or_default();
+        let credential = credential_list(&session);
         let mut invocation = self.scripts.insert.prepare_invoke();
         invocation
             .arg(&self.prefix)
@@ -504,9 +503,10 @@ fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
         .kind
         .parent()
         .map_or_else(|| "-".to_owned(), |p| p.0.to_string());
-    let credential = s
-        .credential
-        .map_or_else(|| "-".to_owned(), |c| c.to_string());
+    let credential = match credential_list(s) {
+        list if list.is_empty() => "-".to_owned(),
+        list => list,
+    };
     let header = format!(
         "{} {} {user} {kind} {parent} {credential} {}\n{app}",
         s.id.0,
@@ -516,6 +516,12 @@ fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
     let mut out = header.into_bytes();
     serde_json::to_writer(&mut out, s).map_err(|e| backend(Arc::new(e)))?;
     Ok(out)
+}
+
+/// The session's credential ids, comma-separated (empty when it has none).
+fn credential_list(s: &Session) -> String {
+    let ids: Vec<String> = s.credential_ids().map(ToString::to_string).collect();
+    ids.join(",")
 }
 
 /// Reads the stored form back: skips the header line and the app id it announces.
@@ -585,6 +591,11 @@ mod tests {
                 client_ip: None,
                 user_agent: Some("ua".into()),
                 credential: Some(CredentialId::from_bytes([0xab; 32])),
+                chain: vec![
+                    CredentialId::from_bytes([0xcd; 32]),
+                    CredentialId::from_bytes([0xef; 32]),
+                ],
+                fingerprint: None,
             };
             let stored = encode(&s).unwrap();
             assert_eq!(decode(&stored).unwrap(), s);
