@@ -28,7 +28,7 @@ use crate::config::{Config, DirectorySource};
 use crate::crl::{CrlError, CrlLimits, CrlSet};
 use crate::directory::{Directory, DirectoryError};
 use crate::http::Api;
-use crate::session::revocation::{self, Ending};
+use crate::session::revocation::{self, Ending, Roster};
 use crate::session::{CredentialId, EndReason};
 use crate::store::Selector;
 use crate::tls::TlsError;
@@ -168,14 +168,25 @@ impl Reloader {
         self.tls.load_full()
     }
 
-    /// Ends what the directory and CRLs the server starts with revoke on their own: sessions of
-    /// inactive principals (deactivated while the server was down, say) and sessions minted with
-    /// a revoked certificate.
+    /// Ends what the directory and CRLs the server starts with revoke: sessions of inactive
+    /// principals, what changed since the directory last applied to this store (a user
+    /// removed or renamed, an app uninstalled while the server was down), and sessions minted
+    /// with a revoked certificate. Once all of it is done, the directory is recorded as applied.
     pub(crate) async fn at_start(&self) {
         let started = Instant::now();
-        let mut endings = revocation::directory_at_start(&self.api.directory());
+        let sessions = self.api.sessions();
+        let directory = self.api.directory();
+        let roster = Roster::of(&directory);
+        let mut endings = revocation::directory_at_start(&directory);
+        let applied = sessions.applied_roster().await;
+        if let Some(applied) = &applied {
+            endings.extend(revocation::roster_change(applied, &roster));
+        }
         endings.extend(revoked_endings(&self.api.crls(), &CrlSet::default()));
         if let Some(ended) = self.end(&endings).await {
+            if applied.as_ref() != Some(&roster) {
+                sessions.record_roster(roster).await;
+            }
             if ended > 0 {
                 tracing::info!(
                     ended,
@@ -211,9 +222,22 @@ impl Reloader {
         let old_crls = self.api.replace_crls(Arc::new(crls));
         let old_directory = self.api.replace_directory(Arc::new(directory));
         let new_directory = self.api.directory();
-        let mut endings = revocation::directory_change(&old_directory, &new_directory);
+        // Compared with what was last applied to the store (by this node or another sharing
+        // it), so that each change is ended once; with nothing recorded, with what this node
+        // served until now.
+        let sessions = self.api.sessions();
+        let old = match sessions.applied_roster().await {
+            Some(applied) => applied,
+            None => Roster::of(&old_directory),
+        };
+        let roster = Roster::of(&new_directory);
+        let mut endings = revocation::roster_change(&old, &roster);
         endings.extend(revoked_endings(&self.api.crls(), &old_crls));
-        let ended = self.end(&endings).await.unwrap_or(0);
+        let ended = self.end(&endings).await;
+        if ended.is_some() && old != roster {
+            sessions.record_roster(roster).await;
+        }
+        let ended = ended.unwrap_or(0);
         let report = ReloadReport {
             principals,
             endings: endings.len(),

@@ -50,6 +50,19 @@ mod startup {
     async fn redis() {
         super::inactive_principals_lose_their_sessions_at_start(super::Backend::Redis).await;
     }
+
+    /// `changes_made_while_down_end_their_sessions_at_start` on the embedded store.
+    #[tokio::test]
+    async fn embedded_changes_while_down() {
+        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Embedded).await;
+    }
+
+    /// `changes_made_while_down_end_their_sessions_at_start` on Redis.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
+    async fn redis_changes_while_down() {
+        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Redis).await;
+    }
 }
 
 /// The sample directory, as shipped.
@@ -648,5 +661,39 @@ async fn inactive_principals_lose_their_sessions_at_start(backend: Backend) {
     server.assert_live(&other).await;
     let fresh = server.session_token(&bot).await;
     server.assert_live(&fresh).await;
+    server.stop().await;
+}
+
+/// Changes made while the server was down (a rename, a removal, an uninstall) end the sessions
+/// they concern when it starts again: it compares the directory with the one it last applied,
+/// which the store keeps. The rest stays, and a second start with the same files ends nothing.
+async fn changes_made_while_down_end_their_sessions_at_start(backend: Backend) {
+    let site = Site::new(backend);
+    let options = |toml: &str| Options::default().directory(toml);
+    let server = site.start(&options(&base())).await;
+    let admin_token = server.session_token(&server.pki.client("admin.bot")).await;
+    let bot_token = server.session_token(&server.pki.client("bot.user")).await;
+    let (app, app_session, alice_obo) = server.demo_app_with_obo().await;
+    let bob_obo = server
+        .obo_token(&app, &app_session, &obo_by_id("2002"))
+        .await;
+    server.stop().await;
+
+    let changed = set(&base(), ADMIN, "username", "\"admin.bot2\"");
+    let changed = set(&changed, ALICE, "installedApps", r#"["no-obo-app"]"#);
+    let changed = remove(&changed, BOT);
+    let server = site.start(&options(&changed)).await;
+    server.assert_dead(&admin_token).await;
+    server.assert_dead(&bot_token).await;
+    server.assert_dead(&alice_obo).await;
+    server.assert_live(&bob_obo).await;
+    assert_app_session_live(&server, &app_session).await;
+    let fresh = server.session_token(&server.pki.client("admin.bot2")).await;
+    server.stop().await;
+
+    let server = site.start(&options(&changed)).await;
+    server.assert_live(&fresh).await;
+    server.assert_live(&bob_obo).await;
+    assert_app_session_live(&server, &app_session).await;
     server.stop().await;
 }

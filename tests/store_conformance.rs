@@ -522,7 +522,8 @@ conformance!(
     concurrent_inserts_all_land,
 );
 
-/// The embedded store keeps sessions (and removals) across a close and reopen.
+/// The embedded store keeps sessions (and removals) and the server's notes across a close and
+/// reopen; a note rewritten reads back as its last value.
 #[tokio::test]
 async fn embedded_store_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
@@ -535,8 +536,26 @@ async fn embedded_store_survives_reopen() {
         store.insert(kept_key, kept.clone()).await.unwrap();
         store.insert(gone_key, gone).await.unwrap();
         assert!(!store.remove(&gone_key, now).await.unwrap().is_empty());
+        assert_eq!(store.read_note("applied-directory").await.unwrap(), None);
+        store
+            .write_note("applied-directory", b"one".to_vec())
+            .await
+            .unwrap();
+        store
+            .write_note("applied-directory", b"two".to_vec())
+            .await
+            .unwrap();
+        store.close().await;
     }
     let store = EmbeddedStore::open(&data).unwrap();
+    assert_eq!(
+        store
+            .read_note("applied-directory")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(b"two".as_slice())
+    );
     assert_eq!(store.get(&kept_key, now).await.unwrap(), Some(kept));
     assert_eq!(store.get(&gone_key, now).await.unwrap(), None);
     assert_eq!(store.count().await.unwrap(), 1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::events::{self, EndReason};
 use super::purge::Purge;
 use super::record::{Credential, Session, SessionId, SessionKind, TokenFamily};
-use super::revocation::Ending;
+use super::revocation::{Ending, Roster};
 use crate::clock::{Clock, Millis};
 use crate::directory::{Directory, Principal, UserId};
 use crate::store::{Selector, SessionStore, StoreError};
@@ -16,6 +16,17 @@ use crate::token::{RandomError, SessionToken, TokenHash};
 
 /// The longest `User-Agent` kept with a session, in characters.
 const MAX_USER_AGENT_CHARS: usize = 256;
+
+/// The store note holding the directory roster last applied.
+const ROSTER_NOTE: &str = "applied-directory";
+/// The form of that note this build writes and reads.
+const ROSTER_VERSION: u32 = 1;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RosterNote {
+    version: u32,
+    roster: Roster,
+}
 
 /// Why a session operation was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -246,6 +257,53 @@ impl Sessions {
             }
         }
         first_error.map_or(Ok(count), Err)
+    }
+
+    /// The directory roster last recorded with [`Sessions::record_roster`] in this store:
+    /// what a new directory is compared with, so that what changed while no server ran (or on
+    /// another node sharing the store) is ended once. `None` when there is none, or it cannot be
+    /// read (logged; the caller falls back on what it has in memory).
+    pub async fn applied_roster(&self) -> Option<Roster> {
+        let bytes = match self.store.read_note(ROSTER_NOTE).await {
+            Ok(found) => found?,
+            Err(e) => {
+                tracing::warn!(error = %crate::chain::Chain(&e), "cannot read the directory last applied");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<RosterNote>(&bytes) {
+            Ok(note) if note.version == ROSTER_VERSION => Some(note.roster),
+            Ok(note) => {
+                tracing::warn!(
+                    version = note.version,
+                    "ignoring a recorded directory of another version"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an unreadable recorded directory");
+                None
+            }
+        }
+    }
+
+    /// Records `roster` as the directory applied, once every ending it called for is done (a
+    /// failure is logged: the next start or reload compares with the previous one again).
+    pub async fn record_roster(&self, roster: Roster) {
+        let note = RosterNote {
+            version: ROSTER_VERSION,
+            roster,
+        };
+        let written = match serde_json::to_vec(&note) {
+            Ok(bytes) => self.store.write_note(ROSTER_NOTE, bytes).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot encode the directory applied");
+                return;
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %crate::chain::Chain(&e), "cannot record the directory applied");
+        }
     }
 
     /// Ends the live session with public id `id` when it acts as `user`; returns the sessions

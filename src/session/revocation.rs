@@ -8,8 +8,12 @@
 //!
 //! [`Sessions::apply`]: super::Sessions::apply
 
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
 use super::events::EndReason;
-use crate::directory::Directory;
+use crate::directory::{AppId, Directory, UserId};
 use crate::store::Selector;
 
 /// One rule's verdict: end what `selector` names, for `reason`.
@@ -27,6 +31,64 @@ impl Ending {
     }
 }
 
+/// The part of a directory that revocation compares: each user's username, whether it is
+/// active and which apps it has installed; each app's state and whether it may act on behalf of
+/// users. The lifecycle keeps the last one applied in the store (see
+/// [`Sessions::applied_roster`](super::Sessions::applied_roster)), so that a change made while
+/// the server was down (a rename, a removal, an uninstall) is found when it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Roster {
+    users: BTreeMap<UserId, RosterUser>,
+    apps: BTreeMap<AppId, RosterApp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct RosterUser {
+    username: String,
+    active: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    installed: Vec<AppId>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RosterApp {
+    active: bool,
+    on_behalf_of: bool,
+}
+
+impl Roster {
+    /// The roster of `directory`.
+    pub fn of(directory: &Directory) -> Self {
+        let users = directory
+            .users()
+            .map(|u| {
+                let user = RosterUser {
+                    username: u.username.clone(),
+                    active: u.active,
+                    installed: u.installed_apps.clone(),
+                };
+                (u.id, user)
+            })
+            .collect();
+        let apps = directory
+            .apps()
+            .map(|a| {
+                let app = RosterApp {
+                    active: a.active,
+                    on_behalf_of: a.allow_on_behalf_of,
+                };
+                (a.app_id.clone(), app)
+            })
+            .collect();
+        Self { users, apps }
+    }
+}
+
+/// What replacing `old` with `new` ends (see [`roster_change`]).
+pub fn directory_change(old: &Directory, new: &Directory) -> Vec<Ending> {
+    roster_change(&Roster::of(old), &Roster::of(new))
+}
+
 /// What replacing `old` with `new` ends:
 /// - a user or app that is gone, or a user id that now names another username: all its
 ///   sessions (`removed`);
@@ -35,25 +97,25 @@ impl Ending {
 ///   (`uninstalled`);
 /// - an app no longer allowed to act on behalf of users: all its on-behalf-of sessions
 ///   (`obo_disallowed`).
-pub fn directory_change(old: &Directory, new: &Directory) -> Vec<Ending> {
+pub fn roster_change(old: &Roster, new: &Roster) -> Vec<Ending> {
     let mut out = Vec::new();
-    for user in old.users() {
-        match new.user(user.id) {
-            None => out.push(Ending::new(Selector::User(user.id), EndReason::Removed)),
+    for (&id, user) in &old.users {
+        match new.users.get(&id) {
+            None => out.push(Ending::new(Selector::User(id), EndReason::Removed)),
             Some(now) if now.username != user.username => {
-                out.push(Ending::new(Selector::User(user.id), EndReason::Removed));
+                out.push(Ending::new(Selector::User(id), EndReason::Removed));
             }
             Some(now) if !now.active => {
                 if user.active {
-                    out.push(Ending::new(Selector::User(user.id), EndReason::Deactivated));
+                    out.push(Ending::new(Selector::User(id), EndReason::Deactivated));
                 }
             }
             Some(now) => {
-                for app in user.installed_apps.iter().filter(|a| !now.installed(a)) {
+                for app in user.installed.iter().filter(|a| !now.installed.contains(a)) {
                     out.push(Ending::new(
                         Selector::OnBehalfOf {
                             app: app.clone(),
-                            user: Some(user.id),
+                            user: Some(id),
                         },
                         EndReason::Uninstalled,
                     ));
@@ -61,24 +123,21 @@ pub fn directory_change(old: &Directory, new: &Directory) -> Vec<Ending> {
             }
         }
     }
-    for app in old.apps() {
-        match new.app(&app.app_id) {
-            None => out.push(Ending::new(
-                Selector::App(app.app_id.clone()),
-                EndReason::Removed,
-            )),
+    for (id, app) in &old.apps {
+        match new.apps.get(id) {
+            None => out.push(Ending::new(Selector::App(id.clone()), EndReason::Removed)),
             Some(now) if !now.active => {
                 if app.active {
                     out.push(Ending::new(
-                        Selector::App(app.app_id.clone()),
+                        Selector::App(id.clone()),
                         EndReason::Deactivated,
                     ));
                 }
             }
-            Some(now) if app.allow_on_behalf_of && !now.allow_on_behalf_of => {
+            Some(now) if app.on_behalf_of && !now.on_behalf_of => {
                 out.push(Ending::new(
                     Selector::OnBehalfOf {
-                        app: app.app_id.clone(),
+                        app: id.clone(),
                         user: None,
                     },
                     EndReason::OnBehalfOfDisallowed,

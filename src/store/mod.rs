@@ -157,6 +157,20 @@ pub trait SessionStore: Send + Sync + 'static {
     /// over batches never holds up requests for long.
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError>;
 
+    /// The small record the server keeps beside the sessions under `name` (the directory it
+    /// last applied, say), or `None` when there is none. Backends whose sessions do not outlive
+    /// the process keep this default: they have nothing to remember.
+    async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = name;
+        Ok(None)
+    }
+
+    /// Replaces the record `name`, as durably as the sessions are kept.
+    async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let _ = (name, value);
+        Ok(())
+    }
+
     /// Finishes what is queued and releases the backend (the embedded store lets its engine's
     /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
     /// awaits it at shutdown. Backends with nothing to release keep this default.

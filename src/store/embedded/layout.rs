@@ -20,6 +20,8 @@ pub(super) struct Spaces {
     pub(super) by_expiry: Keyspace,
     pub(super) by_parent: Keyspace,
     pub(super) by_credential: Keyspace,
+    /// The layout version and the server's notes.
+    pub(super) meta: Keyspace,
 }
 
 /// A keyspace, named.
@@ -61,7 +63,8 @@ impl Spaces {
                 KeyspaceCreateOptions::default().max_memtable_size(MEMTABLE_BYTES)
             })
         };
-        let found = layout_version(db, &space("meta")?)?;
+        let meta = space("meta")?;
+        let found = layout_version(db, &meta)?;
         if found != LAYOUT_VERSION {
             return Ok(Opened::Other(found));
         }
@@ -73,6 +76,7 @@ impl Spaces {
             by_expiry: space("by_expiry")?,
             by_parent: space("by_parent")?,
             by_credential: space("by_credential")?,
+            meta,
         }))
     }
 
@@ -101,6 +105,11 @@ impl Index {
             Self::Credential => Space::ByCredential,
         }
     }
+}
+
+/// The `meta` key of the server's note `name`.
+pub(super) fn note_key(name: &str) -> Vec<u8> {
+    [b"note:".as_slice(), name.as_bytes()].concat()
 }
 
 /// The database's layout version, recorded (durably) when the database is new.

@@ -88,7 +88,7 @@
 //! | `by_expiry` | expiry in epoch ms (8 bytes, big-endian) ‖ token hash | empty |
 //! | `by_parent` | the minting app session's id (8 bytes) ‖ token hash | empty |
 //! | `by_credential` | credential id (32 bytes) ‖ token hash | empty |
-//! | `meta` | `layout` | [`LAYOUT_VERSION`] (4 bytes) |
+//! | `meta` | `layout`; `note:<name>` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON) |
 //!
 //! The indexes make the administrative operations prefix reads, and let the purge take expired
 //! sessions from the front of `by_expiry` in small batches that share commits with requests.
@@ -110,7 +110,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use fjall::{Database, Readable as _};
+use fjall::{Database, PersistMode, Readable as _};
 
 use self::group::{Group, Insertion};
 use self::layout::{decode, encode, hashes_under, user_prefix, Opened, Spaces};
@@ -352,6 +352,26 @@ impl SessionStore for EmbeddedStore {
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         self.write(move |g| g.purge_expired(now, limit)).await
+    }
+
+    async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = layout::note_key(name);
+        self.read_blocking(move |db| {
+            let found = db.spaces.meta.get(&key).map_err(storage)?;
+            Ok(found.map(|v| v.to_vec()))
+        })
+        .await
+    }
+
+    async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let key = layout::note_key(name);
+        // Beside the writer's group commits: notes are rare and live in a keyspace of their own.
+        self.read_blocking(move |db| {
+            let mut batch = db.database.batch().durability(Some(PersistMode::SyncAll));
+            batch.insert(&db.spaces.meta, key, value);
+            batch.commit().map_err(storage)
+        })
+        .await
     }
 
     async fn close(&self) {

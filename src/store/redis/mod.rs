@@ -9,6 +9,7 @@
 //! | `P u:<user id>` | set | token hashes of the user's sessions (own, key-manager, on-behalf-of) |
 //! | `P a:<app id>` | set | token hashes of the app's sessions and the on-behalf-of sessions it minted |
 //! | `P p:<session id>` | set | token hashes of the on-behalf-of sessions an app session minted: ending it ends them |
+//! | `P n:<name>` | string | a note the server keeps beside the sessions (`applied-directory`: the directory last applied, for revocation) |
 //! | `P c:<credential hex>` | set | token hashes of the sessions minted with a certificate or RSA key: revoking it ends them |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
 //!
@@ -325,6 +326,24 @@ async fn bounded<T>(
 
 #[async_trait]
 impl SessionStore for RedisStore {
+    async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut conn = self.connection()?;
+        let key = format!("{}n:{name}", self.prefix);
+        bounded(::redis::cmd("GET").arg(key).query_async(&mut conn)).await
+    }
+
+    async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        let key = format!("{}n:{name}", self.prefix);
+        bounded(
+            ::redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
     async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
         let value = encode(&session)?;
         let ttl_ms = session
