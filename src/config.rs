@@ -145,6 +145,10 @@ pub(crate) enum StoreConfig {
     },
 }
 
+/// The default of `limits.max_sessions_per_user`: far above what an honest bot holds (one or a
+/// few sessions, renewed on expiry), far below what fills a disk.
+pub const DEFAULT_MAX_SESSIONS_PER_USER: usize = 1000;
+
 /// Limits that protect the server from slow or oversized clients.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -160,6 +164,10 @@ pub struct Limits {
     pub(crate) max_connections: usize,
     /// How long in-flight requests get to finish after a shutdown signal.
     pub(crate) shutdown_grace: Duration,
+    /// Live sessions one owner may hold (a user's own sessions, its key-manager tokens, an
+    /// app's own sessions, an app's sessions for one user: each apart); a new one past it ends
+    /// the oldest (reason `evicted`). `None`: no cap.
+    pub(crate) max_sessions_per_user: Option<usize>,
 }
 
 impl Default for Limits {
@@ -171,6 +179,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
             shutdown_grace: Duration::from_secs(30),
+            max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
         }
     }
 }
@@ -343,6 +352,7 @@ struct RawLimits {
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
     shutdown_grace: Option<HumanDuration>,
+    max_sessions_per_user: Option<usize>,
 }
 
 /// A duration written the human way: `"30s"`, `"5m"`, `"24h"`, `"1h 30m"`.
@@ -419,6 +429,12 @@ impl RawConfig {
                 .limits
                 .shutdown_grace
                 .map_or(defaults.shutdown_grace, |d| d.0),
+            // 0: no cap.
+            max_sessions_per_user: match self.limits.max_sessions_per_user {
+                None => defaults.max_sessions_per_user,
+                Some(0) => None,
+                Some(n) => Some(n),
+            },
         };
         if limits.max_connections == 0 {
             return Err(invalid("limits.max_connections must be at least 1".into()));

@@ -187,7 +187,12 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     } = prepared;
     let limits = config.limits.clone();
     let handshake_timeout = config.tls.handshake_timeout;
-    let sessions = Sessions::start(store, clock, config.session_lifetime);
+    let sessions = Sessions::start(
+        store,
+        clock,
+        config.session_lifetime,
+        config.limits.max_sessions_per_user,
+    );
     let api = Arc::new(Api::new(directory, sessions, &limits, signing));
     api.replace_crls(Arc::new(crls));
     let trust = Arc::new(Reloader::new(config, api.clone(), tls));

@@ -81,7 +81,10 @@ enum Fate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_sessions_and_logouts_survive_sigkill() {
     let site = Site::with_data_on_disk(Backend::Embedded);
-    let config = site.write_config(&Options::default(), "127.0.0.1:0");
+    // Every cycle adds sessions of one bot: no cap, so that none is evicted (the cap has tests
+    // of its own, and an eviction would read as a lost session here).
+    let options = Options::default().limit("max_sessions_per_user = 0");
+    let config = site.write_config(&options, "127.0.0.1:0");
     let ca = site.pki().ca.cert_pem();
     let bot = client_config(ca, Some(&site.pki().client("bot.user")), ClientTls::Default).unwrap();
     let app = client_config(ca, Some(&site.pki().client(APP)), ClientTls::Default).unwrap();

@@ -520,6 +520,8 @@ conformance!(
     selectors_end_what_they_name_and_cascade,
     no_obo_session_outlives_its_app_session,
     concurrent_inserts_all_land,
+    cap_evicts_the_oldest_of_the_same_owner,
+    cap_evicts_an_app_session_with_what_it_minted,
 );
 
 /// The embedded store keeps sessions (and removals) and the server's notes across a close and
@@ -570,6 +572,94 @@ fn embedded_store_refuses_a_second_opener() {
     let _first = EmbeddedStore::open(&data).unwrap();
     let second = EmbeddedStore::open(&data).unwrap_err().to_string();
     assert!(second.contains("sessions.db"), "{second}");
+}
+
+/// Past the cap, an insert ends the owner's oldest sessions (never the new one, even when they
+/// share its creation time) and returns them; other owners (the same user's key-manager tokens,
+/// another user) are not touched; an oldest session already expired is evicted and returned too.
+async fn cap_evicts_the_oldest_of_the_same_owner(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let at = |ms: u64| now.saturating_add(Duration::from_millis(ms));
+    let mut made = Vec::new();
+    for i in 0..3 {
+        let (k, mut s) = new_session(user(1001), at(i), HOUR);
+        s.created = at(i);
+        assert!(store
+            .insert_capped(k, s.clone(), 3)
+            .await
+            .unwrap()
+            .is_empty());
+        made.push((k, s));
+    }
+    let (km_key, km) = new_session(
+        SessionKind::KeyManager {
+            user: user_id(1001),
+        },
+        now,
+        HOUR,
+    );
+    store.insert_capped(km_key, km.clone(), 1).await.unwrap();
+    let (other_key, other) = new_session(user(1003), now, HOUR);
+    store
+        .insert_capped(other_key, other.clone(), 1)
+        .await
+        .unwrap();
+
+    let (k4, mut s4) = new_session(user(1001), at(10), HOUR);
+    s4.created = at(10);
+    let evicted = store.insert_capped(k4, s4.clone(), 2).await.unwrap();
+    assert_eq!(ids(&evicted), ids(&[made[0].1.clone(), made[1].1.clone()]));
+    assert_eq!(store.get(&made[0].0, at(10)).await.unwrap(), None);
+    assert_eq!(store.get(&made[1].0, at(10)).await.unwrap(), None);
+    assert!(store.get(&made[2].0, at(10)).await.unwrap().is_some());
+    assert!(store.get(&k4, at(10)).await.unwrap().is_some());
+    assert_eq!(store.get(&km_key, at(10)).await.unwrap(), Some(km));
+    assert_eq!(store.get(&other_key, at(10)).await.unwrap(), Some(other));
+
+    // Two sessions made in the same millisecond: the cap of one keeps the new one.
+    let (a_key, mut a) = new_session(user(2001), now, HOUR);
+    a.created = at(20);
+    store.insert(a_key, a.clone()).await.unwrap();
+    let (b_key, mut b) = new_session(user(2001), now, HOUR);
+    b.created = at(20);
+    let evicted = store.insert_capped(b_key, b.clone(), 1).await.unwrap();
+    assert_eq!(evicted, vec![a]);
+    assert!(store.get(&b_key, at(20)).await.unwrap().is_some());
+
+    // An oldest session past its end (not yet purged) goes the same way.
+    let (old_key, mut old) = new_session(user(2002), now, Duration::from_millis(5));
+    old.created = at(0);
+    store.insert(old_key, old.clone()).await.unwrap();
+    let (new_key, mut new) = new_session(user(2002), now, HOUR);
+    new.created = at(30);
+    let evicted = store.insert_capped(new_key, new, 1).await.unwrap();
+    assert_eq!(evicted, vec![old]);
+    assert_eq!(
+        store
+            .remove_matching(&Selector::User(user_id(2002)), at(30))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+/// An app session evicted by the cap takes the live on-behalf-of sessions it minted along.
+async fn cap_evicts_an_app_session_with_what_it_minted(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let (first_key, mut first) = new_session(app("demo-app"), now, HOUR);
+    first.created = now;
+    store.insert(first_key, first.clone()).await.unwrap();
+    let (obo_key, obo) = new_session(obo_of("demo-app", 2001, first.id), now, HOUR);
+    store.insert(obo_key, obo.clone()).await.unwrap();
+    let (second_key, mut second) = new_session(app("demo-app"), now, HOUR);
+    second.created = now.saturating_add(Duration::from_millis(1));
+    let evicted = store.insert_capped(second_key, second, 1).await.unwrap();
+    assert_eq!(evicted.first(), Some(&first));
+    assert_eq!(ids(&evicted), ids(&[first, obo]));
+    assert_eq!(store.get(&obo_key, now).await.unwrap(), None);
+    assert!(store.get(&second_key, now).await.unwrap().is_some());
+    assert_eq!(store.count().await.unwrap(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

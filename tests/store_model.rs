@@ -114,6 +114,7 @@ fn embedded_concurrent_purges_sweep_each_entry_once() {
             extras: false,
             credential: None,
             chain: None,
+            keep: None,
         })
     };
     let steps = [
@@ -170,6 +171,8 @@ enum Op {
         /// The intermediate it records, from the same numbers (so that revoking one number
         /// hits leaves and intermediates alike).
         chain: Option<u8>,
+        /// The per-owner cap it is stored under, if any.
+        keep: Option<usize>,
     },
     Get {
         token: u8,
@@ -210,6 +213,8 @@ enum Outcome {
         swept: usize,
     },
     Count(usize),
+    /// A capped insert stored the session and ended these (sorted by session id).
+    Evicted(Vec<Session>),
     /// Any other store error (the model never fails).
     Failed(String),
 }
@@ -225,6 +230,7 @@ async fn apply(store: &dyn Backend, op: &Op, now: Millis) -> Outcome {
             extras,
             credential,
             chain,
+            keep,
         } => {
             let session = Session {
                 id: SessionId(*id),
@@ -237,10 +243,20 @@ async fn apply(store: &dyn Backend, op: &Op, now: Millis) -> Outcome {
                 chain: chain.map(credential_id).into_iter().collect(),
                 fingerprint: credential.map(|c| Fingerprint::certificate(&[c])),
             };
-            store
-                .insert(token_hash(*token), session)
-                .await
-                .map(|()| Outcome::Inserted)
+            match keep {
+                None => store
+                    .insert(token_hash(*token), session)
+                    .await
+                    .map(|()| Outcome::Inserted),
+                Some(keep) => store
+                    .insert_capped(token_hash(*token), session, *keep)
+                    .await
+                    .map(|evicted| {
+                        let mut evicted = evicted;
+                        evicted.sort_by_key(|s| s.id.0);
+                        Outcome::Evicted(evicted)
+                    }),
+            }
         }
         Op::Get { token } => store.get(&token_hash(*token), now).await.map(Outcome::One),
         Op::Remove { token } => store
@@ -505,9 +521,10 @@ fn op() -> impl Strategy<Value = Op> {
             any::<bool>(),
             proptest::option::of(0..CREDENTIALS),
             proptest::option::of(0..CREDENTIALS),
+            proptest::option::of(1usize..3),
         )
             .prop_map(
-            |(token, id, kind, lifetime_ms, extras, credential, chain)| Op::Insert {
+            |(token, id, kind, lifetime_ms, extras, credential, chain, keep)| Op::Insert {
                 token,
                 id,
                 kind,
@@ -515,6 +532,7 @@ fn op() -> impl Strategy<Value = Op> {
                 extras,
                 credential,
                 chain,
+                keep,
             }
         ),
         2 => token().prop_map(|token| Op::Get { token }),

@@ -26,6 +26,8 @@ pub enum EndReason {
     OnBehalfOfDisallowed,
     /// The certificate it was minted with was revoked.
     Revoked,
+    /// Its owner made a session past `limits.max_sessions_per_user`, and it was the oldest.
+    Evicted,
 }
 
 impl EndReason {
@@ -41,6 +43,7 @@ impl EndReason {
             Self::Uninstalled => "uninstalled",
             Self::OnBehalfOfDisallowed => "obo_disallowed",
             Self::Revoked => "revoked",
+            Self::Evicted => "evicted",
         }
     }
 }

@@ -11,7 +11,7 @@ use super::record::{Credential, Session, SessionId, SessionKind, TokenFamily};
 use super::revocation::{Ending, Roster};
 use crate::clock::{Clock, Millis};
 use crate::directory::{Directory, Principal, UserId};
-use crate::store::{Selector, SessionStore, StoreError};
+use crate::store::{Owner, Selector, SessionStore, StoreError};
 use crate::token::{RandomError, SessionToken, TokenHash};
 
 /// The longest `User-Agent` kept with a session, in characters.
@@ -76,6 +76,8 @@ pub struct Sessions {
     store: Arc<dyn SessionStore>,
     clock: Arc<dyn Clock>,
     lifetime: Duration,
+    /// How many live sessions one [`Owner`] may hold; a new one past it evicts the oldest.
+    max_per_owner: Option<usize>,
     /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
     last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
     purge: parking_lot::Mutex<Option<Purge>>,
@@ -92,12 +94,18 @@ impl std::fmt::Debug for Sessions {
 impl Sessions {
     /// The lifecycle over `store`, with sessions that live for `lifetime` at most, and its purge
     /// task started. Needs a tokio runtime.
-    pub fn start(store: Arc<dyn SessionStore>, clock: Arc<dyn Clock>, lifetime: Duration) -> Self {
+    pub fn start(
+        store: Arc<dyn SessionStore>,
+        clock: Arc<dyn Clock>,
+        lifetime: Duration,
+        max_per_owner: Option<usize>,
+    ) -> Self {
         let purge = Purge::start(store.clone(), clock.clone());
         Self {
             store,
             clock,
             lifetime,
+            max_per_owner,
             last_user_agent: parking_lot::Mutex::new(None),
             purge: parking_lot::Mutex::new(Some(purge)),
         }
@@ -151,8 +159,22 @@ impl Sessions {
             fingerprint: None,
         }
         .with_credential(credential);
-        self.store.insert(token.hash(), session.clone()).await?;
+        let owner = Owner::of(&session.kind);
+        let keep = self.max_per_owner.unwrap_or(usize::MAX);
+        let evicted = self
+            .store
+            .insert_capped(token.hash(), session.clone(), keep)
+            .await?;
         events::created(&session, origin.trace_id, origin.client);
+        record(evicted, origin.trace_id, |s| {
+            if s.is_expired(now) {
+                EndReason::Expired
+            } else if Owner::of(&s.kind) == owner {
+                EndReason::Evicted
+            } else {
+                EndReason::Cascade
+            }
+        });
         Ok(token)
     }
 

@@ -10,7 +10,7 @@ use std::hash::Hash;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Census, Purged, Selector, SessionStore, StoreError};
+use super::{Census, Owner, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{CredentialId, Session, SessionId, SessionKind};
@@ -31,8 +31,17 @@ impl MemoryStore {
 
 #[async_trait]
 impl SessionStore for MemoryStore {
-    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
-        self.inner.lock().insert(key, session)
+    async fn insert_capped(
+        &self,
+        key: TokenHash,
+        session: Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let owner = Owner::of(&session.kind);
+        let now = session.created;
+        let mut inner = self.inner.lock();
+        inner.insert(key, session)?;
+        Ok(inner.evict_beyond(&owner, keep, &key, now))
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
@@ -137,6 +146,8 @@ struct Inner {
     by_credential: HashMap<CredentialId, Keys, BuildTokenHasher>,
     by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
     by_expiry: BTreeSet<(Millis, [u8; 32])>,
+    /// Each owner's sessions, oldest first: what the per-principal cap evicts.
+    by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>>,
 }
 
 impl Inner {
@@ -165,6 +176,10 @@ impl Inner {
         }
         self.by_id.insert(session.id, key);
         self.by_expiry.insert((session.expires, *key.as_bytes()));
+        self.by_owner
+            .entry(Owner::of(&session.kind))
+            .or_default()
+            .insert((session.created, *key.as_bytes()));
         self.sessions.insert(key, session);
         Ok(())
     }
@@ -186,7 +201,40 @@ impl Inner {
         }
         self.by_id.remove(&session.id);
         self.by_expiry.remove(&(session.expires, *key.as_bytes()));
+        let owner = Owner::of(&session.kind);
+        if let Some(set) = self.by_owner.get_mut(&owner) {
+            set.remove(&(session.created, *key.as_bytes()));
+            if set.is_empty() {
+                self.by_owner.remove(&owner);
+            }
+        }
         Some(session)
+    }
+
+    /// Removes the oldest sessions of `owner` beyond the newest `keep`, expired or not, each
+    /// with the on-behalf-of sessions it minted that are live at `now`; returns them. The session
+    /// just stored under `new` is never one of them (another may share its creation time).
+    fn evict_beyond(
+        &mut self,
+        owner: &Owner,
+        keep: usize,
+        new: &TokenHash,
+        now: Millis,
+    ) -> Vec<Session> {
+        let mut out = Vec::new();
+        while let Some(oldest) = self
+            .by_owner
+            .get(owner)
+            .filter(|set| set.len() > keep.max(1))
+            .and_then(|set| set.iter().find(|(_, k)| k != new.as_bytes()).copied())
+        {
+            let key = TokenHash::from_bytes(oldest.1);
+            let Some(session) = self.remove(&key) else {
+                break;
+            };
+            self.remove_with_minted(session, now, &mut out);
+        }
+        out
     }
 
     /// Removes the live session under `key` and, for an app session, the live on-behalf-of
@@ -198,6 +246,12 @@ impl Inner {
         let Some(session) = self.remove(key) else {
             return;
         };
+        self.remove_with_minted(session, now, out);
+    }
+
+    /// Appends `session` (already removed) to `out`, then removes the on-behalf-of sessions it
+    /// minted, when it is an app session, that are live at `now`, appending them too.
+    fn remove_with_minted(&mut self, session: Session, now: Millis, out: &mut Vec<Session>) {
         let minted = match session.kind {
             SessionKind::App { .. } => members(&self.by_parent, &session.id),
             _ => Vec::new(),

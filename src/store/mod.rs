@@ -116,7 +116,24 @@ pub trait SessionStore: Send + Sync + 'static {
     /// promises. An on-behalf-of session is stored only while the app session that mints it is
     /// still stored, checked in the same atomic step ([`StoreError::ParentEnded`] otherwise), so
     /// that a logout racing the mint cannot leave it behind.
-    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError>;
+    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
+        self.insert_capped(key, session, usize::MAX)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a new session as [`SessionStore::insert`] does and, in the same atomic step, ends
+    /// the oldest sessions of its [`Owner`] beyond the newest `keep` (oldest by creation time,
+    /// then by token hash; an app session evicted takes the live on-behalf-of sessions it
+    /// minted along). Returns what it ended: each evicted session followed by its cascade. An
+    /// evicted session may have expired already, when the purge has not swept it yet: the
+    /// caller records that one as expired.
+    async fn insert_capped(
+        &self,
+        key: TokenHash,
+        session: Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError>;
 
     /// The live session for this key, or `None` when there is none or it expired by `now`.
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError>;
@@ -175,6 +192,33 @@ pub trait SessionStore: Send + Sync + 'static {
     /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
     /// awaits it at shutdown. Backends with nothing to release keep this default.
     async fn close(&self) {}
+}
+
+/// Whose a session is, for the per-principal cap: a user's own sessions, its key-manager
+/// tokens, an app's own sessions, and an app's on-behalf-of sessions for one user are each
+/// counted apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    /// A service user's own sessions.
+    User(UserId),
+    /// A user's key-manager tokens.
+    KeyManager(UserId),
+    /// An app's own sessions.
+    App(AppId),
+    /// The sessions an app holds on behalf of one user.
+    OnBehalfOf(AppId, UserId),
+}
+
+impl Owner {
+    /// The owner of a session of `kind`.
+    pub fn of(kind: &SessionKind) -> Self {
+        match kind {
+            SessionKind::User { user } => Self::User(*user),
+            SessionKind::KeyManager { user } => Self::KeyManager(*user),
+            SessionKind::App { app } => Self::App(app.clone()),
+            SessionKind::OnBehalfOf { app, user, .. } => Self::OnBehalfOf(app.clone(), *user),
+        }
+    }
 }
 
 /// A set of sessions named by whose they are, or what they were minted with.

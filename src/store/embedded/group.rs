@@ -6,14 +6,14 @@ use std::collections::{HashMap, HashSet};
 use fjall::{Database, PersistMode, Readable as _, Snapshot};
 
 use super::layout::{
-    app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, trailing_hash,
-    user_prefix, Index, Space, Spaces,
+    app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, owner_prefix,
+    trailing_hash, user_prefix, Index, Space, Spaces,
 };
 use super::{corrupt, storage, Db};
 use crate::clock::Millis;
 use crate::directory::UserId;
 use crate::session::{Session, SessionId, SessionKind};
-use crate::store::{Purged, Selector, StoreError};
+use crate::store::{Owner, Purged, Selector, StoreError};
 use crate::token::{BuildTokenHasher, TokenHash};
 
 /// One group's changes over the state of the last commit, and what the group has done so far,
@@ -34,6 +34,8 @@ pub(super) struct Group<'a> {
     sessions: HashMap<TokenHash, Option<Session>, BuildTokenHasher>,
     /// Session ids this group gave out (`Some`, with their token hash) or freed (`None`).
     ids: HashMap<i64, Option<TokenHash>>,
+    /// Owners' session counts as this group leaves them, by owner prefix.
+    owner_counts: HashMap<Vec<u8>, u64>,
 }
 
 /// What [`Group::insert`] did.
@@ -67,6 +69,7 @@ impl<'a> Group<'a> {
             rewrites: false,
             sessions: HashMap::default(),
             ids: HashMap::new(),
+            owner_counts: HashMap::new(),
         }
     }
 }
@@ -113,7 +116,33 @@ impl Group<'_> {
         self.put(Space::Sessions, key.as_bytes().to_vec(), value);
         self.sessions.insert(*key, Some(s.clone()));
         self.ids.insert(s.id.0, Some(*key));
+        self.count_owner(&owner_prefix(&s.kind)?, 1)?;
         Ok(Insertion::Added)
+    }
+
+    /// After `s` was added under `new`: removes the oldest sessions of its owner beyond the
+    /// newest `keep` (never `s`), expired or not, each with the on-behalf-of sessions it minted
+    /// that are live; returns them.
+    pub(super) fn evict_beyond(
+        &mut self,
+        new: &TokenHash,
+        s: &Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let keep = u64::try_from(keep.max(1)).unwrap_or(u64::MAX);
+        let owner = owner_prefix(&s.kind)?;
+        let mut out = Vec::new();
+        while self.owner_count(&owner)? > keep {
+            // None: the count is ahead of the entries, which no change writes.
+            let Some(victim) = self.oldest_of(&owner, &s.kind, new)? else {
+                break;
+            };
+            let Some(session) = self.remove(&victim)? else {
+                break;
+            };
+            self.cascade(&session, s.created, &mut out)?;
+        }
+        Ok(out)
     }
 
     /// Removes a session and its index entries; returns it, expired or not.
@@ -175,6 +204,17 @@ impl Group<'_> {
             return Ok(());
         };
         self.drop_session(key, &s)?;
+        self.cascade(&s, now, out)
+    }
+
+    /// Appends `s` (already removed) to `out`, then removes the on-behalf-of sessions it minted,
+    /// when it is an app session, that are live at `now`, appending them too.
+    fn cascade(
+        &mut self,
+        s: &Session,
+        now: Millis,
+        out: &mut Vec<Session>,
+    ) -> Result<(), StoreError> {
         let minted = match s.kind {
             SessionKind::App { .. } => {
                 let id = s.id;
@@ -182,7 +222,7 @@ impl Group<'_> {
             }
             _ => Vec::new(),
         };
-        out.push(s);
+        out.push(s.clone());
         for child in minted {
             if let Some(c) = self.session(&child)?.filter(|c| !c.is_expired(now)) {
                 self.drop_session(&child, &c)?;
@@ -314,7 +354,59 @@ impl Group<'_> {
         self.delete(Space::Sessions, key.as_bytes().to_vec());
         self.sessions.insert(*key, None);
         self.ids.insert(s.id.0, None);
+        self.count_owner(&owner_prefix(&s.kind)?, -1)
+    }
+
+    /// The number of sessions `owner` has stored, as this group leaves it.
+    fn owner_count(&self, owner: &[u8]) -> Result<u64, StoreError> {
+        if let Some(n) = self.owner_counts.get(owner) {
+            return Ok(*n);
+        }
+        let found = self
+            .snapshot
+            .get(&self.spaces.owner_count, owner)
+            .map_err(storage)?;
+        Ok(found
+            .and_then(|v| <[u8; 8]>::try_from(&*v).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+
+    /// Adds `delta` to `owner`'s count (never below zero: sessions stored before the count was
+    /// kept are not in it), and writes it.
+    fn count_owner(&mut self, owner: &[u8], delta: i64) -> Result<(), StoreError> {
+        let n = self.owner_count(owner)?.saturating_add_signed(delta);
+        self.rewrites |= self.owner_counts.insert(owner.to_vec(), n).is_some();
+        if n == 0 {
+            self.delete(Space::OwnerCount, owner.to_vec());
+        } else {
+            self.put(Space::OwnerCount, owner.to_vec(), n.to_be_bytes().to_vec());
+        }
         Ok(())
+    }
+
+    /// The token hash of `owner`'s oldest stored session other than `new`: the committed ones
+    /// in creation order first, then those this group added (of `kind`'s owner).
+    fn oldest_of(
+        &self,
+        owner: &[u8],
+        kind: &SessionKind,
+        new: &TokenHash,
+    ) -> Result<Option<TokenHash>, StoreError> {
+        for entry in self.snapshot.prefix(&self.spaces.by_owner, owner) {
+            let key = trailing_hash(&entry.key().map_err(storage)?)?;
+            if &key != new && !matches!(self.sessions.get(&key), Some(None)) {
+                return Ok(Some(key));
+            }
+        }
+        let mut added: Vec<(Millis, TokenHash)> = self
+            .sessions
+            .iter()
+            .filter_map(|(k, s)| s.as_ref().map(|s| (k, s)))
+            .filter(|(k, s)| *k != new && Owner::of(&s.kind) == Owner::of(kind))
+            .map(|(k, s)| (s.created, *k))
+            .collect();
+        added.sort_unstable_by_key(|(created, k)| (*created, *k.as_bytes()));
+        Ok(added.first().map(|(_, k)| *k))
     }
 
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {

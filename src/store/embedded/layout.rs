@@ -4,7 +4,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable};
 
 use super::{backend, corrupt, storage, MEMTABLE_BYTES};
 use crate::directory::UserId;
-use crate::session::{Session, SessionId};
+use crate::session::{Session, SessionId, SessionKind};
 use crate::store::StoreError;
 use crate::token::TokenHash;
 
@@ -20,6 +20,8 @@ pub(super) struct Spaces {
     pub(super) by_expiry: Keyspace,
     pub(super) by_parent: Keyspace,
     pub(super) by_credential: Keyspace,
+    pub(super) by_owner: Keyspace,
+    pub(super) owner_count: Keyspace,
     /// The layout version and the server's notes.
     pub(super) meta: Keyspace,
 }
@@ -34,6 +36,8 @@ pub(super) enum Space {
     ByExpiry,
     ByParent,
     ByCredential,
+    ByOwner,
+    OwnerCount,
 }
 
 /// Which index an entry belongs to.
@@ -44,6 +48,7 @@ pub(super) enum Index {
     Expiry,
     Parent,
     Credential,
+    Owner,
 }
 
 /// How the database was found on open.
@@ -76,6 +81,8 @@ impl Spaces {
             by_expiry: space("by_expiry")?,
             by_parent: space("by_parent")?,
             by_credential: space("by_credential")?,
+            by_owner: space("by_owner")?,
+            owner_count: space("owner_count")?,
             meta,
         }))
     }
@@ -90,6 +97,8 @@ impl Spaces {
             Space::ByExpiry => &self.by_expiry,
             Space::ByParent => &self.by_parent,
             Space::ByCredential => &self.by_credential,
+            Space::ByOwner => &self.by_owner,
+            Space::OwnerCount => &self.owner_count,
         }
     }
 }
@@ -103,6 +112,7 @@ impl Index {
             Self::Expiry => Space::ByExpiry,
             Self::Parent => Space::ByParent,
             Self::Credential => Space::ByCredential,
+            Self::Owner => Space::ByOwner,
         }
     }
 }
@@ -143,6 +153,35 @@ pub(super) fn index_entries(
         out.push((Index::Credential, key_with_hash(credential.as_bytes(), key)));
     }
     out.push((Index::Expiry, expiry_key(s.expires.as_epoch_millis(), key)));
+    let mut owned = owner_prefix(&s.kind)?;
+    owned.extend_from_slice(&s.created.as_epoch_millis().to_be_bytes());
+    out.push((Index::Owner, key_with_hash(&owned, key)));
+    Ok(out)
+}
+
+/// The prefix of an owner's entries in `by_owner`, and its key in `owner_count`: the kind's
+/// letter, then the user id and the (length-prefixed) app id the kind names.
+pub(super) fn owner_prefix(kind: &SessionKind) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(16);
+    match kind {
+        SessionKind::User { user } => {
+            out.push(b'u');
+            out.extend_from_slice(&user_prefix(*user));
+        }
+        SessionKind::KeyManager { user } => {
+            out.push(b'k');
+            out.extend_from_slice(&user_prefix(*user));
+        }
+        SessionKind::App { app } => {
+            out.push(b'a');
+            out.extend_from_slice(&app_prefix(app.as_str())?);
+        }
+        SessionKind::OnBehalfOf { app, user, .. } => {
+            out.push(b'o');
+            out.extend_from_slice(&user_prefix(*user));
+            out.extend_from_slice(&app_prefix(app.as_str())?);
+        }
+    }
     Ok(out)
 }
 

@@ -88,6 +88,8 @@
 //! | `by_expiry` | expiry in epoch ms (8 bytes, big-endian) ‖ token hash | empty |
 //! | `by_parent` | the minting app session's id (8 bytes) ‖ token hash | empty |
 //! | `by_credential` | credential id (32 bytes) ‖ token hash | empty |
+//! | `by_owner` | owner (kind letter ‖ user id and/or length-prefixed app id) ‖ creation in epoch ms (8 bytes) ‖ token hash | empty |
+//! | `owner_count` | owner | how many sessions the owner has stored (8 bytes, big-endian): the per-principal cap reads it instead of counting |
 //! | `meta` | `layout`; `note:<name>` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON) |
 //!
 //! The indexes make the administrative operations prefix reads, and let the purge take expired
@@ -284,12 +286,25 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl SessionStore for EmbeddedStore {
-    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
+    async fn insert_capped(
+        &self,
+        key: TokenHash,
+        session: Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError> {
         let value = encode(&session)?;
-        match self.write(move |g| g.insert(&key, &session, value)).await? {
-            Insertion::Added => Ok(()),
-            Insertion::Duplicate => Err(StoreError::Duplicate),
-            Insertion::ParentEnded => Err(StoreError::ParentEnded),
+        let inserted = self
+            .write(move |g| {
+                Ok(match g.insert(&key, &session, value)? {
+                    Insertion::Added => Ok(g.evict_beyond(&key, &session, keep)?),
+                    refused => Err(refused),
+                })
+            })
+            .await?;
+        match inserted {
+            Ok(evicted) => Ok(evicted),
+            Err(Insertion::ParentEnded) => Err(StoreError::ParentEnded),
+            Err(_) => Err(StoreError::Duplicate),
         }
     }
 

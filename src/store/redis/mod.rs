@@ -9,6 +9,7 @@
 //! | `P u:<user id>` | set | token hashes of the user's sessions (own, key-manager, on-behalf-of) |
 //! | `P a:<app id>` | set | token hashes of the app's sessions and the on-behalf-of sessions it minted |
 //! | `P p:<session id>` | set | token hashes of the on-behalf-of sessions an app session minted: ending it ends them |
+//! | `P o:<kind>:<user id>:<app id>` | sorted set | token hashes of one owner's sessions (a user's own, its key-manager tokens, an app's own, an app's for one user) by creation time: what the per-principal cap evicts |
 //! | `P n:<name>` | string | a note the server keeps beside the sessions (`applied-directory`: the directory last applied, for revocation) |
 //! | `P c:<credential hex>` | set | token hashes of the sessions minted with a certificate or RSA key: revoking it ends them |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
@@ -84,6 +85,7 @@ local function unindex(h, v)
   if cred ~= '-' then
     for c in string.gmatch(cred, '%x+') do redis.call('SREM', p .. 'c:' .. c, h) end
   end
+  redis.call('ZREM', p .. 'o:' .. kind .. ':' .. user .. ':' .. (app or ''), h)
   redis.call('DEL', p .. 'i:' .. id)
   return id, kind
 end
@@ -115,28 +117,56 @@ end
 ";
 
 /// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty, parent
-/// session id or empty, credential hexes (comma-separated) or empty.
+/// session id or empty, credential hexes (comma-separated) or empty, owner tag (`<kind>:<user
+/// id or nothing>:<app id or nothing>`), created ms, how many of the owner's sessions to keep
+/// (empty: no cap). Returns {status, {sessions evicted}}: status 1 stored, 0 duplicate, -1 the
+/// app session is gone.
 const INSERT: &str = r"
-local p, h, ttl = ARGV[1], ARGV[2], tonumber(ARGV[6])
+local h, ttl = ARGV[2], tonumber(ARGV[6])
 local ik, sk = p .. 'i:' .. ARGV[5], p .. 's:' .. h
-if redis.call('EXISTS', sk) == 1 or redis.call('EXISTS', ik) == 1 then return 0 end
+if redis.call('EXISTS', sk) == 1 or redis.call('EXISTS', ik) == 1 then return {0, {}} end
 -- An on-behalf-of session only while its app session is stored.
-if ARGV[9] ~= '' and redis.call('EXISTS', p .. 'i:' .. ARGV[9]) == 0 then return -1 end
+if ARGV[9] ~= '' and redis.call('EXISTS', p .. 'i:' .. ARGV[9]) == 0 then return {-1, {}} end
 redis.call('SET', ik, h, 'PX', ttl)
 redis.call('SET', sk, ARGV[3], 'PX', ttl)
--- An index set lives as long as its longest-lived member.
-local function index(set)
-  redis.call('SADD', set, h)
+-- An index lives as long as its longest-lived member.
+local function keep_alive(set)
   if redis.call('PEXPIRE', set, ttl, 'GT') == 0 and redis.call('PTTL', set) == -1 then
     redis.call('PEXPIRE', set, ttl)
   end
+end
+local function index(set)
+  redis.call('SADD', set, h)
+  keep_alive(set)
 end
 if ARGV[7] ~= '' then index(p .. 'u:' .. ARGV[7]) end
 if ARGV[8] ~= '' then index(p .. 'a:' .. ARGV[8]) end
 if ARGV[9] ~= '' then index(p .. 'p:' .. ARGV[9]) end
 for c in string.gmatch(ARGV[10], '%x+') do index(p .. 'c:' .. c) end
 redis.call('ZADD', p .. 'x', ARGV[4], h)
-return 1
+local owner = p .. 'o:' .. ARGV[11]
+redis.call('ZADD', owner, ARGV[12], h)
+keep_alive(owner)
+local out = {}
+local keep = tonumber(ARGV[13])
+if keep then
+  keep = math.max(keep, 1)
+  local now = tonumber(ARGV[12])
+  while redis.call('ZCARD', owner) > keep do
+    -- The oldest, never the session just stored (another may share its creation time).
+    local two = redis.call('ZRANGE', owner, 0, 1)
+    local victim = two[1]
+    if victim == h then victim = two[2] end
+    if not victim then break end
+    local v = redis.call('GET', p .. 's:' .. victim)
+    if v then
+      drop_read(victim, v, now, out)
+    else
+      redis.call('ZREM', owner, victim)
+    end
+  end
+end
+return {1, out}
 ";
 
 /// ARGV: prefix, hash, now ms. An expired session is left for the purge, which records it.
@@ -252,7 +282,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             conn: Mutex::new(None),
             scripts: Scripts {
-                insert: Script::new(INSERT),
+                insert: with_drop(INSERT),
                 remove: with_drop(REMOVE),
                 remove_set: with_drop(REMOVE_SET),
                 remove_by_id: with_drop(REMOVE_BY_ID),
@@ -344,7 +374,12 @@ impl SessionStore for RedisStore {
         .await
     }
 
-    async fn insert(&self, key: TokenHash, session: Session) -> Result<(), StoreError> {
+    async fn insert_capped(
+        &self,
+        key: TokenHash,
+        session: Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError> {
         let value = encode(&session)?;
         let ttl_ms = session
             .expires
@@ -376,10 +411,17 @@ impl SessionStore for RedisStore {
             .arg(user)
             .arg(app)
             .arg(parent)
-            .arg(credential);
-        let inserted: i64 = self.invoke(&invocation).await?;
+            .arg(credential)
+            .arg(owner_tag(&session.kind))
+            .arg(session.created.as_epoch_millis())
+            .arg(if keep == usize::MAX {
+                String::new()
+            } else {
+                keep.to_string()
+            });
+        let (inserted, evicted): (i64, Vec<Vec<u8>>) = self.invoke(&invocation).await?;
         match inserted {
-            1 => Ok(()),
+            1 => decode_all(&evicted),
             -1 => Err(StoreError::ParentEnded),
             _ => Err(StoreError::Duplicate),
         }
@@ -512,12 +554,7 @@ fn push_hex(out: &mut String, key: &TokenHash) {
 fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
     let app = s.kind.app().map(AppId::as_str).unwrap_or_default();
     let user = s.kind.user().map(|u| u.0.to_string()).unwrap_or_default();
-    let kind = match s.kind {
-        SessionKind::User { .. } => 'u',
-        SessionKind::KeyManager { .. } => 'k',
-        SessionKind::App { .. } => 'a',
-        SessionKind::OnBehalfOf { .. } => 'o',
-    };
+    let kind = kind_letter(&s.kind);
     let parent = s
         .kind
         .parent()
@@ -535,6 +572,24 @@ fn encode(s: &Session) -> Result<Vec<u8>, StoreError> {
     let mut out = header.into_bytes();
     serde_json::to_writer(&mut out, s).map_err(|e| backend(Arc::new(e)))?;
     Ok(out)
+}
+
+/// The owner tag of a session of `kind` (its key is `o:<tag>`), as the scripts build it from a
+/// stored header: `<kind letter>:<user id or nothing>:<app id or nothing>`.
+fn owner_tag(kind: &SessionKind) -> String {
+    let user = kind.user().map(|u| u.0.to_string()).unwrap_or_default();
+    let app = kind.app().map(AppId::as_str).unwrap_or_default();
+    format!("{}:{user}:{app}", kind_letter(kind))
+}
+
+/// The one-letter kind in a stored header.
+fn kind_letter(kind: &SessionKind) -> char {
+    match kind {
+        SessionKind::User { .. } => 'u',
+        SessionKind::KeyManager { .. } => 'k',
+        SessionKind::App { .. } => 'a',
+        SessionKind::OnBehalfOf { .. } => 'o',
+    }
 }
 
 /// The session's credential ids, comma-separated (empty when it has none).
