@@ -26,13 +26,7 @@ pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<R
         _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
     };
     let kind = family.user_kind(user.id);
-    let token = sessions::mint(
-        ctx,
-        kind,
-        Some(cert.credential().clone()),
-        Some(cert.not_after()),
-    )
-    .await?;
+    let token = mint_with(ctx, cert, kind).await?;
     Ok(json::token(family.response_name(), &token))
 }
 
@@ -43,13 +37,7 @@ pub(super) async fn app_authenticate(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
     let kind = SessionKind::App {
         app: app.app_id.clone(),
     };
-    let token = sessions::mint(
-        ctx,
-        kind,
-        Some(cert.credential().clone()),
-        Some(cert.not_after()),
-    )
-    .await?;
+    let token = mint_with(ctx, cert, kind).await?;
     Ok(json::token("sessionToken", &token))
 }
 
@@ -125,6 +113,22 @@ pub(super) fn certificate<'c>(ctx: &Ctx<'c>) -> Result<&'c CertIdentity, ApiErro
         ));
     }
     Ok(cert)
+}
+
+/// Mints a session of `kind` with the client certificate `cert`: it records the certificate
+/// and ends no later than it does.
+async fn mint_with(
+    ctx: &Ctx<'_>,
+    cert: &CertIdentity,
+    kind: SessionKind,
+) -> Result<crate::token::SessionToken, ApiError> {
+    sessions::mint(
+        ctx,
+        kind,
+        Some(cert.credential().clone()),
+        Some(cert.not_after()),
+    )
+    .await
 }
 
 /// The active app the certificate names, or 403.

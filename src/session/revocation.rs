@@ -84,11 +84,6 @@ impl Roster {
     }
 }
 
-/// What replacing `old` with `new` ends (see [`roster_change`]).
-pub fn directory_change(old: &Directory, new: &Directory) -> Vec<Ending> {
-    roster_change(&Roster::of(old), &Roster::of(new))
-}
-
 /// What replacing `old` with `new` ends:
 /// - a user or app that is gone, or a user id that now names another username: all its
 ///   sessions (`removed`);
