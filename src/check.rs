@@ -61,6 +61,7 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
             config.signing.key = SigningKeySource::Ephemeral;
         }
     }
+    report.warnings.extend(crate::keyperms::warnings(&config));
     // The store is described, not opened: a running server holds the embedded store's file.
     let store = std::mem::replace(&mut config.store, StoreConfig::Memory);
     let prepared = Prepared::new(config)?;

@@ -160,8 +160,28 @@ pub struct Limits {
     pub(crate) max_body_bytes: usize,
     /// The largest request head (request line and headers) accepted, in bytes.
     pub(crate) max_header_bytes: usize,
-    /// Connections served at once; further ones wait in the kernel's accept queue.
+    /// Connections served at once (TLS handshake done); further ones wait in the kernel's
+    /// accept queue.
     pub(crate) max_connections: usize,
+    /// TLS handshakes in progress at once, counted apart from established connections, so that
+    /// sockets that never finish a handshake cannot take the connection pool.
+    pub(crate) max_handshakes: usize,
+    /// Connections (handshaking or established) one client address may hold; further ones are
+    /// closed at accept. IPv6 addresses count per /64. `None`: no cap (behind a load balancer
+    /// that is the only client).
+    pub(crate) max_connections_per_ip: Option<usize>,
+    /// How long a write to a client may stay blocked (a client that sends requests and never
+    /// reads the answers) before its connection is closed.
+    pub(crate) write_timeout: Duration,
+    /// The largest amount of a connection's input buffered while its earlier requests are
+    /// answered (pipelined requests): past it, the server stops reading and TCP pushes back.
+    pub(crate) max_pipelined_bytes: usize,
+    /// Failed authentications one client address may make per minute (a token bucket with
+    /// this burst); past it they are answered 429. `None`: no throttle.
+    pub(crate) failed_logins_per_ip: Option<u32>,
+    /// Failed authentications per minute for one claimed identity (a certificate's CN, a JWT's
+    /// subject), from any address. `None`: no throttle.
+    pub(crate) failed_logins_per_identity: Option<u32>,
     /// How long in-flight requests get to finish after a shutdown signal.
     pub(crate) shutdown_grace: Duration,
     /// Live sessions one owner may hold (a user's own sessions, its key-manager tokens, an
@@ -178,6 +198,12 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
+            max_handshakes: 256,
+            max_connections_per_ip: Some(128),
+            write_timeout: Duration::from_secs(10),
+            max_pipelined_bytes: 64 * 1024,
+            failed_logins_per_ip: Some(120),
+            failed_logins_per_identity: Some(60),
             shutdown_grace: Duration::from_secs(30),
             max_sessions_per_user: Some(DEFAULT_MAX_SESSIONS_PER_USER),
         }
@@ -249,10 +275,12 @@ impl Config {
     /// Reads and validates a configuration file. Relative paths inside it are resolved against
     /// the folder that holds the file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::files::read_text_capped(path, crate::files::MAX_TOML_BYTES).map_err(
+            |source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::from_toml(&text, base).map_err(|e| e.at(path))
     }
@@ -351,8 +379,23 @@ struct RawLimits {
     max_body_bytes: Option<usize>,
     max_header_bytes: Option<usize>,
     max_connections: Option<usize>,
+    max_handshakes: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    write_timeout: Option<HumanDuration>,
+    max_pipelined_bytes: Option<usize>,
+    failed_logins_per_ip: Option<u32>,
+    failed_logins_per_identity: Option<u32>,
     shutdown_grace: Option<HumanDuration>,
     max_sessions_per_user: Option<usize>,
+}
+
+/// A count where `0` means "no limit": absent is the default, `0` is `None`.
+fn zero_is_none<T: PartialEq + Default>(value: Option<T>, default: Option<T>) -> Option<T> {
+    match value {
+        None => default,
+        Some(v) if v == T::default() => None,
+        Some(v) => Some(v),
+    }
 }
 
 /// A duration written the human way: `"30s"`, `"5m"`, `"24h"`, `"1h 30m"`.
@@ -425,19 +468,53 @@ impl RawConfig {
                 .limits
                 .max_connections
                 .unwrap_or(defaults.max_connections),
+            max_handshakes: self
+                .limits
+                .max_handshakes
+                .unwrap_or(defaults.max_handshakes),
+            // 0: no cap, for each of these.
+            max_connections_per_ip: zero_is_none(
+                self.limits.max_connections_per_ip,
+                defaults.max_connections_per_ip,
+            ),
+            write_timeout: self
+                .limits
+                .write_timeout
+                .map_or(defaults.write_timeout, |d| d.0),
+            max_pipelined_bytes: self
+                .limits
+                .max_pipelined_bytes
+                .unwrap_or(defaults.max_pipelined_bytes),
+            failed_logins_per_ip: zero_is_none(
+                self.limits.failed_logins_per_ip,
+                defaults.failed_logins_per_ip,
+            ),
+            failed_logins_per_identity: zero_is_none(
+                self.limits.failed_logins_per_identity,
+                defaults.failed_logins_per_identity,
+            ),
             shutdown_grace: self
                 .limits
                 .shutdown_grace
                 .map_or(defaults.shutdown_grace, |d| d.0),
-            // 0: no cap.
-            max_sessions_per_user: match self.limits.max_sessions_per_user {
-                None => defaults.max_sessions_per_user,
-                Some(0) => None,
-                Some(n) => Some(n),
-            },
+            max_sessions_per_user: zero_is_none(
+                self.limits.max_sessions_per_user,
+                defaults.max_sessions_per_user,
+            ),
         };
         if limits.max_connections == 0 {
             return Err(invalid("limits.max_connections must be at least 1".into()));
+        }
+        if limits.max_handshakes == 0 {
+            return Err(invalid("limits.max_handshakes must be at least 1".into()));
+        }
+        if limits.write_timeout.is_zero() {
+            return Err(invalid("limits.write_timeout must be above zero".into()));
+        }
+        if limits.max_pipelined_bytes < 8192 {
+            return Err(invalid(
+                "limits.max_pipelined_bytes must be at least 8192".into(),
+            ));
         }
         if limits.max_header_bytes < 1024 {
             return Err(invalid(
@@ -651,8 +728,40 @@ mod tests {
         let text = format!("{MINIMAL}\n[limits]\nbody_read_timeout = \"2s\"\n");
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
         assert_eq!(c.limits.body_read_timeout, Duration::from_secs(2));
-        for key in ["header_read_timeout", "body_read_timeout"] {
+        for key in ["header_read_timeout", "body_read_timeout", "write_timeout"] {
             let text = format!("{MINIMAL}\n[limits]\n{key} = \"0s\"\n");
+            let e = Config::from_toml(&text, Path::new("."))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key), "{e}");
+        }
+    }
+
+    /// The connection and login limits: defaults, values, `0` as "no limit" where that is
+    /// allowed, and refusals where it is not.
+    #[test]
+    fn connection_and_login_limits() {
+        let c = Config::from_toml(MINIMAL, Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_handshakes, 256);
+        assert_eq!(c.limits.max_connections_per_ip, Some(128));
+        assert_eq!(c.limits.write_timeout, Duration::from_secs(10));
+        assert_eq!(c.limits.failed_logins_per_ip, Some(120));
+        assert_eq!(c.limits.failed_logins_per_identity, Some(60));
+        let text = format!(
+            "{MINIMAL}\n[limits]\nmax_connections_per_ip = 0\nfailed_logins_per_ip = 0\n\
+             failed_logins_per_identity = 5\nmax_handshakes = 8\nwrite_timeout = \"3s\"\n"
+        );
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert_eq!(c.limits.max_connections_per_ip, None);
+        assert_eq!(c.limits.failed_logins_per_ip, None);
+        assert_eq!(c.limits.failed_logins_per_identity, Some(5));
+        assert_eq!(c.limits.max_handshakes, 8);
+        assert_eq!(c.limits.write_timeout, Duration::from_secs(3));
+        for (line, key) in [
+            ("max_handshakes = 0", "max_handshakes"),
+            ("max_pipelined_bytes = 100", "max_pipelined_bytes"),
+        ] {
+            let text = format!("{MINIMAL}\n[limits]\n{line}\n");
             let e = Config::from_toml(&text, Path::new("."))
                 .unwrap_err()
                 .to_string();

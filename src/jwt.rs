@@ -135,16 +135,18 @@ impl<'t> Assertion<'t> {
                 ))
             }
         };
-        let exp_ms = claims
-            .get("exp")
-            .and_then(epoch_ms)
-            .ok_or(JwtError::Malformed("the claims need a numeric exp"))?;
+        let exp_ms = epoch_ms(
+            claims
+                .get("exp")
+                .ok_or(JwtError::Malformed("the claims need a numeric exp"))?,
+        )?;
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| JwtError::Malformed("the signature is not base64url"))?;
         if signature.is_empty() {
             return Err(JwtError::Malformed("the signature is empty"));
         }
+        let exp_ms = i128::from(exp_ms);
         let now_ms = i128::from(now.as_epoch_millis());
         let skew = i128::from(u64::try_from(CLOCK_SKEW.as_millis()).unwrap_or(u64::MAX));
         let ahead = i128::from(u64::try_from(MAX_AHEAD.as_millis()).unwrap_or(u64::MAX));
@@ -179,6 +181,19 @@ impl<'t> Assertion<'t> {
     }
 }
 
+/// The `sub` a JWT claims, read without checking anything else: for the login throttle, which
+/// charges failures to the identity a client claimed. Never a basis for trust.
+pub(crate) fn claimed_subject(token: &str) -> Option<String> {
+    if token.len() > MAX_LEN {
+        return None;
+    }
+    let claims = token.split('.').nth(1)?;
+    match decode_object(claims, "").ok()?.remove("sub")? {
+        serde_json::Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
 /// The length of `header.claims`: everything before the second dot.
 fn header_and_claims_len(token: &str) -> usize {
     token.rfind('.').unwrap_or(token.len())
@@ -194,15 +209,33 @@ fn decode_object(
     serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed(what))
 }
 
-/// A NumericDate (seconds, possibly fractional) as milliseconds.
-fn epoch_ms(v: &serde_json::Value) -> Option<i128> {
-    let n = v.as_number()?;
+/// The largest NumericDate read: the last second of year 9999. A claim beyond it (`1e300`, a
+/// 20-digit integer) is malformed, not "expired" by wrapping arithmetic.
+const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// A NumericDate (seconds, possibly fractional) as milliseconds: a number within
+/// ±[`MAX_NUMERIC_DATE`], else malformed.
+fn epoch_ms(v: &serde_json::Value) -> Result<i64, JwtError> {
+    let out_of_range = || JwtError::Malformed("the exp claim is not a date before year 10000");
+    let n = v
+        .as_number()
+        .ok_or(JwtError::Malformed("the claims need a numeric exp"))?;
     if let Some(i) = n.as_i64() {
-        return Some(i128::from(i) * 1000);
+        return if i.unsigned_abs() <= MAX_NUMERIC_DATE.unsigned_abs() {
+            Ok(i * 1000)
+        } else {
+            Err(out_of_range())
+        };
     }
-    let f = n.as_f64()?;
-    // `as` saturates for out-of-range floats; JSON cannot carry NaN or infinities.
-    f.is_finite().then(|| (f * 1000.0).floor() as i128)
+    // A u64 beyond i64 arrives here as a float too; JSON cannot carry NaN or infinities.
+    let seconds = n.as_f64().ok_or_else(out_of_range)?;
+    #[allow(clippy::cast_precision_loss)] // exact: the bound is below 2^53
+    if seconds.is_nan() || seconds.abs() > MAX_NUMERIC_DATE as f64 {
+        return Err(out_of_range());
+    }
+    // In range: the product fits an i64 with room to spare.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok((seconds * 1000.0).floor() as i64)
 }
 
 #[cfg(test)]
@@ -255,7 +288,14 @@ mod tests {
         assert!(parse(&at(n - 29)).is_ok());
         assert_eq!(parse(&at(n - 30)).unwrap_err(), JwtError::Expired);
         assert_eq!(parse(&at(0)).unwrap_err(), JwtError::Expired);
-        assert_eq!(parse(&at(i64::MAX)).unwrap_err(), JwtError::TooFarAhead);
+        assert_eq!(
+            parse(&at(253_402_300_799)).unwrap_err(),
+            JwtError::TooFarAhead
+        );
+        assert!(matches!(
+            parse(&at(i64::MAX)).unwrap_err(),
+            JwtError::Malformed(_)
+        ));
     }
 
     /// `none`, HS256 and unknown algorithms are refused as unsupported; `typ` is optional.
@@ -308,6 +348,18 @@ mod tests {
                 b64(&format!(r#"{{"sub":"a","exp":{exp}}}"#))
             ),
             "a".repeat(MAX_LEN + 1),
+            // Numbers that do not fit are malformed, never wrapped into "expired".
+            token(r#"{"alg":"RS512"}"#, r#"{"sub":"a","exp":1e300}"#),
+            token(r#"{"alg":"RS512"}"#, r#"{"sub":"a","exp":-1e300}"#),
+            token(
+                r#"{"alg":"RS512"}"#,
+                r#"{"sub":"a","exp":18446744073709551615}"#,
+            ),
+            token(
+                r#"{"alg":"RS512"}"#,
+                r#"{"sub":"a","exp":9223372036854775807}"#,
+            ),
+            token(r#"{"alg":"RS512"}"#, r#"{"sub":"a","exp":253402300800}"#),
         ];
         for t in &cases {
             assert!(
@@ -316,6 +368,15 @@ mod tests {
                 parse(t)
             );
         }
+    }
+
+    /// The claimed subject is read from any JWT-shaped token, signed or not, valid or not.
+    #[test]
+    fn claimed_subject_of_anything() {
+        let t = token(r#"{"alg":"none"}"#, r#"{"sub":"bot.user","exp":1}"#);
+        assert_eq!(claimed_subject(&t).as_deref(), Some("bot.user"));
+        assert_eq!(claimed_subject("garbage"), None);
+        assert_eq!(claimed_subject(&token("{}", r#"{"sub":7}"#)), None);
     }
 
     /// Fractional exp values are read; the subject is kept.

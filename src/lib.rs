@@ -33,15 +33,18 @@
 //! reload ([`trust`]) swaps the directory, CRLs and TLS configuration whole and asks the
 //! lifecycle to end what the change revokes.
 
+mod admission;
 pub mod chain;
 pub mod check;
 pub mod clock;
 pub mod config;
 pub mod crl;
 pub mod directory;
+pub mod files;
 pub mod http;
 pub mod identity;
 pub mod jwt;
+pub mod keyperms;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

@@ -119,6 +119,9 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
     for path in &prepared.adopted_keys {
         tracing::info!(file = %path.display(), "RSA public key taken from the key folder");
     }
+    for warning in sessionauth::keyperms::warnings(prepared.config()) {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admission::{PerAddress, Throttled};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Limits};
 use crate::crl::CrlSet;
@@ -209,7 +210,25 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
             }
         }
     });
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // The login throttle forgets the addresses and identities whose buckets have refilled.
+    let pruning = tokio::spawn({
+        let api = api.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                api.prune_throttle();
+            }
+        }
+    });
+    // Established connections and handshakes in progress are counted apart, so that sockets
+    // that never finish a handshake cannot take the connection pool; and no address may hold
+    // more than its share of either.
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let handshakes = Arc::new(Semaphore::new(limits.max_handshakes));
+    let per_address = PerAddress::new(limits.max_connections_per_ip);
+    let refused_log = Arc::new(Throttled::new(Duration::from_secs(10)));
+    let failed_handshake_log = Arc::new(Throttled::new(Duration::from_secs(1)));
     let graceful = GracefulShutdown::new();
     // Tells connections still in their TLS handshake to give up: shutdown waits for requests in
     // flight, not for clients that have not even said hello.
@@ -217,8 +236,8 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
 
     tokio::pin!(shutdown);
     loop {
-        let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => match p {
+        let handshake = tokio::select! {
+            p = handshakes.clone().acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break, // the semaphore is never closed
             },
@@ -228,27 +247,58 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
         };
+        let Some(admitted) = per_address.admit(remote.ip()) else {
+            // Closed before any TLS work: the cheapest answer to a flood from one address.
+            drop(stream);
+            refused_log.event(|held_back| {
+                tracing::warn!(
+                    client = %remote.ip(),
+                    limit = limits.max_connections_per_ip,
+                    held_back,
+                    "connection refused: the address holds limits.max_connections_per_ip \
+                     connections (one line per 10 s; held_back = refusals not logged since)"
+                );
+            });
+            continue;
+        };
         let watcher = graceful.watcher();
         // The configuration now: a reload changes what later handshakes see.
         let acceptor = TlsAcceptor::from(trust.tls());
         let api = api.clone();
         let limits = limits.clone();
+        let connections = connections.clone();
+        let failed_handshake_log = failed_handshake_log.clone();
         let mut stopping = stopping_rx.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(stream));
-            let tls = tokio::select! {
-                r = handshake => r,
+            let _admitted = admitted;
+            // The handshake and the wait for a connection slot share one deadline; the
+            // handshake permit is held until a connection slot is had.
+            let deadline = tokio::time::Instant::now() + handshake_timeout;
+            let handshake_and_slot = async {
+                let tls = acceptor.accept(stream).await?;
+                let slot = connections
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| std::io::Error::other("the server is stopping"))?;
+                Ok::<_, std::io::Error>((tls, slot))
+            };
+            let outcome = tokio::select! {
+                r = tokio::time::timeout_at(deadline, handshake_and_slot) => r,
                 _ = stopping.wait_for(|s| *s) => return,
             };
-            let tls = match tls {
-                Ok(Ok(tls)) => tls,
+            drop(handshake);
+            let (tls, _slot) = match outcome {
+                Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
-                    tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                    failed_handshake_log.event(|held_back| {
+                        tracing::debug!(%remote, error = %e, held_back, "TLS handshake failed");
+                    });
                     return;
                 }
                 Err(_) => {
-                    tracing::debug!(%remote, "TLS handshake timed out");
+                    failed_handshake_log.event(|held_back| {
+                        tracing::debug!(%remote, held_back, "TLS handshake timed out");
+                    });
                     return;
                 }
             };
@@ -258,6 +308,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     drop(listener);
     refresh.abort();
     reloads.abort();
+    pruning.abort();
     let _ = stopping_tx.send(true);
     tracing::info!("shutting down: no new connections; waiting for in-flight requests");
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
@@ -303,6 +354,11 @@ async fn serve_connection(
     let peer = PeerIdentity::from_verified_chain(tls.get_ref().1.peer_certificates());
     let cn = peer.common_name().map(str::to_owned);
     let conn = Arc::new(ConnInfo { peer, remote });
+    // A client that sends requests and never reads the answers is cut off once a write has
+    // been stuck for `write_timeout`: without it, a slow reader holds its connection forever.
+    let mut io = tokio_io_timeout::TimeoutStream::new(tls);
+    io.set_write_timeout(Some(limits.write_timeout));
+    let io = Box::pin(io);
     let service = service_fn(move |req| {
         let api = api.clone();
         let conn = conn.clone();
@@ -312,8 +368,11 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.max_header_bytes);
-    let connection = builder.serve_connection(TokioIo::new(tls), service);
+        .max_header_size(limits.max_header_bytes)
+        // What is buffered of pipelined requests while earlier ones are answered: past it,
+        // hyper stops reading and TCP pushes back on the client.
+        .max_buf_size(limits.max_pipelined_bytes.max(limits.max_header_bytes));
+    let connection = builder.serve_connection(TokioIo::new(io), service);
     if let Err(e) = watcher.watch(connection).await {
         match answered_by_hyper(&e) {
             // hyper answered a request it could not parse itself (no body, then it closed the

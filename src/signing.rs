@@ -279,13 +279,14 @@ fn thumbprint(key: &RsaPublicKey) -> String {
 }
 
 fn read_pem(path: &Path) -> Result<(String, Zeroizing<Vec<u8>>), SigningError> {
-    let text =
-        Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| SigningError::Read {
+    let text = Zeroizing::new(
+        crate::files::read_text_capped(path, crate::files::MAX_PEM_BYTES).map_err(|source| {
+            SigningError::Read {
                 path: path.to_owned(),
                 source,
-            })?,
-        );
+            }
+        })?,
+    );
     let (label, der) = rsa::pkcs8::der::pem::decode_vec(text.trim().as_bytes()).map_err(|_| {
         SigningError::NotPem {
             path: path.to_owned(),

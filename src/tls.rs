@@ -6,7 +6,6 @@
 //! certificate that *is* presented must chain to one of the configured client CAs, or the
 //! handshake fails. TLS 1.2 and 1.3 are offered; ALPN offers HTTP/1.1 only.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -192,7 +191,7 @@ pub(crate) fn server_config(
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read {
+    crate::files::read_capped(path, crate::files::MAX_PEM_BYTES).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })

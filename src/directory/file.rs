@@ -23,10 +23,12 @@ const EMBEDDED_SAMPLE: &str = include_str!("../../examples/directory.toml");
 impl Directory {
     /// Loads a directory file. Relative key paths are resolved against the file's folder.
     pub fn from_file(path: &Path) -> Result<Self, DirectoryError> {
-        let text = std::fs::read_to_string(path).map_err(|source| DirectoryError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = crate::files::read_text_capped(path, crate::files::MAX_TOML_BYTES).map_err(
+            |source| DirectoryError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         Self::parse(&text, &path.display().to_string(), base)
     }

@@ -156,7 +156,8 @@ impl EntryOrigin<'_> {
 }
 
 fn read_key(path: &Path) -> Result<RsaPublicKey, KeyLoadError> {
-    let pem = std::fs::read_to_string(path).map_err(KeyLoadError::Read)?;
+    let pem = crate::files::read_text_capped(path, crate::files::MAX_PEM_BYTES)
+        .map_err(KeyLoadError::Read)?;
     Ok(RsaPublicKey::from_pem(&pem)?)
 }
 

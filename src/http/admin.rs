@@ -123,7 +123,7 @@ pub(super) async fn logout_app(ctx: &Ctx<'_>, app: &str) -> Result<Reply, ApiErr
 
 /// The caller's user id when its session is an administrator's own session; 401 or 403 else.
 async fn require_admin(ctx: &Ctx<'_>) -> Result<UserId, ApiError> {
-    let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
+    let raw = sessions::header(ctx)?.ok_or_else(ApiError::invalid_session)?;
     let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;
     let forbidden =
         || ApiError::Forbidden("Session administration needs an administrator role".into());

@@ -69,7 +69,7 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
         .directory
         .principal(cert.common_name())
         .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()))?;
-    let raw = sessions::header(ctx)
+    let raw = sessions::header(ctx)?
         .ok_or_else(|| ApiError::BadRequest("Missing sessionToken header".into()))?;
     let ended = ctx
         .api

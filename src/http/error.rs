@@ -49,6 +49,15 @@ pub enum ApiError {
         /// The cap.
         limit: usize,
     },
+    /// 429: too many failed authentications from this address or for this identity.
+    #[error(
+        "Too many failed authentication attempts: retry after {} s",
+        retry_after_secs(*.retry_after)
+    )]
+    Throttled {
+        /// How long until the next attempt may be judged.
+        retry_after: std::time::Duration,
+    },
     /// 503: the session store could not be reached; nothing was done.
     #[error("Session store unavailable")]
     Store(#[source] StoreError),
@@ -97,6 +106,15 @@ impl ApiError {
         Self::Unauthorized("Invalid session".into())
     }
 
+    /// Whether this is the server saying no to the credential or the request (400, 401, 403),
+    /// as opposed to a fault of its own.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            Self::BadRequest(_) | Self::Unauthorized(_) | Self::Forbidden(_)
+        )
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -107,6 +125,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -126,12 +145,27 @@ impl ApiError {
         }
         let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });
         let mut reply = json::reply(status, &body);
-        if let Self::MethodNotAllowed { allow } = self {
-            reply.headers_mut().insert(
-                hyper::header::ALLOW,
-                hyper::header::HeaderValue::from_static(allow),
-            );
+        match self {
+            Self::MethodNotAllowed { allow } => {
+                reply.headers_mut().insert(
+                    hyper::header::ALLOW,
+                    hyper::header::HeaderValue::from_static(allow),
+                );
+            }
+            Self::Throttled { retry_after } => {
+                reply.headers_mut().insert(
+                    hyper::header::RETRY_AFTER,
+                    hyper::header::HeaderValue::from(retry_after_secs(retry_after)),
+                );
+            }
+            _ => {}
         }
         reply
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1.
+fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }

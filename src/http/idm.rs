@@ -19,7 +19,7 @@ const MAX_SCOPE_LEN: usize = 1024;
 
 /// `POST /login/idm/tokens`: header `sessionToken`, optional query `scope`.
 pub(super) async fn access_token(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
+    let raw = sessions::header(ctx)?.ok_or_else(ApiError::invalid_session)?;
     let scope = scope(ctx.query)?;
     let (session, user) = sessions::user_session(ctx, raw).await?;
     let refused: Vec<&str> = scope

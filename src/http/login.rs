@@ -38,6 +38,12 @@ fn authenticate_body(ctx: &Ctx<'_>) -> Result<AuthenticateRequest, ApiError> {
     })
 }
 
+/// The subject the body's JWT claims (unverified), for the login throttle.
+pub(super) fn claimed_subject(ctx: &Ctx<'_>) -> Option<String> {
+    let body: AuthenticateRequest = serde_json::from_slice(ctx.body).ok()?;
+    crate::jwt::claimed_subject(&body.token)
+}
+
 /// `POST /login/pubkey/authenticate`, `/relay/pubkey/authenticate`: a service user's session
 /// or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {

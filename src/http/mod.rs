@@ -27,6 +27,7 @@ mod obo;
 mod pod;
 mod query;
 mod sessions;
+mod throttle;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +67,7 @@ pub struct Api {
     max_body_bytes: usize,
     body_read_timeout: Duration,
     signing: Arc<SigningKeys>,
+    throttle: throttle::LoginThrottle,
 }
 
 impl std::fmt::Debug for Api {
@@ -112,6 +114,26 @@ enum Route {
     LogoutApp(String),
 }
 
+impl Route {
+    /// Whether this route authenticates a client and makes a session or token from it: its
+    /// refusals are charged to the login throttle.
+    fn is_login(&self) -> bool {
+        matches!(
+            self,
+            Self::RsaAuthenticate(_)
+                | Self::RsaAppAuthenticate
+                | Self::RsaOboByUserId(_)
+                | Self::RsaOboByUsername(_)
+                | Self::CertExtensionApp
+                | Self::RsaExtensionApp
+                | Self::Authenticate(_)
+                | Self::AppAuthenticate
+                | Self::OboByUserId(_)
+                | Self::OboByUsername(_)
+        )
+    }
+}
+
 /// One request's view of the world.
 struct Ctx<'a> {
     api: &'a Api,
@@ -144,7 +166,17 @@ impl Api {
             max_body_bytes: limits.max_body_bytes,
             body_read_timeout: limits.body_read_timeout,
             signing,
+            throttle: throttle::LoginThrottle::new(
+                limits.failed_logins_per_ip,
+                limits.failed_logins_per_identity,
+            ),
         }
+    }
+
+    /// Forgets the login-throttle buckets that have refilled (the server calls this now and
+    /// then).
+    pub(crate) fn prune_throttle(&self) {
+        self.throttle.prune();
     }
 
     /// The session lifecycle.
@@ -234,29 +266,47 @@ impl Api {
             trace_id,
             now: self.sessions.now(),
         };
+        let login = route.is_login();
+        let result = self.route_to(route, &ctx).await;
+        match result {
+            Err(e) if login && e.is_refusal() => {
+                // A failed authentication: charged to the client's address and to the identity
+                // it claimed; past either bucket the answer is 429 instead.
+                let identity = match conn.peer.common_name() {
+                    Some(cn) => Some(cn.to_owned()),
+                    None => login::claimed_subject(&ctx),
+                };
+                match self.throttle.failed(conn.remote.ip(), identity.as_deref()) {
+                    Ok(()) => Err(e),
+                    Err(retry_after) => Err(ApiError::Throttled { retry_after }),
+                }
+            }
+            other => other,
+        }
+    }
+
+    async fn route_to(&self, route: Route, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         match route {
             Route::Health => Ok(pod::health()),
-            Route::RsaAuthenticate(family) => login::authenticate(&ctx, family).await,
-            Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
-            Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
-            Route::RsaOboByUsername(name) => login::obo_by_username(&ctx, &name).await,
-            Route::CertExtensionApp => extension::authenticate_by_certificate(&ctx),
-            Route::RsaExtensionApp => extension::authenticate_by_key(&ctx),
-            Route::PodCertificate => Ok(extension::pod_certificate(&ctx)),
-            Route::AccessToken => idm::access_token(&ctx).await,
-            Route::Jwks => Ok(idm::keys(&ctx)),
-            Route::Authenticate(family) => certauth::authenticate(&ctx, family).await,
-            Route::AppAuthenticate => certauth::app_authenticate(&ctx).await,
-            Route::OboByUserId(uid) => certauth::obo_by_user_id(&ctx, &uid).await,
-            Route::OboByUsername(name) => certauth::obo_by_username(&ctx, &name).await,
-            Route::Logout(family) => certauth::logout(&ctx, family).await,
-            Route::SessionInfo => pod::session_info(&ctx).await,
-            Route::ListUserSessions(uid) => admin::list_user_sessions(&ctx, &uid).await,
-            Route::LogoutUser(uid) => admin::logout_user(&ctx, &uid).await,
-            Route::LogoutUserSession(uid, sid) => {
-                admin::logout_user_session(&ctx, &uid, &sid).await
-            }
-            Route::LogoutApp(app) => admin::logout_app(&ctx, &app).await,
+            Route::RsaAuthenticate(family) => login::authenticate(ctx, family).await,
+            Route::RsaAppAuthenticate => login::app_authenticate(ctx).await,
+            Route::RsaOboByUserId(uid) => login::obo_by_user_id(ctx, &uid).await,
+            Route::RsaOboByUsername(name) => login::obo_by_username(ctx, &name).await,
+            Route::CertExtensionApp => extension::authenticate_by_certificate(ctx),
+            Route::RsaExtensionApp => extension::authenticate_by_key(ctx),
+            Route::PodCertificate => Ok(extension::pod_certificate(ctx)),
+            Route::AccessToken => idm::access_token(ctx).await,
+            Route::Jwks => Ok(idm::keys(ctx)),
+            Route::Authenticate(family) => certauth::authenticate(ctx, family).await,
+            Route::AppAuthenticate => certauth::app_authenticate(ctx).await,
+            Route::OboByUserId(uid) => certauth::obo_by_user_id(ctx, &uid).await,
+            Route::OboByUsername(name) => certauth::obo_by_username(ctx, &name).await,
+            Route::Logout(family) => certauth::logout(ctx, family).await,
+            Route::SessionInfo => pod::session_info(ctx).await,
+            Route::ListUserSessions(uid) => admin::list_user_sessions(ctx, &uid).await,
+            Route::LogoutUser(uid) => admin::logout_user(ctx, &uid).await,
+            Route::LogoutUserSession(uid, sid) => admin::logout_user_session(ctx, &uid, &sid).await,
+            Route::LogoutApp(app) => admin::logout_app(ctx, &app).await,
         }
     }
 }

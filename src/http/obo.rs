@@ -57,7 +57,7 @@ async fn app_of_session(
     ctx: &Ctx<'_>,
     caller: Option<&AppId>,
 ) -> Result<(Arc<App>, Session), ApiError> {
-    let raw = sessions::header(ctx).ok_or_else(|| {
+    let raw = sessions::header(ctx)?.ok_or_else(|| {
         ApiError::BadRequest("Missing sessionToken header (the app's session)".into())
     })?;
     let (_, session) = sessions::resolve(ctx, raw, TokenFamily::Session).await?;

@@ -14,7 +14,7 @@ pub(super) fn health() -> Reply {
 /// the user it acts for). Key-manager tokens are not session tokens (401); an app's own session
 /// has no user (403).
 pub(super) async fn session_info(ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
-    let raw = sessions::header(ctx).ok_or_else(ApiError::invalid_session)?;
+    let raw = sessions::header(ctx)?.ok_or_else(ApiError::invalid_session)?;
     let (_, user) = sessions::user_session(ctx, raw).await?;
     Ok(json::ok(user.as_ref()))
 }

@@ -32,13 +32,19 @@ pub(super) async fn mint(
         .await?)
 }
 
-/// The raw `sessionToken` header, if one was sent.
-pub(super) fn header<'h>(ctx: &Ctx<'h>) -> Option<&'h str> {
+/// The raw `sessionToken` header, if one was sent. Two of them are a 400: which one a proxy or
+/// a peer would pick is anyone's guess, so neither is.
+pub(super) fn header<'h>(ctx: &Ctx<'h>) -> Result<Option<&'h str>, ApiError> {
+    let mut values = ctx.headers.get_all(SESSION_TOKEN_HEADER).iter();
+    let first = values.next();
+    if values.next().is_some() {
+        return Err(ApiError::BadRequest(
+            "More than one sessionToken header: send exactly one".into(),
+        ));
+    }
     // A header that is not visible ASCII cannot be one of our tokens; it is treated as a
     // garbage token (401), not as a missing one.
-    ctx.headers
-        .get(SESSION_TOKEN_HEADER)
-        .map(|v| v.to_str().unwrap_or("\u{0}"))
+    Ok(first.map(|v| v.to_str().unwrap_or("\u{0}")))
 }
 
 /// Resolves a presented token to its live session in `family`, or 401.

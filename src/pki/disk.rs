@@ -10,7 +10,8 @@ use super::PkiError;
 
 /// Reads a text file.
 pub(crate) fn read(path: &Path) -> Result<String, PkiError> {
-    fs::read_to_string(path).map_err(|source| io(path, source))
+    crate::files::read_text_capped(path, crate::files::MAX_PEM_BYTES)
+        .map_err(|source| io(path, source))
 }
 
 /// Writes a new file that holds a secret: mode 0600 from the moment it exists, never replacing
