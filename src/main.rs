@@ -139,10 +139,16 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
         }
         let reloads = reload_on_sighup(prepared.reload_handle());
         tokio::select! {
-            () = server::run(listener, prepared, shutdown_signal()) => {}
-            () = reloads => {}
+            stopped = server::run(listener, prepared, shutdown_signal()) => match stopped {
+                server::Stopped::Shutdown => Ok(()),
+                server::Stopped::StoreFailed(reason) => Err(format!(
+                    "the session store failed ({reason}); exiting so that a supervisor \
+                     restarts the server: free disk space (or fix the I/O error) and start it again"
+                )
+                .into()),
+            },
+            () = reloads => Ok(()),
         }
-        Ok(())
     })
 }
 

@@ -172,9 +172,26 @@ impl Prepared {
     }
 }
 
-/// Serves HTTPS on `listener` until `shutdown` completes, then stops accepting, lets in-flight
-/// requests finish (up to the configured grace period) and returns.
-pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Future<Output = ()>) {
+/// Why [`run`] returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub enum Stopped {
+    /// The shutdown future completed.
+    Shutdown,
+    /// The session store can no longer write in this process (see
+    /// [`SessionStore::failed`]): the caller should exit non-zero so that a supervisor
+    /// restarts the server once the cause (a full disk, say) is fixed.
+    StoreFailed(String),
+}
+
+/// Serves HTTPS on `listener` until `shutdown` completes (or the session store fails for
+/// good), then stops accepting, lets in-flight requests finish (up to the configured grace
+/// period) and returns why it stopped.
+pub async fn run(
+    listener: TcpListener,
+    prepared: Prepared,
+    shutdown: impl Future<Output = ()>,
+) -> Stopped {
     let Prepared {
         config,
         tls,
@@ -188,6 +205,12 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     } = prepared;
     let limits = config.limits.clone();
     let handshake_timeout = config.tls.handshake_timeout;
+    let store_failed = {
+        let store = store.clone();
+        async move { store.failed().await }
+    };
+    tokio::pin!(store_failed);
+    let mut stopped = Stopped::Shutdown;
     let sessions = Sessions::start(
         store,
         clock,
@@ -242,10 +265,18 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
                 Err(_) => break, // the semaphore is never closed
             },
             () = &mut shutdown => break,
+            reason = &mut store_failed => {
+                stopped = Stopped::StoreFailed(reason);
+                break;
+            }
         };
         let (stream, remote) = tokio::select! {
             accepted = accept(&listener) => accepted,
             () = &mut shutdown => break,
+            reason = &mut store_failed => {
+                stopped = Stopped::StoreFailed(reason);
+                break;
+            }
         };
         let Some(admitted) = per_address.admit(remote.ip()) else {
             // Closed before any TLS work: the cheapest answer to a flood from one address.
@@ -310,7 +341,16 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
     reloads.abort();
     pruning.abort();
     let _ = stopping_tx.send(true);
-    tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+    match &stopped {
+        Stopped::Shutdown => {
+            tracing::info!("shutting down: no new connections; waiting for in-flight requests");
+        }
+        Stopped::StoreFailed(reason) => tracing::error!(
+            error = %reason,
+            "the session store cannot write any more (a full disk or an I/O error): stopping, \
+             so that a supervisor restarts the server once the cause is fixed"
+        ),
+    }
     if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
         .await
         .is_err()
@@ -321,6 +361,7 @@ pub async fn run(listener: TcpListener, prepared: Prepared, shutdown: impl Futur
         );
     }
     api.sessions().close().await;
+    stopped
 }
 
 /// Accepts one connection, backing off (1 ms doubling to 1 s) while accept fails, as it does

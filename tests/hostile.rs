@@ -369,3 +369,123 @@ async fn loose_key_permissions_are_warned_about() {
     assert!(check.status.success(), "{}", check.stderr);
     assert!(!check.stdout.contains(&warning), "{}", check.stdout);
 }
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (e.g. "16m") at `path`: needs root, and fails the test loudly
+    /// without it.
+    fn mount(path: std::path::PathBuf, size: &str) -> Self {
+        std::fs::create_dir_all(&path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "mounting a tmpfs failed ({status}): this test needs root; run it as .ci/run does"
+        );
+        Self { path }
+    }
+
+    /// Fills the disk: writes until the file system says it is full.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write as _;
+        let filler = self.path.join("filler");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Err(e) = file.write_all(&chunk).and_then(|()| file.sync_all()) {
+                assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
+                break;
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// When the embedded store's disk fills up, writes fail closed (503, never a success that is
+/// not on disk); the engine refuses writes from then on, so the server exits non-zero for its
+/// supervisor to restart it; once space is back, a restart serves again, with every session
+/// acknowledged before the disk filled.
+#[tokio::test]
+#[ignore = "needs root to mount a small tmpfs; .ci/run runs it"]
+async fn a_full_disk_stops_the_server_and_a_restart_recovers() {
+    let site = Site::new(BACKEND);
+    let disk = SmallDisk::mount(site.path().join("disk"), "32m");
+    let options = Options::default()
+        .store(&format!(
+            "store = \"embedded\"\ndata_dir = \"{}\"",
+            disk.path.join("data").display()
+        ))
+        .limit("shutdown_grace = \"2s\"")
+        .limit("max_sessions_per_user = 0");
+    let config = site.write_config(&options, "127.0.0.1:0");
+    let open = |node: &node::Node| {
+        let tls = client_config(
+            site.pki().ca.cert_pem(),
+            Some(&site.pki().client("bot.user")),
+            ClientTls::Default,
+        )
+        .unwrap();
+        Conn::open(node.addr, tls)
+    };
+    let mut node = node::Node::start(&config).await;
+    let mut conn = open(&node).await.unwrap();
+    let kept = token_of(&conn.send(Req::post(AUTH)).await.unwrap());
+
+    let filler = disk.fill();
+    let mut refused = None;
+    for _ in 0..5000 {
+        match conn.send(Req::post(AUTH)).await {
+            Ok(resp) if resp.status == StatusCode::OK => {}
+            Ok(resp) => {
+                refused = Some(resp);
+                break;
+            }
+            // The server stopped while the request was in flight.
+            Err(_) => break,
+        }
+    }
+    if let Some(resp) = refused {
+        resp.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let status = node
+        .exited_within(Duration::from_secs(30))
+        .await
+        .expect("the server exits once its store cannot write");
+    assert!(!status.success(), "exit status {status:?}");
+    assert!(
+        node.log()
+            .contains("the session store cannot write any more"),
+        "{}",
+        node.log()
+    );
+
+    std::fs::remove_file(filler).unwrap();
+    let node = node::Node::start(&config).await;
+    let mut conn = open(&node).await.unwrap();
+    conn.send(Req::get(SESSIONINFO).token(&kept))
+        .await
+        .unwrap()
+        .assert_status(StatusCode::OK);
+    conn.send(Req::post(AUTH))
+        .await
+        .unwrap()
+        .assert_status(StatusCode::OK);
+    node.kill().await;
+    drop(disk);
+}

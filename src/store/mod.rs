@@ -188,6 +188,16 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Completes, with what failed, when the backend can no longer write in this process and
+    /// only a restart can bring it back: the embedded store after a failed commit (a full disk,
+    /// an I/O error), after which its engine refuses every write. The server then stops and
+    /// exits non-zero, for its supervisor to restart it once the cause is fixed. Backends that
+    /// recover by themselves (a network store reconnects) keep this default, which never
+    /// completes.
+    async fn failed(&self) -> String {
+        std::future::pending().await
+    }
+
     /// Finishes what is queued and releases the backend (the embedded store lets its engine's
     /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
     /// awaits it at shutdown. Backends with nothing to release keep this default.

@@ -125,6 +125,15 @@ impl Node {
             .expect("wait for sessionauth")
     }
 
+    /// Waits (bounded by `limit`) for the process to exit on its own; its status, or `None`
+    /// when it is still running.
+    pub async fn exited_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        tokio::time::timeout(limit, self.child.wait())
+            .await
+            .ok()
+            .map(|status| status.expect("wait for sessionauth"))
+    }
+
     /// What the process has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().join("\n")

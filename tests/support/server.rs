@@ -371,10 +371,18 @@ impl TestServer {
         let addr = listener.local_addr().expect("local_addr");
         let reload = prepared.reload_handle();
         let (tx, rx) = oneshot::channel::<()>();
-        let run = tokio::spawn(server::run(listener, prepared, async move {
-            // Completes on send and when the sender is dropped with the TestServer.
-            let _ = rx.await;
-        }));
+        let run = tokio::spawn(async move {
+            let stopped = server::run(listener, prepared, async move {
+                // Completes on send and when the sender is dropped with the TestServer.
+                let _ = rx.await;
+            })
+            .await;
+            assert_eq!(
+                stopped,
+                server::Stopped::Shutdown,
+                "the server stopped on its own"
+            );
+        });
         Self {
             addr,
             clock,

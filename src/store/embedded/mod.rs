@@ -389,6 +389,10 @@ impl SessionStore for EmbeddedStore {
         .await
     }
 
+    async fn failed(&self) -> String {
+        self.writer.failed().await
+    }
+
     async fn close(&self) {
         EmbeddedStore::close(self).await;
     }

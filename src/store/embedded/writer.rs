@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::group::Group;
 use super::{writer_gone, Db};
@@ -35,6 +35,9 @@ pub(super) struct Writer {
     thread: Mutex<Option<JoinHandle<()>>>,
     /// The database folder (canonical), for [`DROPPED`].
     folder: PathBuf,
+    /// Set, once, to what failed when a commit fails: fjall refuses every write after a failed
+    /// journal write (it poisons the database), so the store cannot serve again in this process.
+    failed: watch::Receiver<Option<String>>,
 }
 
 impl Writer {
@@ -44,10 +47,11 @@ impl Writer {
         let db = Arc::new(db);
         let reader = Arc::downgrade(&db);
         let (queue, ops) = mpsc::channel();
+        let (failed_tx, failed) = watch::channel(None);
         let thread = std::thread::Builder::new()
             .name("sessionauth-store-writer".into())
             .spawn(move || {
-                write_loop(&db, &ops);
+                write_loop(&db, &ops, &failed_tx);
                 settle(&db);
                 // Unless a read still holds it, this is the database's last handle: fjall stops
                 // its worker thread and syncs its journal here, off the async runtime.
@@ -57,8 +61,24 @@ impl Writer {
             queue: Mutex::new(Some(queue)),
             thread: Mutex::new(Some(thread)),
             folder,
+            failed,
         };
         Ok((writer, reader))
+    }
+
+    /// Completes with what failed once a commit has failed; never while commits succeed.
+    pub(super) async fn failed(&self) -> String {
+        let mut failed = self.failed.clone();
+        // The writer ending without a failure (the store closed) means nothing will fail now.
+        let reason = failed
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|r| r.clone());
+        match reason {
+            Some(reason) => reason,
+            None => std::future::pending().await,
+        }
     }
 
     /// Queues `op` for the next group commit.
@@ -143,7 +163,11 @@ where
 
 /// The writer thread's work: one batch and one commit per group of queued changes, until the
 /// queue closes and is empty.
-fn write_loop(db: &Db, ops: &mpsc::Receiver<Box<dyn WriteOp>>) {
+fn write_loop(
+    db: &Db,
+    ops: &mpsc::Receiver<Box<dyn WriteOp>>,
+    failed: &watch::Sender<Option<String>>,
+) {
     let mut group: Vec<Box<dyn WriteOp>> = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = ops.recv() {
         group.push(first);
@@ -155,7 +179,15 @@ fn write_loop(db: &Db, ops: &mpsc::Receiver<Box<dyn WriteOp>>) {
         }
         let committed = commit_group(db, &mut group);
         if let Err(e) = &committed {
-            tracing::error!(error = %e, changes = group.len(), "session database commit failed");
+            let reason = crate::chain::Chain(e).to_string();
+            tracing::error!(error = %reason, changes = group.len(), "session database commit failed");
+            failed.send_if_modified(|failed| {
+                let first = failed.is_none();
+                if first {
+                    *failed = Some(reason);
+                }
+                first
+            });
         }
         for op in group.drain(..) {
             op.finish(committed.clone());
