@@ -41,6 +41,8 @@ pub mod config;
 pub mod crl;
 pub mod directory;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod jwt;

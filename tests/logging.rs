@@ -165,3 +165,27 @@ async fn tokens_never_reach_the_log() {
         );
     }
 }
+
+/// A session the per-owner cap ends is logged once with `reason="evicted"`, naming its user;
+/// the new session is logged as created.
+#[tokio::test(flavor = "current_thread")]
+async fn an_evicted_session_is_logged_with_its_reason() {
+    let log = capture();
+    let server = TestServer::start_with(
+        BACKEND,
+        Options::default().limit("max_sessions_per_user = 1"),
+    )
+    .await;
+    let bot = server.pki.client("bot.user");
+    let first = server.session_token(&bot).await;
+    server.advance(std::time::Duration::from_millis(5));
+    let _second = server.session_token(&bot).await;
+    server.assert_dead(&first).await;
+    let text = log.text();
+    let evicted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("event=\"ended\"") && l.contains("reason=\"evicted\""))
+        .collect();
+    assert_eq!(evicted.len(), 1, "{text}");
+    assert!(evicted[0].contains("user=1001"), "{}", evicted[0]);
+}

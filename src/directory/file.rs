@@ -47,7 +47,7 @@ impl Directory {
 
     /// Parses directory text; `origin` names it in errors, `base` is the folder relative key
     /// paths are resolved against.
-    fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, DirectoryError> {
+    pub(crate) fn parse(text: &str, origin: &str, base: &Path) -> Result<Self, DirectoryError> {
         let raw: RawDirectory = toml::from_str(text).map_err(|e| DirectoryError::Parse {
             origin: origin.to_owned(),
             message: crate::config::toml_error_line(text, &e),

@@ -77,7 +77,7 @@ pub(super) fn keys(ctx: &Ctx<'_>) -> Reply {
 
 /// The `scope` query parameter: scope tokens (RFC 6749 §3.3 characters) separated by spaces,
 /// normalized to single spaces. Absent: empty.
-fn scope(query: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn scope(query: Option<&str>) -> Result<String, ApiError> {
     let bad = |why: &str| ApiError::BadRequest(format!("Invalid scope: {why}"));
     let scope = query::param(query, "scope")?.unwrap_or_default();
     if scope.len() > MAX_SCOPE_LEN {

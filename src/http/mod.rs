@@ -371,6 +371,16 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     Ok(route)
 }
 
+/// What the fuzz targets drive of the HTTP layer: routing and path decoding of `path`, and the
+/// `scope` query of `query`, as a request would. Never panics, whatever the input.
+pub(crate) fn fuzz_request(method: &[u8], path: &str, query: Option<&str>) {
+    if let Ok(method) = Method::from_bytes(method) {
+        let _ = route(&method, path);
+    }
+    let _ = idm::scope(query);
+    let _ = percent_decode(path);
+}
+
 /// Decodes `%XX` escapes in a path segment; the result must be UTF-8.
 fn percent_decode(segment: &str) -> Result<String, ApiError> {
     let bad = || ApiError::BadRequest("Malformed percent-encoding in the path".into());

@@ -599,7 +599,7 @@ fn credential_list(s: &Session) -> String {
 }
 
 /// Reads the stored form back: skips the header line and the app id it announces.
-fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
     let bad = || {
         backend(Arc::new(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
