@@ -82,6 +82,20 @@ pub(crate) enum JwtError {
     BadSignature,
 }
 
+impl JwtError {
+    /// The stable reason code of the refusal, for the log and the metrics.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "jwt_malformed",
+            Self::UnsupportedAlg => "jwt_unsupported_alg",
+            Self::Expired => "jwt_expired",
+            Self::TooFarAhead => "jwt_too_far_ahead",
+            Self::UnknownSubject(_) => "unknown_subject",
+            Self::BadSignature => "jwt_bad_signature",
+        }
+    }
+}
+
 /// A JWT whose structure, algorithm and time rules passed, and whose signature is still to be
 /// checked with [`Assertion::verify`]. Its `Debug` shows the algorithm and subject only: the
 /// JWT itself is a credential until it expires.

@@ -306,6 +306,11 @@ pub async fn run(
             // handshake permit is held until a connection slot is had.
             let deadline = tokio::time::Instant::now() + handshake_timeout;
             let handshake_and_slot = async {
+                let mut stream = stream;
+                if speaks_plain_http(&stream).await? {
+                    answer_plain_http(&mut stream).await;
+                    return Err(std::io::Error::other(PLAIN_HTTP));
+                }
                 let tls = acceptor.accept(stream).await?;
                 let slot = connections
                     .acquire_owned()
@@ -321,14 +326,27 @@ pub async fn run(
             let (tls, _slot) = match outcome {
                 Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
+                    let reason = handshake_failure(&e);
                     failed_handshake_log.event(|held_back| {
-                        tracing::debug!(%remote, error = %e, held_back, "TLS handshake failed");
+                        tracing::info!(
+                            reason,
+                            client = %remote,
+                            error = %e,
+                            held_back,
+                            "TLS handshake failed (at most one line a second; held_back = \
+                             failures not logged since)"
+                        );
                     });
                     return;
                 }
                 Err(_) => {
                     failed_handshake_log.event(|held_back| {
-                        tracing::debug!(%remote, held_back, "TLS handshake timed out");
+                        tracing::info!(
+                            reason = "handshake_timeout",
+                            client = %remote,
+                            held_back,
+                            "TLS handshake timed out (at most one line a second)"
+                        );
                     });
                     return;
                 }
@@ -362,6 +380,85 @@ pub async fn run(
     }
     api.sessions().close().await;
     stopped
+}
+
+/// The error a plain-HTTP client's connection ends with (after its 400).
+const PLAIN_HTTP: &str = "plain HTTP on the HTTPS port";
+
+/// Whether the client's first byte says plain HTTP (a request line starts with a letter; a TLS
+/// record with 0x16). Waits for that byte.
+async fn speaks_plain_http(stream: &TcpStream) -> std::io::Result<bool> {
+    let mut first = [0u8; 1];
+    let n = stream.peek(&mut first).await?;
+    Ok(n == 1 && first[0].is_ascii_uppercase())
+}
+
+/// Answers a plain-HTTP request on the HTTPS port the way nginx does, with a readable 400 (in
+/// our JSON error shape), then closes. The request head is read first (bounded), so that the
+/// close does not reset the connection before the client reads the answer.
+async fn answer_plain_http(stream: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let read_head = async {
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), read_head).await;
+    let body = r#"{"code":400,"message":"This port speaks HTTPS: a plain HTTP request was sent to it; use https://"}"#;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(response.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// The stable reason code of a failed TLS handshake, for the log.
+fn handshake_failure(e: &std::io::Error) -> &'static str {
+    use rustls::{CertificateError, Error};
+    if e.to_string() == PLAIN_HTTP {
+        return "plain_http";
+    }
+    let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return "connection_error";
+    };
+    match tls {
+        Error::InvalidCertificate(cert) => match cert {
+            CertificateError::UnknownIssuer => "unknown_ca",
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => "cert_expired",
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                "cert_not_yet_valid"
+            }
+            CertificateError::Revoked => "revoked",
+            CertificateError::BadEncoding => "cert_unparseable",
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. } => {
+                "cert_wrong_purpose"
+            }
+            other => {
+                // webpki refuses a version-1 certificate (what textbook `openssl x509 -req`
+                // makes without an extensions file) as an unsupported version.
+                if format!("{other:?}").contains("UnsupportedCertVersion") {
+                    "cert_v1"
+                } else {
+                    "bad_certificate"
+                }
+            }
+        },
+        Error::NoCertificatesPresented => "no_certificate",
+        Error::PeerIncompatible(_) => "incompatible_client",
+        Error::InvalidMessage(_) => "not_tls",
+        Error::AlertReceived(_) => "client_alert",
+        _ => "handshake_error",
+    }
 }
 
 /// Accepts one connection, backing off (1 ms doubling to 1 s) while accept fails, as it does

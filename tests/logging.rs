@@ -189,3 +189,103 @@ async fn an_evicted_session_is_logged_with_its_reason() {
     assert_eq!(evicted.len(), 1, "{text}");
     assert!(evicted[0].contains("user=1001"), "{}", evicted[0]);
 }
+
+/// Every refusal is logged once at INFO with a stable reason code, the CN and the trace id;
+/// the client's message stays the contract's generic one.
+#[tokio::test(flavor = "current_thread")]
+async fn refusals_are_logged_with_their_reason_code() {
+    let log = capture();
+    let server = TestServer::start(BACKEND).await;
+    let cases = [
+        ("nobody.here", AUTH, "unknown_cn"),
+        ("retired.bot", AUTH, "inactive"),
+        ("alice", AUTH, "not_service_user"),
+        ("demo-app", AUTH, "app_on_user_path"),
+        ("bot.user", APP_AUTH, "user_on_app_path"),
+    ];
+    for (i, (cn, path, _)) in cases.iter().enumerate() {
+        let resp = server
+            .request(
+                Some(&server.pki.client(cn)),
+                Req::post(path).header("X-Trace-Id", &format!("trace-{i}")),
+            )
+            .await;
+        resp.assert_status(hyper::StatusCode::FORBIDDEN);
+        assert!(!resp.text().contains("unknown_cn"), "{}", resp.text());
+    }
+    server
+        .request(None, Req::post(AUTH).header("X-Trace-Id", "trace-anon"))
+        .await
+        .assert_status(hyper::StatusCode::UNAUTHORIZED);
+    server
+        .request(
+            None,
+            Req::get(SESSIONINFO)
+                .token("garbage")
+                .header("X-Trace-Id", "trace-garbage"),
+        )
+        .await
+        .assert_status(hyper::StatusCode::UNAUTHORIZED);
+    let text = log.text();
+    let refused = |trace: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains(" INFO ") && l.contains("refused") && l.contains(trace))
+            .map(str::to_owned)
+            .collect()
+    };
+    for (i, (cn, _, reason)) in cases.iter().enumerate() {
+        let lines = refused(&format!("trace_id=\"trace-{i}\""));
+        assert_eq!(lines.len(), 1, "{cn}: {text}");
+        assert!(
+            lines[0].contains(&format!("reason=\"{reason}\"")),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[0].contains(&format!("cn=Some(\"{cn}\")")),
+            "{}",
+            lines[0]
+        );
+    }
+    let anon = refused("trace-anon");
+    assert_eq!(anon.len(), 1, "{text}");
+    assert!(anon[0].contains("reason=\"no_certificate\""), "{}", anon[0]);
+    let garbage = refused("trace-garbage");
+    assert_eq!(garbage.len(), 1, "{text}");
+    assert!(
+        garbage[0].contains("reason=\"invalid_session\""),
+        "{}",
+        garbage[0]
+    );
+}
+
+/// A failed TLS handshake is logged at INFO with its reason and the client's address: a
+/// certificate from an unknown CA, and plain HTTP on the HTTPS port.
+#[tokio::test(flavor = "current_thread")]
+async fn handshake_failures_are_logged_with_their_reason() {
+    let log = capture();
+    let server = TestServer::start(BACKEND).await;
+    let foreign = server.pki.foreign_client("bot.user");
+    assert!(server
+        .try_request(Some(&foreign), Req::get("/health"))
+        .await
+        .is_err());
+    let has = |reason: &str| {
+        log.text().lines().any(|l| {
+            l.contains(" INFO ") && l.contains("TLS handshake failed") && l.contains(reason)
+        })
+    };
+    node::eventually(WAIT, "the unknown-CA line", || async {
+        has("reason=\"unknown_ca\"").then_some(())
+    })
+    .await;
+    // The handshake log is rate-limited to a line a second: the next failure waits its turn.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut tcp = server.tcp().await.unwrap();
+    write_raw(&mut tcp, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let _ = read_to_end_within(&mut tcp, WAIT).await;
+    node::eventually(WAIT, "the plain-HTTP line", || async {
+        has("reason=\"plain_http\"").then_some(())
+    })
+    .await;
+}

@@ -224,20 +224,33 @@ async fn malformed_request_line_is_refused() {
     assert_still_serving(&server).await;
 }
 
-/// Plain HTTP (no TLS) on the TLS port is dropped, and the server keeps serving.
+/// Plain HTTP (no TLS) on the TLS port gets a readable 400 in the JSON error shape, the way
+/// nginx answers it, and the connection is closed; the server keeps serving.
 #[tokio::test]
-async fn plaintext_http_is_dropped() {
+async fn plaintext_http_gets_a_readable_400() {
     let server = TestServer::start(BACKEND).await;
     let mut tcp = server.tcp().await.unwrap();
     write_raw(&mut tcp, b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n").await;
     let response = read_to_end_within(&mut tcp, WAIT)
         .await
         .expect("the server closes the connection");
-    assert!(
-        raw_status(&response).is_none(),
-        "an HTTP answer on a TLS port: {}",
-        String::from_utf8_lossy(&response)
-    );
+    let text = String::from_utf8_lossy(&response);
+    assert_eq!(raw_status(&response), Some(400), "{text}");
+    assert!(text.contains("application/json"), "{text}");
+    assert!(text.contains("This port speaks HTTPS"), "{text}");
+    assert_still_serving(&server).await;
+}
+
+/// Bytes that are neither TLS nor HTTP are dropped without an answer.
+#[tokio::test]
+async fn garbage_on_the_tls_port_is_dropped() {
+    let server = TestServer::start(BACKEND).await;
+    let mut tcp = server.tcp().await.unwrap();
+    write_raw(&mut tcp, b"\x00\x01\x02garbage\r\n\r\n").await;
+    let response = read_to_end_within(&mut tcp, WAIT)
+        .await
+        .expect("the server closes the connection");
+    assert!(raw_status(&response).is_none(), "{response:?}");
     assert_still_serving(&server).await;
 }
 

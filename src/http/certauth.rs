@@ -21,9 +21,13 @@ use crate::session::{SessionKind, TokenFamily};
 /// a service user's session or key-manager token.
 pub(super) async fn authenticate(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, ApiError> {
     let cert = certificate(ctx)?;
+    let refused = |reason| Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into()).because(reason));
     let user = match ctx.directory.principal(cert.common_name()) {
         Some(Principal::User(u)) if u.is_service_user() && u.active => u,
-        _ => return Err(ApiError::Forbidden(CERT_NOT_ALLOWED.into())),
+        Some(Principal::User(u)) if !u.is_service_user() => return refused("not_service_user"),
+        Some(Principal::User(_)) => return refused("inactive"),
+        Some(Principal::App(_)) => return refused("app_on_user_path"),
+        None => return refused("unknown_cn"),
     };
     let kind = family.user_kind(user.id);
     let token = mint_with(ctx, cert, kind).await?;
@@ -68,7 +72,7 @@ pub(super) async fn logout(ctx: &Ctx<'_>, family: TokenFamily) -> Result<Reply, 
     let principal = ctx
         .directory
         .principal(cert.common_name())
-        .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()))?;
+        .ok_or_else(|| ApiError::Forbidden(CERT_NOT_ALLOWED.into()).because("unknown_cn"))?;
     let raw = sessions::header(ctx)?
         .ok_or_else(|| ApiError::BadRequest("Missing sessionToken header".into()))?;
     let ended = ctx
@@ -98,19 +102,24 @@ pub(super) fn certificate<'c>(ctx: &Ctx<'c>) -> Result<&'c CertIdentity, ApiErro
         PeerIdentity::Anonymous => {
             return Err(ApiError::Unauthorized(
                 "A client certificate is required for this endpoint".into(),
-            ))
+            )
+            .because("no_certificate"))
         }
-        PeerIdentity::Unusable(e) => return Err(ApiError::Unauthorized(e.to_string())),
+        PeerIdentity::Unusable(e) => {
+            return Err(ApiError::Unauthorized(e.to_string()).because("cert_unusable"))
+        }
     };
     if ctx.now >= cert.not_after() {
-        return Err(ApiError::Unauthorized(
-            "The client certificate has expired".into(),
-        ));
+        return Err(
+            ApiError::Unauthorized("The client certificate has expired".into())
+                .because("cert_expired"),
+        );
     }
     if cert.revocation_ids().any(|id| ctx.api.is_revoked(id)) {
-        return Err(ApiError::Unauthorized(
-            "The client certificate has been revoked".into(),
-        ));
+        return Err(
+            ApiError::Unauthorized("The client certificate has been revoked".into())
+                .because("revoked"),
+        );
     }
     Ok(cert)
 }
@@ -133,10 +142,16 @@ async fn mint_with(
 
 /// The active app the certificate names, or 403.
 pub(super) fn active_app(ctx: &Ctx<'_>, cert: &CertIdentity) -> Result<Arc<App>, ApiError> {
+    let refused = |reason| {
+        Err(ApiError::Forbidden(
+            "Forbidden: Certificate authentication is not allowed for the requested app.".into(),
+        )
+        .because(reason))
+    };
     match ctx.directory.principal(cert.common_name()) {
         Some(Principal::App(a)) if a.active => Ok(a),
-        _ => Err(ApiError::Forbidden(
-            "Forbidden: Certificate authentication is not allowed for the requested app.".into(),
-        )),
+        Some(Principal::App(_)) => refused("inactive"),
+        Some(Principal::User(_)) => refused("user_on_app_path"),
+        None => refused("unknown_cn"),
     }
 }

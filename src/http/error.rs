@@ -64,6 +64,15 @@ pub enum ApiError {
     /// 500: an internal fault.
     #[error("Internal server error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Another error, with the stable reason code the log and the metrics give it (see
+    /// [`ApiError::because`]); the client sees the wrapped error's status and message only.
+    #[error("{error}")]
+    Reasoned {
+        /// The reason code: `unknown_cn`, `inactive`, `cert_expired`, ….
+        reason: &'static str,
+        /// The error the client sees.
+        error: Box<ApiError>,
+    },
 }
 
 impl From<StoreError> for ApiError {
@@ -75,7 +84,7 @@ impl From<StoreError> for ApiError {
 /// Every JWT refusal is a 401 that names the rule that failed.
 impl From<crate::jwt::JwtError> for ApiError {
     fn from(e: crate::jwt::JwtError) -> Self {
-        Self::Unauthorized(e.to_string())
+        Self::Unauthorized(e.to_string()).because(e.reason())
     }
 }
 
@@ -86,8 +95,8 @@ impl From<crate::session::SessionError> for ApiError {
         let message = e.to_string();
         match e {
             SessionError::Invalid => Self::invalid_session(),
-            SessionError::CredentialExpired => Self::Unauthorized(message),
-            SessionError::NotYours => Self::Forbidden(message),
+            SessionError::CredentialExpired => Self::Unauthorized(message).because("cert_expired"),
+            SessionError::NotYours => Self::Forbidden(message).because("not_yours"),
             SessionError::Store(e) => Self::Store(e),
             SessionError::Random(e) => Self::Internal(Box::new(e)),
         }
@@ -106,13 +115,50 @@ impl ApiError {
         Self::Unauthorized("Invalid session".into())
     }
 
+    /// The same error, logged and counted under `reason`.
+    pub fn because(self, reason: &'static str) -> Self {
+        Self::Reasoned {
+            reason,
+            error: Box::new(self.into_unreasoned()),
+        }
+    }
+
+    fn into_unreasoned(self) -> Self {
+        match self {
+            Self::Reasoned { error, .. } => *error,
+            other => other,
+        }
+    }
+
+    /// The stable reason code: the one given with [`ApiError::because`], else one for the kind
+    /// of error.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Reasoned { reason, .. } => reason,
+            Self::BadRequest(_) => "bad_request",
+            Self::Unauthorized(m) if m == "Invalid session" => "invalid_session",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BodyTimeout { .. } => "body_timeout",
+            Self::PayloadTooLarge { .. } => "body_too_large",
+            Self::Throttled { .. } => "throttled",
+            Self::Store(_) => "store_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
     /// Whether this is the server saying no to the credential or the request (400, 401, 403),
     /// as opposed to a fault of its own.
     pub fn is_refusal(&self) -> bool {
-        matches!(
-            self,
-            Self::BadRequest(_) | Self::Unauthorized(_) | Self::Forbidden(_)
-        )
+        match self {
+            Self::Reasoned { error, .. } => error.is_refusal(),
+            other => matches!(
+                other,
+                Self::BadRequest(_) | Self::Unauthorized(_) | Self::Forbidden(_)
+            ),
+        }
     }
 
     /// The HTTP status.
@@ -128,24 +174,28 @@ impl ApiError {
             Self::Throttled { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Reasoned { error, .. } => error.status(),
         }
     }
 
     /// The response: `{"code": <status>, "message": "<text>"}`, always JSON.
+    /// Faults are logged here (the refusals by the request handler, with the request's CN and
+    /// trace id).
     pub fn into_reply(self) -> Reply {
-        let status = self.status();
-        match &self {
+        let this = self.into_unreasoned();
+        let status = this.status();
+        match &this {
             Self::Store(source) => {
                 tracing::error!(error = %Chain(source), "session store failure");
             }
             Self::Internal(source) => {
                 tracing::error!(error = %Chain(source.as_ref()), "internal error");
             }
-            other => tracing::debug!(status = status.as_u16(), reason = %other, "request refused"),
+            _ => {}
         }
-        let body = serde_json::json!({ "code": status.as_u16(), "message": self.to_string() });
+        let body = serde_json::json!({ "code": status.as_u16(), "message": this.to_string() });
         let mut reply = json::reply(status, &body);
-        match self {
+        match this {
             Self::MethodNotAllowed { allow } => {
                 reply.headers_mut().insert(
                     hyper::header::ALLOW,

@@ -219,7 +219,10 @@ impl Api {
         let trace_id = trace_id(req.headers());
         let reply = match self.dispatch(req, conn, &trace_id).await {
             Ok(reply) => reply,
-            Err(e) => e.into_reply(),
+            Err(e) => {
+                log_refusal(&e, conn, &trace_id, &path);
+                e.into_reply()
+            }
         };
         access_log(&AccessLine {
             method: method.as_str(),
@@ -308,6 +311,24 @@ impl Api {
             Route::LogoutUserSession(uid, sid) => admin::logout_user_session(ctx, &uid, &sid).await,
             Route::LogoutApp(app) => admin::logout_app(ctx, &app).await,
         }
+    }
+}
+
+/// Logs a refusal once, with its reason code, the certificate's CN and the trace id: at INFO for
+/// a refused credential or request, at DEBUG for a path or method that does not exist (what
+/// scanners try), not at all for faults (logged where they happen, at ERROR).
+fn log_refusal(e: &ApiError, conn: &ConnInfo, trace_id: &str, path: &str) {
+    let status = e.status();
+    if !status.is_client_error() {
+        return;
+    }
+    let reason = e.reason();
+    // Debug formatting quotes and escapes each field: a CN or path cannot forge a log line.
+    let cn = conn.peer.common_name();
+    if matches!(reason, "not_found" | "method_not_allowed") {
+        tracing::debug!(reason, status = status.as_u16(), ?path, ?cn, trace_id, client = %conn.remote, message = %e, "refused");
+    } else {
+        tracing::info!(reason, status = status.as_u16(), ?path, ?cn, trace_id, client = %conn.remote, message = %e, "refused");
     }
 }
 
