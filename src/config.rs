@@ -30,6 +30,11 @@ const DEFAULT_CRL_REFRESH: Duration = Duration::from_secs(3600);
 pub struct Config {
     /// The address the HTTPS listener binds.
     pub(crate) listen: SocketAddr,
+    /// Whether Prometheus metrics are recorded and served (`GET /metrics`).
+    pub(crate) metrics: bool,
+    /// A plain-HTTP listener for `/metrics` and the health endpoints, so that scrapers and
+    /// probes need no client certificate. `None`: only the HTTPS listener serves them.
+    pub(crate) metrics_listen: Option<SocketAddr>,
     /// TLS material and settings.
     pub tls: TlsSettings,
     /// Where the directory of users and apps comes from.
@@ -247,6 +252,8 @@ impl Config {
     pub fn embedded_defaults() -> Self {
         let certs = PathBuf::from(DEFAULT_CERTS_DIR);
         Self {
+            metrics: true,
+            metrics_listen: None,
             listen: DEFAULT_LISTEN
                 .parse()
                 .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8443))),
@@ -334,6 +341,8 @@ pub(crate) fn toml_error_line(text: &str, e: &toml::de::Error) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    metrics: Option<bool>,
+    metrics_listen: Option<String>,
     session_lifetime: Option<HumanDuration>,
     directory: Option<PathBuf>,
     tls: RawTls,
@@ -434,6 +443,14 @@ impl RawConfig {
                     "listen: {s:?} is not an address such as \"127.0.0.1:8443\""
                 ))
             })?,
+        };
+        let metrics_listen = match self.metrics_listen {
+            None => None,
+            Some(s) => Some(s.parse().map_err(|_| {
+                invalid(format!(
+                    "metrics_listen: {s:?} is not an address such as \"127.0.0.1:9090\""
+                ))
+            })?),
         };
         let session_lifetime = self
             .session_lifetime
@@ -567,6 +584,8 @@ impl RawConfig {
         };
         Ok(Config {
             listen,
+            metrics: self.metrics.unwrap_or(true),
+            metrics_listen,
             tls: TlsSettings {
                 cert_chain: at(self.tls.cert),
                 key: at(self.tls.key),

@@ -47,6 +47,7 @@ pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod keyperms;
+pub mod metrics;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

@@ -126,8 +126,12 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        let mut prepared = prepared;
         let listener = prepared.bind().await?;
         let addr = listener.local_addr()?;
+        if let Some(metrics) = prepared.bind_metrics().await? {
+            tracing::info!(addr = %metrics, "metrics and health listening (plain http)");
+        }
         tracing::info!(%addr, "sessionauth listening (https)");
         if let Some(dir) = &prepared.config().dev_pki {
             let d = dir.display();

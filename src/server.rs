@@ -73,6 +73,8 @@ pub struct Prepared {
     /// The public key files the key-folder rule gave to directory entries.
     pub adopted_keys: Vec<std::path::PathBuf>,
     reload: (ReloadHandle, ReloadRequests),
+    /// The plain-HTTP listener for `/metrics` and health, once bound ([`Prepared::bind_metrics`]).
+    metrics_listener: Option<TcpListener>,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -122,6 +124,7 @@ impl Prepared {
             pki_report,
             adopted_keys,
             reload: crate::trust::reload_channel(),
+            metrics_listener: None,
         })
     }
 
@@ -163,6 +166,20 @@ impl Prepared {
         &self.signing
     }
 
+    /// Binds `metrics_listen`, when configured: [`run`] then serves `/metrics` and the health
+    /// endpoints there in plain HTTP. Returns the bound address.
+    pub async fn bind_metrics(&mut self) -> Result<Option<SocketAddr>, StartError> {
+        let Some(addr) = self.config.metrics_listen else {
+            return Ok(None);
+        };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let local = listener.local_addr().ok();
+        self.metrics_listener = Some(listener);
+        Ok(local)
+    }
+
     /// Binds the configured listen address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let addr = self.config.listen;
@@ -201,8 +218,10 @@ pub async fn run(
         clock,
         signing,
         reload: (_, mut reload_requests),
+        metrics_listener,
         ..
     } = prepared;
+    crate::metrics::set_enabled(config.metrics);
     let limits = config.limits.clone();
     let handshake_timeout = config.tls.handshake_timeout;
     let store_failed = {
@@ -233,6 +252,7 @@ pub async fn run(
             }
         }
     });
+    let plain = metrics_listener.map(|listener| tokio::spawn(serve_plain(listener, api.clone())));
     // The login throttle forgets the addresses and identities whose buckets have refilled.
     let pruning = tokio::spawn({
         let api = api.clone();
@@ -281,6 +301,7 @@ pub async fn run(
         let Some(admitted) = per_address.admit(remote.ip()) else {
             // Closed before any TLS work: the cheapest answer to a flood from one address.
             drop(stream);
+            crate::metrics::connection_refused("per_address_cap");
             refused_log.event(|held_back| {
                 tracing::warn!(
                     client = %remote.ip(),
@@ -327,6 +348,7 @@ pub async fn run(
                 Ok(Ok(established)) => established,
                 Ok(Err(e)) => {
                     let reason = handshake_failure(&e);
+                    crate::metrics::handshake_failure(reason);
                     failed_handshake_log.event(|held_back| {
                         tracing::info!(
                             reason,
@@ -340,6 +362,7 @@ pub async fn run(
                     return;
                 }
                 Err(_) => {
+                    crate::metrics::handshake_failure("handshake_timeout");
                     failed_handshake_log.event(|held_back| {
                         tracing::info!(
                             reason = "handshake_timeout",
@@ -358,6 +381,9 @@ pub async fn run(
     refresh.abort();
     reloads.abort();
     pruning.abort();
+    if let Some(plain) = plain {
+        plain.abort();
+    }
     let _ = stopping_tx.send(true);
     match &stopped {
         Stopped::Shutdown => {
@@ -380,6 +406,34 @@ pub async fn run(
     }
     api.sessions().close().await;
     stopped
+}
+
+/// Serves the plain-HTTP listener (`metrics_listen`): `/metrics` and the health endpoints only,
+/// no client certificate, small limits. Runs until aborted at shutdown.
+async fn serve_plain(listener: TcpListener, api: Arc<Api>) {
+    let open = Arc::new(Semaphore::new(64));
+    loop {
+        let Ok(permit) = open.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = accept(&listener).await;
+        let api = api.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let service = service_fn(move |req| {
+                let api = api.clone();
+                async move { Ok::<_, std::convert::Infallible>(api.handle_plain(&req).await) }
+            });
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .max_buf_size(16 * 1024);
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 /// The error a plain-HTTP client's connection ends with (after its 400).

@@ -93,6 +93,7 @@ pub struct ConnInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
     Health,
+    Metrics,
     RsaAuthenticate(TokenFamily),
     RsaAppAuthenticate,
     RsaOboByUserId(String),
@@ -115,6 +116,30 @@ enum Route {
 }
 
 impl Route {
+    /// The route family, for the metrics: a fixed, small set of label values.
+    fn family(&self) -> &'static str {
+        match self {
+            Self::Health => "health",
+            Self::Metrics => "metrics",
+            Self::RsaAuthenticate(_) => "rsa_login",
+            Self::RsaAppAuthenticate => "rsa_app_login",
+            Self::RsaOboByUserId(_) | Self::RsaOboByUsername(_) => "rsa_obo",
+            Self::CertExtensionApp | Self::RsaExtensionApp => "extension_app",
+            Self::PodCertificate => "pod_certificate",
+            Self::AccessToken => "access_token",
+            Self::Jwks => "jwks",
+            Self::Authenticate(_) => "cert_login",
+            Self::AppAuthenticate => "cert_app_login",
+            Self::OboByUserId(_) | Self::OboByUsername(_) => "cert_obo",
+            Self::Logout(_) => "logout",
+            Self::SessionInfo => "sessioninfo",
+            Self::ListUserSessions(_)
+            | Self::LogoutUser(_)
+            | Self::LogoutUserSession(..)
+            | Self::LogoutApp(_) => "admin",
+        }
+    }
+
     /// Whether this route authenticates a client and makes a session or token from it: its
     /// refusals are charged to the login throttle.
     fn is_login(&self) -> bool {
@@ -202,6 +227,13 @@ impl Api {
 
     /// Replaces the CRLs requests check presented certificates against.
     pub(crate) fn replace_crls(&self, crls: Arc<CrlSet>) -> Arc<CrlSet> {
+        let next_update = crls
+            .crls()
+            .iter()
+            .map(|crl| crl.next_update().as_epoch_millis() / 1000)
+            .min()
+            .and_then(|secs| i64::try_from(secs).ok());
+        crate::metrics::crl_next_update(next_update);
         self.crls.swap(crls)
     }
 
@@ -217,13 +249,23 @@ impl Api {
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let trace_id = trace_id(req.headers());
-        let reply = match self.dispatch(req, conn, &trace_id).await {
+        let routed = route(&method, &path);
+        let family = routed.as_ref().map_or("unknown", Route::family);
+        let result = match routed {
+            Ok(route) => self.dispatch(route, req, conn, &trace_id).await,
+            Err(e) => Err(e),
+        };
+        let reply = match result {
             Ok(reply) => reply,
             Err(e) => {
                 log_refusal(&e, conn, &trace_id, &path);
+                if e.status().is_client_error() {
+                    crate::metrics::refusal(family, e.reason());
+                }
                 e.into_reply()
             }
         };
+        crate::metrics::request(family, reply.status().as_u16(), started.elapsed());
         access_log(&AccessLine {
             method: method.as_str(),
             path: &path,
@@ -237,13 +279,33 @@ impl Api {
         reply
     }
 
+    /// Handles a request on the plain-HTTP listener (`metrics_listen`): `GET /metrics` and the
+    /// health endpoints; anything else is 404. Not access-logged (scrapes and probes would fill
+    /// the log), but timed like every other request.
+    pub(crate) async fn handle_plain<B>(&self, req: &Request<B>) -> Reply {
+        let started = Instant::now();
+        let (family, result) = match route(req.method(), req.uri().path()) {
+            Ok(Route::Health) => ("health", Ok(pod::health())),
+            Ok(Route::Metrics) => ("metrics", metrics_reply()),
+            _ => (
+                "unknown",
+                Err(ApiError::NotFound(
+                    "This listener serves /metrics and /health only".into(),
+                )),
+            ),
+        };
+        let reply = result.unwrap_or_else(ApiError::into_reply);
+        crate::metrics::request(family, reply.status().as_u16(), started.elapsed());
+        reply
+    }
+
     async fn dispatch(
         &self,
+        route: Route,
         req: Request<Incoming>,
         conn: &ConnInfo,
         trace_id: &str,
     ) -> Result<Reply, ApiError> {
-        let route = route(req.method(), req.uri().path())?;
         let headers = req.headers().clone();
         let query = req.uri().query().map(str::to_owned);
         // Every body is read (capped, and within the body time limit), also where none is
@@ -291,6 +353,7 @@ impl Api {
     async fn route_to(&self, route: Route, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         match route {
             Route::Health => Ok(pod::health()),
+            Route::Metrics => metrics_reply(),
             Route::RsaAuthenticate(family) => login::authenticate(ctx, family).await,
             Route::RsaAppAuthenticate => login::app_authenticate(ctx).await,
             Route::RsaOboByUserId(uid) => login::obo_by_user_id(ctx, &uid).await,
@@ -312,6 +375,23 @@ impl Api {
             Route::LogoutApp(app) => admin::logout_app(ctx, &app).await,
         }
     }
+}
+
+/// `GET /metrics`: the Prometheus metrics (404 with `metrics = false`).
+pub(crate) fn metrics_reply() -> Result<Reply, ApiError> {
+    if !crate::metrics::enabled() {
+        return Err(ApiError::NotFound(
+            "Metrics are turned off (metrics = false)".into(),
+        ));
+    }
+    let mut reply = hyper::Response::new(http_body_util::Full::new(Bytes::from(
+        crate::metrics::render(),
+    )));
+    reply.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+    );
+    Ok(reply)
 }
 
 /// Logs a refusal once, with its reason code, the certificate's CN and the trace id: at INFO for
@@ -340,6 +420,7 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let (allow, route) = match segments.as_slice() {
         ["health"] => (GET, Route::Health),
+        ["metrics"] => (GET, Route::Metrics),
         ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
         ["relay", "pubkey", "authenticate"] => {
             (POST, Route::RsaAuthenticate(TokenFamily::KeyManager))

@@ -50,6 +50,7 @@ impl EndReason {
 
 /// Records that `session` was made.
 pub(super) fn created(session: &Session, trace_id: &str, client: SocketAddr) {
+    crate::metrics::session_created(session.kind.label());
     tracing::info!(
         target: "sessionauth::session",
         event = "created",
@@ -65,6 +66,7 @@ pub(super) fn created(session: &Session, trace_id: &str, client: SocketAddr) {
 
 /// Records that `session` ended for `reason`; `trace_id` is `-` when no request caused it.
 pub(super) fn ended(session: &Session, reason: EndReason, trace_id: &str) {
+    crate::metrics::session_ended(session.kind.label(), reason.as_str());
     tracing::info!(
         target: "sessionauth::session",
         event = "ended",

@@ -14,6 +14,7 @@
 
 pub mod embedded;
 mod memory;
+mod metered;
 pub mod redis;
 
 pub use embedded::EmbeddedStore;
@@ -95,7 +96,7 @@ pub enum OpenError {
 /// when it cannot); the Redis store only sets up its client and connects on first use, so a
 /// Redis that is down does not hold up start-up.
 pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
-    Ok(match config {
+    let backend: Arc<dyn SessionStore> = match config {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
         StoreConfig::Embedded { data_dir } => {
             let store = EmbeddedStore::open(data_dir)?;
@@ -106,7 +107,8 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenEr
             tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
             Arc::new(RedisStore::open(url, prefix)?)
         }
-    })
+    };
+    Ok(Arc::new(metered::Metered(backend)))
 }
 
 /// Where sessions live.
