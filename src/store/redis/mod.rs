@@ -613,7 +613,9 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Session, StoreError> {
         .next()
         .and_then(|n| n.parse().ok())
         .ok_or_else(bad)?;
-    let json = bytes.get(newline + 1 + app_len..).ok_or_else(bad)?;
+    // The announced length is data from outside: added with a check (found by fuzzing).
+    let start = (newline + 1).checked_add(app_len).ok_or_else(bad)?;
+    let json = bytes.get(start..).ok_or_else(bad)?;
     serde_json::from_slice(json).map_err(|e| backend(Arc::new(e)))
 }
 
@@ -641,6 +643,17 @@ fn redis_error(e: RedisError) -> StoreError {
 mod tests {
     use super::*;
     use crate::session::CredentialId;
+
+    /// A header that announces an app id longer than anything (found by fuzzing: the length
+    /// overflowed the offset) is an error, not a panic.
+    #[test]
+    fn an_absurd_app_length_is_refused() {
+        let mut record = b"00000000000000184467440737095516".to_vec();
+        record.extend_from_slice(b"15\n\xff\xff\xf8\"}");
+        assert!(decode(&record).is_err());
+        assert!(decode(b"1 2 3 u - - 18446744073709551615\n{}").is_err());
+        assert!(decode(b"1 2 3 u - - 99\n{}").is_err());
+    }
 
     /// The stored form reads back, whatever the app id holds (spaces, newlines, non-ASCII).
     #[test]
