@@ -52,6 +52,7 @@
 pub mod client;
 pub mod node;
 pub mod pki;
+pub mod postgres;
 pub mod redis;
 pub mod rsa;
 pub mod server;
