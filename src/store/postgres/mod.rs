@@ -36,7 +36,10 @@
 //! Connections come from a `deadpool-postgres` pool, made on first use and re-made after a
 //! failure: start-up never waits for PostgreSQL. Every operation is bounded by [`OP_TIMEOUT`];
 //! while the database is unreachable calls fail with [`StoreError::Unavailable`] (503), never
-//! with a success, and succeed again once it is back, without a restart.
+//! with a success, and succeed again once it is back, without a restart. A transaction that
+//! PostgreSQL aborts for a deadlock (a revocation ending many sessions while a mint past the cap
+//! evicts some of them, say) or a serialization failure is rolled back whole and tried once
+//! more; a second abort answers 503.
 //!
 //! TLS to PostgreSQL is not supported yet: URLs with `sslmode=require` are refused when the
 //! configuration is read (see [`PostgresUrl`]).
@@ -184,14 +187,22 @@ impl PostgresStore {
         Ok(client)
     }
 
-    /// Runs `op` on a pooled connection, bounded by [`OP_TIMEOUT`] (connecting included).
-    async fn bounded<'a, T, F>(&'a self, op: impl FnOnce(Object) -> F) -> Result<T, StoreError>
+    /// Runs `op` on a pooled connection, bounded by [`OP_TIMEOUT`] (connecting included). An
+    /// operation PostgreSQL aborted for a deadlock or a serialization failure (rolled back
+    /// whole) is tried once more.
+    async fn bounded<'a, T, F>(&'a self, op: impl Fn(Object) -> F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = Result<T, StoreError>> + 'a,
     {
         let run = async {
-            let client = self.client().await?;
-            op(client).await
+            let mut retried = false;
+            loop {
+                let client = self.client().await?;
+                match op(client).await {
+                    Err(e) if !retried && is_conflict(&e) => retried = true,
+                    done => return done,
+                }
+            }
         };
         match tokio::time::timeout(OP_TIMEOUT, run).await {
             Ok(result) => result,
@@ -249,6 +260,7 @@ impl SessionStore for PostgresStore {
         let row = InsertRow::new(&key, &session, record);
         let now = millis(session.created);
         if keep == usize::MAX {
+            let row = &row;
             return self
                 .bounded(|client| async move {
                     let statement = client
@@ -262,23 +274,24 @@ impl SessionStore for PostgresStore {
                     if inserted == 1 {
                         Ok(Vec::new())
                     } else {
-                        Err(refusal(&**client, &self.sql, &row).await)
+                        Err(refusal(&**client, &self.sql, row).await)
                     }
                 })
                 .await;
         }
         let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
         let lock_key = format!("{}{}", self.prefix, row.owner);
+        let (row, lock_key) = (&row, &lock_key);
         self.bounded(|mut client| async move {
             let tx = client.transaction().await.map_err(pg_error)?;
             let lock = tx.prepare_cached(&self.sql.lock).await.map_err(pg_error)?;
-            tx.execute(&lock, &[&lock_key]).await.map_err(pg_error)?;
+            tx.execute(&lock, &[lock_key]).await.map_err(pg_error)?;
             let insert = tx
                 .prepare_cached(&self.sql.insert)
                 .await
                 .map_err(pg_error)?;
             if tx.execute(&insert, &row.params()).await.map_err(pg_error)? != 1 {
-                return Err(refusal(&*tx, &self.sql, &row).await);
+                return Err(refusal(&*tx, &self.sql, row).await);
             }
             let evict = tx.prepare_cached(&self.sql.evict).await.map_err(pg_error)?;
             let evicted = tx
@@ -717,6 +730,20 @@ fn pg_error(e: tokio_postgres::Error) -> StoreError {
     } else {
         backend(Arc::new(e))
     }
+}
+
+/// Whether PostgreSQL aborted the transaction for a deadlock or a serialization failure: it
+/// was rolled back whole, and may be tried again.
+fn is_conflict(e: &StoreError) -> bool {
+    let StoreError::Backend { source, .. } = e else {
+        return false;
+    };
+    source
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .is_some_and(|c| {
+            *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        })
 }
 
 fn pool_error(e: PoolError) -> StoreError {
