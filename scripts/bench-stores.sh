@@ -119,6 +119,11 @@ $store_lines
 cert = "certs/server.pem"
 key = "certs/server-key.pem"
 client_ca = ["certs/ca.pem"]
+
+# One bot makes every session here: the per-owner cap would end all but its newest 1,000
+# before the logout run reaches them.
+[limits]
+max_sessions_per_user = 0
 EOF
     started="$(now_ms)"
     NO_COLOR=1 SESSIONAUTH_LOG="warn,sessionauth=info,sessionauth::access=warn,sessionauth::session=warn" \
