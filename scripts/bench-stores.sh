@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Benchmarks the session stores side by side, in one run, on the release binary:
 #
-#   1. For each store (memory, embedded, redis): keep-alive authenticate with oha, and keep-alive
+#   1. For each store (memory, embedded, redis, postgres): keep-alive authenticate with oha, and keep-alive
 #      logout with examples/store_bench.rs, both at 32 concurrent connections over mTLS.
 #      oha sends the same request over and over, and a logout needs a fresh token each time, so
 #      store_bench first authenticates for DURATION seconds on 32 connections (keeping every
 #      token) and then logs all of them out on the same connections; its logout rate is the
-#      logout figure. Goals: embedded and redis each at least 0.5 of memory's requests per second.
+#      logout figure. Goals: embedded and redis each at least 0.5 of memory's requests per second
+#      (PostgreSQL is measured and compared with memory, without a goal).
 #   2. With FILL (default 1,000,000) live sessions in the embedded store: start-up time (exec to
 #      the "listening" log line) after a clean stop and after SIGKILL, authenticate throughput,
 #      resident memory (VmRSS) compared with an empty store after the same load, and the
@@ -18,10 +19,14 @@
 #   FILL=1000000             sessions for part 2 (0 skips part 2)
 #   SESSIONAUTH_BENCH_REDIS_URL (else SESSIONAUTH_TEST_REDIS_URL, else redis://127.0.0.1:6379/15)
 #                            the Redis to use; keys go under a random prefix, deleted at exit
+#   SESSIONAUTH_BENCH_POSTGRES_URL (else SESSIONAUTH_TEST_POSTGRES_URL, else
+#                            postgres://postgres@127.0.0.1:5432/test) the PostgreSQL database to
+#                            use; tables go under a random prefix, dropped at exit
 #   KEEP_WORK=1              keep the work folder (configs, logs, oha output)
 #
 # Prints PASS/FAIL per step and exits non-zero on any failure, including a missed goal.
-# Needs: cargo, python3, redis-cli (for the Redis store; it is skipped without a reachable Redis).
+# Needs: cargo, python3, redis-cli (for the Redis store; it is skipped without a reachable Redis),
+# psql (for the PostgreSQL store; skipped likewise).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -29,6 +34,7 @@ DURATION="${DURATION:-10}"
 FILL="${FILL:-1000000}"
 CONNS=32
 REDIS_URL="${SESSIONAUTH_BENCH_REDIS_URL:-${SESSIONAUTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}}"
+PG_URL="${SESSIONAUTH_BENCH_POSTGRES_URL:-${SESSIONAUTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/sessionauth"
 BENCH="$TARGET_DIR/release/examples/store_bench"
@@ -36,6 +42,8 @@ BENCH="$TARGET_DIR/release/examples/store_bench"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/sessionauth-bench.XXXXXX")"
 REDIS_PREFIX="sessionauth-bench:$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n'):"
 REDIS_USED=""
+PG_PREFIX="sessionauth_bench_$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')_"
+PG_USED=""
 SERVER_PID=""
 FAILED=0
 
@@ -48,6 +56,10 @@ cleanup() {
     if [[ -n "$REDIS_USED" ]]; then
         redis-cli -u "$REDIS_URL" --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null |
             xargs -r -n 500 redis-cli -u "$REDIS_URL" DEL >/dev/null 2>&1 || true
+    fi
+    if [[ -n "$PG_USED" ]]; then
+        psql "$PG_URL" -qc "DROP TABLE IF EXISTS ${PG_PREFIX}sessions, ${PG_PREFIX}notes, ${PG_PREFIX}meta" \
+            >/dev/null 2>&1 || true
     fi
     if [[ "${KEEP_WORK:-}" == 1 ]]; then
         echo "work folder kept: $WORK"
@@ -107,6 +119,11 @@ $store_lines
 cert = "certs/server.pem"
 key = "certs/server-key.pem"
 client_ca = ["certs/ca.pem"]
+
+# One bot makes every session here: the per-owner cap would end all but its newest 1,000
+# before the logout run reaches them.
+[limits]
+max_sessions_per_user = 0
 EOF
     started="$(now_ms)"
     NO_COLOR=1 SESSIONAUTH_LOG="warn,sessionauth=info,sessionauth::access=warn,sessionauth::session=warn" \
@@ -180,6 +197,11 @@ if command -v redis-cli >/dev/null && [[ "$(redis-cli -u "$REDIS_URL" ping 2>/de
 else
     echo "SKIP  redis: no Redis answers at the configured URL (set SESSIONAUTH_BENCH_REDIS_URL)"
 fi
+if command -v psql >/dev/null && psql "$PG_URL" -Atc 'SELECT 1' >/dev/null 2>&1; then
+    STORES+=(postgres)
+else
+    echo "SKIP  postgres: no PostgreSQL answers at the configured URL (set SESSIONAUTH_BENCH_POSTGRES_URL)"
+fi
 
 echo
 echo "== keep-alive authenticate and logout, $CONNS connections, ${DURATION}s each =="
@@ -192,6 +214,11 @@ data_dir = \"data-$store\"" ;;
         REDIS_USED=1
         lines="store = \"$REDIS_URL\"
 redis_prefix = \"$REDIS_PREFIX\""
+        ;;
+    postgres)
+        PG_USED=1
+        lines="store = \"$PG_URL\"
+postgres_table_prefix = \"$PG_PREFIX\""
         ;;
     esac
     start_server "$store" "$lines"
@@ -213,7 +240,7 @@ for store in "${STORES[@]}"; do
     printf '%-10s %16s %10s %16s %10s\n' "$store" "${AUTH[$store]}" "$ra" "${LOGOUT[$store]}" "$rl"
 done
 for store in "${STORES[@]}"; do
-    [[ "$store" == memory ]] && continue
+    [[ "$store" == memory || "$store" == postgres ]] && continue
     for op in authenticate logout; do
         if [[ "$op" == authenticate ]]; then mine="${AUTH[$store]}" base="${AUTH[memory]}"; else mine="${LOGOUT[$store]}" base="${LOGOUT[memory]}"; fi
         if ((mine * 2 >= base)); then

@@ -76,6 +76,12 @@ pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Err
         StoreConfig::Redis { url, prefix } => {
             format!("session store: redis {url}, key prefix {prefix:?}")
         }
+        StoreConfig::Postgres { url, prefix } => {
+            format!(
+                "session store: postgres {url}, table prefix {:?}",
+                prefix.as_str()
+            )
+        }
     });
     report.checked.push(format!(
         "server certificate {} matches key {}",

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::crl::{CrlSource, CrlStale};
-use crate::store::RedisUrl;
+use crate::store::{PostgresUrl, RedisUrl, TablePrefix};
 
 /// The default listen address: loopback only, the port the Symphony BDK examples use.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -147,6 +147,14 @@ pub(crate) enum StoreConfig {
         url: RedisUrl,
         /// The prefix of every key written.
         prefix: String,
+    },
+    /// `"postgres://…"` or `"postgresql://…"`: shared by every node that names the same
+    /// database.
+    Postgres {
+        /// The server's URL (it may carry a password: never printed).
+        url: PostgresUrl,
+        /// The prefix of every table's name.
+        prefix: TablePrefix,
     },
 }
 
@@ -354,6 +362,7 @@ struct RawConfig {
     store: Option<String>,
     data_dir: Option<PathBuf>,
     redis_prefix: Option<String>,
+    postgres_table_prefix: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -560,6 +569,7 @@ impl RawConfig {
             self.data_dir.map(at),
             at(DEFAULT_DATA_DIR.into()),
             self.redis_prefix,
+            self.postgres_table_prefix,
         )
         .map_err(invalid)?;
         let signing = self.signing.resolve(&at(self.tls.key.clone()), &at)?;
@@ -651,14 +661,15 @@ impl RawSigning {
     }
 }
 
-/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent) and
-/// `redis_prefix` together: a key that does not apply to the chosen store is refused rather than
-/// silently ignored.
+/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent),
+/// `redis_prefix` and `postgres_table_prefix` together: a key that does not apply to the chosen
+/// store is refused rather than silently ignored.
 fn resolve_store(
     store: Option<String>,
     data_dir: Option<PathBuf>,
     default_data_dir: PathBuf,
     redis_prefix: Option<String>,
+    postgres_table_prefix: Option<String>,
 ) -> Result<StoreConfig, String> {
     let store = store.as_deref().unwrap_or("embedded");
     let config = match store {
@@ -676,10 +687,20 @@ fn resolve_store(
             }
             StoreConfig::Redis { url, prefix }
         }
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let url = PostgresUrl::parse(url).map_err(|e| format!("store: {e}"))?;
+            let prefix = match &postgres_table_prefix {
+                Some(text) => TablePrefix::parse(text).map_err(|e| e.to_string())?,
+                None => TablePrefix::default(),
+            };
+            StoreConfig::Postgres { url, prefix }
+        }
         // The value is not echoed: a mistyped URL may hold a password.
         _ => {
             return Err(
-                "store must be \"memory\", \"embedded\", or a redis:// or rediss:// URL".into(),
+                "store must be \"memory\", \"embedded\", a redis:// or rediss:// URL, \
+                 or a postgres:// or postgresql:// URL"
+                    .into(),
             )
         }
     };
@@ -688,6 +709,11 @@ fn resolve_store(
     }
     if redis_prefix.is_some() && !matches!(config, StoreConfig::Redis { .. }) {
         return Err("redis_prefix applies only to a redis:// or rediss:// store".into());
+    }
+    if postgres_table_prefix.is_some() && !matches!(config, StoreConfig::Postgres { .. }) {
+        return Err(
+            "postgres_table_prefix applies only to a postgres:// or postgresql:// store".into(),
+        );
     }
     Ok(config)
 }
@@ -885,6 +911,21 @@ mod tests {
         assert!(
             matches!(c.store, StoreConfig::Redis { ref url, ref prefix } if url.is_tls() && prefix == DEFAULT_REDIS_PREFIX)
         );
+        let text = format!(
+            "store = \"postgres://postgres@127.0.0.1:5432/test\"\n\
+             postgres_table_prefix = \"sa1_\"\n{MINIMAL}"
+        );
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        let StoreConfig::Postgres { url, prefix } = c.store else {
+            panic!("not postgres: {:?}", c.store);
+        };
+        assert_eq!(url.to_string(), "postgres://postgres@127.0.0.1:5432/test");
+        assert_eq!(prefix.as_str(), "sa1_");
+        let text = format!("store = \"postgresql://db.example/sessions\"\n{MINIMAL}");
+        let c = Config::from_toml(&text, Path::new(".")).unwrap();
+        assert!(
+            matches!(c.store, StoreConfig::Postgres { ref prefix, .. } if *prefix == TablePrefix::default())
+        );
     }
 
     /// An unknown store, or a key that does not apply to the chosen store, is refused; the
@@ -892,7 +933,31 @@ mod tests {
     #[test]
     fn bad_store_settings_are_refused() {
         for (line, needle) in [
-            ("store = \"postgres://u:hunter2@db\"", "store must be"),
+            ("store = \"mysql://u:hunter2@db\"", "store must be"),
+            (
+                "store = \"postgres://u:hunter2@db:notaport/x\"",
+                "not a valid PostgreSQL URL",
+            ),
+            (
+                "store = \"postgres://u:hunter2@db/x?sslmode=require\"",
+                "TLS to PostgreSQL is not supported yet",
+            ),
+            (
+                "store = \"postgres://db/x\"\npostgres_table_prefix = \"x; DROP TABLE y\"",
+                "postgres_table_prefix must be",
+            ),
+            (
+                "store = \"postgres://db/x\"\npostgres_table_prefix = \"\"",
+                "postgres_table_prefix must be",
+            ),
+            (
+                "store = \"redis://h\"\npostgres_table_prefix = \"x_\"",
+                "postgres_table_prefix applies only",
+            ),
+            (
+                "store = \"postgres://db/x\"\nredis_prefix = \"x:\"",
+                "redis_prefix applies only",
+            ),
             (
                 "store = \"redis://u:hunter2@host:notaport\"",
                 "not a valid Redis URL",
@@ -919,5 +984,19 @@ mod tests {
         let text = format!("store = \"redis://u:hunter2@h/1\"\n{MINIMAL}");
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    /// A PostgreSQL store's password never shows in the configuration's Debug.
+    #[test]
+    fn postgres_url_is_redacted() {
+        for url in [
+            "postgres://u:hunter2@h/1",
+            "postgresql://u:hunter2@h:5433/sa?application_name=x",
+            "postgres://h/sa?user=u&password=hunter2",
+        ] {
+            let text = format!("store = \"{url}\"\n{MINIMAL}");
+            let c = Config::from_toml(&text, Path::new(".")).unwrap();
+            assert!(!format!("{c:?}").contains("hunter2"), "{url}");
+        }
     }
 }

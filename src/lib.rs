@@ -11,7 +11,7 @@
 //! | the directory of service users, apps and installs | [`directory`] |
 //! | opaque session tokens and their hashes | [`token`] |
 //! | the session lifecycle: records, minting, resolving, who may end which session, events, revocation rules, purge | [`session`] |
-//! | the session store trait (`store::open`) and its backends (`memory.rs`, `embedded/`, `redis/`) | [`store`] |
+//! | the session store trait (`store::open`) and its backends (`memory.rs`, `embedded/`, `redis/`, `postgres/`) | [`store`] |
 //! | the trust the server runs on (directory, CRLs, TLS) and its reload on SIGHUP | [`trust`] |
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |

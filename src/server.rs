@@ -89,8 +89,9 @@ impl Prepared {
     /// Loads the directory, makes the dev PKI (certificates and RSA key pairs) when
     /// configured, applies the key-folder rule, builds the TLS configuration, opens the
     /// configured session store, and loads (or makes) the signing key. The embedded store opens
-    /// its file here (and fails here when it cannot); the Redis store only parses its URL and
-    /// connects on first use, so a Redis that is down does not hold up start-up.
+    /// its file here (and fails here when it cannot); the Redis and PostgreSQL stores only set
+    /// up their client and connect on first use, so a database that is down does not hold up
+    /// start-up.
     pub fn new(config: Config) -> Result<Self, StartError> {
         let pki_report = match &config.dev_pki {
             Some(dir) => {

@@ -28,6 +28,7 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde_json::json;
 
 use crate::config::{SigningKeySource, SigningSettings};
+use crate::pki::disk::Outcome;
 use crate::pki::{DevKeyPair, PkiError, RsaKeyError, Validity};
 use crate::rsakey::{PublicKeyError, RsaPublicKey};
 
@@ -141,10 +142,17 @@ impl SigningKeys {
                         source,
                     })?;
                 }
-                crate::pki::disk::write_secret(path, pair.private_pem())
-                    .map_err(SigningError::Write)?;
-                created = Some(path.clone());
-                private_from_pem(path, pair.private_pem())?
+                // Nodes started together on one key folder race here: the first to link its
+                // complete file wins, and the others load that one.
+                match crate::pki::disk::create_secret_or_read(path, pair.private_pem())
+                    .map_err(SigningError::Write)?
+                {
+                    Outcome::Created => {
+                        created = Some(path.clone());
+                        private_from_pem(path, pair.private_pem())?
+                    }
+                    Outcome::Existing(theirs) => private_from_pem(path, &theirs)?,
+                }
             }
             SigningKeySource::Ephemeral => {
                 let pair =
@@ -385,6 +393,37 @@ mod tests {
         }
     }
 
+    /// Several nodes starting at once on one key folder all start, with one and the same key:
+    /// exactly one of them made it.
+    #[test]
+    fn nodes_starting_together_share_one_default_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys").join("signing-key.pem");
+        let barrier = std::sync::Barrier::new(4);
+        let loaded: Vec<SigningKeys> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (&path, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        SigningKeys::load(&settings(
+                            SigningKeySource::Default(path.clone()),
+                            vec![],
+                        ))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap().unwrap())
+                .collect()
+        });
+        assert!(loaded.iter().all(|k| k.kid() == loaded[0].kid()));
+        assert_eq!(loaded.iter().filter(|k| k.created().is_some()).count(), 1);
+        let again = SigningKeys::load(&settings(SigningKeySource::Default(path), vec![])).unwrap();
+        assert_eq!(again.kid(), loaded[0].kid());
+    }
+
     /// The default key is made on first start with mode 0600 and reused (same kid) after.
     #[test]
     fn default_key_is_made_once_and_kept() {
@@ -401,6 +440,7 @@ mod tests {
         assert_eq!(second.created(), None);
         assert_eq!(first.kid(), second.kid());
         assert!(!format!("{second:?}").contains("PRIVATE"));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     /// A configured key must exist; previous keys are published after the current one, from

@@ -303,6 +303,44 @@ async fn unconfigured_signing_key_is_made_once_and_persisted(backend: Backend) {
     s.stop().await;
 }
 
+/// Three `sessionauth serve` processes started at the same moment on one key folder, without
+/// `[signing]`: all three start (none exits with "signing-key.pem already exists"), and all
+/// publish the one key that is on disk. The store does not matter; it runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_started_together_share_one_signing_key() {
+    let site = Site::new(Backend::Memory);
+    let options = Options::rsa().unconfigured_signing();
+    let configs: Vec<_> = (0..3)
+        .map(|i| site.write_config_as(&format!("node{i}.toml"), &options, "127.0.0.1:0"))
+        .collect();
+    assert!(!site.path().join("signing-key.pem").exists());
+    // Spawned together, so that the processes race to make the key.
+    let starting: Vec<_> = configs
+        .into_iter()
+        .map(|c| tokio::spawn(async move { support::node::Node::start(&c).await }))
+        .collect();
+    let mut nodes = Vec::new();
+    for node in starting {
+        nodes.push(node.await.expect("a node failed to start"));
+    }
+    let tls = client_config(site.pki().ca.cert_pem(), None, ClientTls::Default).unwrap();
+    let mut kids = Vec::new();
+    for node in &nodes {
+        let mut conn = Conn::open(node.addr, tls.clone()).await.unwrap();
+        let r = conn.send(Req::get(KEYS_PATH)).await.unwrap();
+        r.assert_status(StatusCode::OK);
+        let set: JwkSet = serde_json::from_value(r.json()).unwrap();
+        kids.push(set.keys[0].common.key_id.clone().unwrap());
+    }
+    assert!(kids.iter().all(|k| *k == kids[0]), "{kids:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(site.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
 // Start-up refusals: no server answers, so the store does not matter; they run once.
 
 /// A configured signing key that does not exist stops start-up with an error naming it.

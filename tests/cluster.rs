@@ -1,8 +1,10 @@
-//! Two real server processes sharing one Redis, and one node riding out a Redis outage.
+//! Two real server processes sharing one Redis (or one PostgreSQL), and one node riding out an
+//! outage of it.
 //!
-//! Both need the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`): they are ignored
-//! unless the ignored tests are included, and then fail without Redis. The nodes write under a
-//! random key prefix that is deleted afterwards.
+//! They need the test Redis (`SESSIONAUTH_TEST_REDIS_URL`) or the test PostgreSQL
+//! (`SESSIONAUTH_TEST_POSTGRES_URL`, see `support`): they are ignored unless the ignored tests
+//! are included, and then fail without their server. The nodes write under a random key or
+//! table prefix that is deleted afterwards.
 
 // A failed expectation in a test is a panic, in helpers too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -26,12 +28,39 @@ async fn open(site: &Site, node: &Node, cn: &str) -> Conn {
     Conn::open(node.addr, tls).await.unwrap()
 }
 
-/// A session made on one node is valid on the other; a logout on the second is a 401 on the
-/// first at once; an app's OBO session crosses nodes too.
+/// On Redis, a session made on one node is valid on the other; a logout on the second is a 401
+/// on the first at once; an app's OBO session crosses nodes too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
 async fn two_nodes_share_sessions_and_logouts() {
-    let site = Site::new(Backend::Redis);
+    two_nodes_share(Backend::Redis).await;
+}
+
+/// The same on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+async fn two_nodes_share_sessions_and_logouts_on_postgres() {
+    two_nodes_share(Backend::Postgres).await;
+}
+
+/// When Redis stops answering, requests that need it fail closed with 503 and a JSON body,
+/// within a few seconds; when it is back, the same node succeeds again without a restart. Also
+/// a node started while Redis is down starts at once, answers 503, then recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
+async fn a_node_fails_closed_during_a_redis_outage_and_recovers() {
+    outage(Backend::Redis).await;
+}
+
+/// The same with PostgreSQL: down at start, refusing, and silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+async fn a_node_fails_closed_during_a_postgres_outage_and_recovers() {
+    outage(Backend::Postgres).await;
+}
+
+async fn two_nodes_share(backend: Backend) {
+    let site = Site::new(backend);
     let a = Node::start(&site.write_config_as("a.toml", &Options::default(), "127.0.0.1:0")).await;
     let b = Node::start(&site.write_config_as("b.toml", &Options::default(), "127.0.0.1:0")).await;
     let mut on_a = open(&site, &a, "bot.user").await;
@@ -75,25 +104,32 @@ async fn two_nodes_share_sessions_and_logouts() {
     assert_eq!(info.json()["username"], "alice");
 }
 
-/// When Redis stops answering, requests that need it fail closed with 503 and a JSON body,
-/// within a few seconds; when it is back, the same node succeeds again without a restart. Also
-/// a node started while Redis is down starts at once, answers 503, then recovers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
-async fn a_node_fails_closed_during_a_redis_outage_and_recovers() {
-    let site = Site::new(Backend::Redis);
-    let redis = site.redis().unwrap();
+/// Runs a node through its store's proxy: down at start, then refused and black-holed, each
+/// time answering 503 and recovering without a restart.
+async fn outage(backend: Backend) {
+    let site = Site::new(backend);
+    let (url, prefix_key, prefix) = match backend {
+        Backend::Redis => {
+            let redis = site.redis().unwrap();
+            (redis.url.clone(), "redis_prefix", redis.prefix.clone())
+        }
+        Backend::Postgres => {
+            let db = site.postgres().unwrap();
+            (db.url.clone(), "postgres_table_prefix", db.prefix.clone())
+        }
+        other => unreachable!("{other:?} has no server to lose"),
+    };
     assert!(
-        !redis.url.starts_with("rediss://"),
-        "the Redis outage test proxies plain redis:// only"
+        !url.starts_with("rediss://") && !url.contains("sslmode=require"),
+        "the outage test proxies plain TCP only"
     );
-    let (upstream, _) = through_proxy(&redis.url, 0);
+    let (upstream, _) = through_proxy(&url, 0);
     let proxy = Proxy::start(upstream).await;
-    let (_, via_proxy) = through_proxy(&redis.url, proxy.port);
+    let (_, via_proxy) = through_proxy(&url, proxy.port);
     let store = format!(
-        "store = {}\nredis_prefix = {}\n",
+        "store = {}\n{prefix_key} = {}\n",
         support::redis::toml_string(&via_proxy),
-        support::redis::toml_string(&redis.prefix)
+        support::redis::toml_string(&prefix)
     );
     let config = site.write_config_as(
         "node.toml",
@@ -128,7 +164,8 @@ async fn a_node_fails_closed_during_a_redis_outage_and_recovers() {
     drop(node);
 }
 
-/// Both authenticate and session info answer 503 JSON, quickly, while Redis is unreachable.
+/// Authenticate, session info and logout answer 503 JSON, quickly, while the store is
+/// unreachable.
 async fn expect_503(conn: &mut Conn, token: Option<&str>) {
     let started = Instant::now();
     let r = conn.send(Req::post(AUTH)).await.unwrap();
@@ -146,7 +183,7 @@ async fn expect_503(conn: &mut Conn, token: Option<&str>) {
         started.elapsed()
     );
     say(&format!(
-        "redis outage: 503s answered in {:?}",
+        "store outage: 503s answered in {:?}",
         started.elapsed()
     ));
 }
@@ -155,7 +192,7 @@ async fn expect_503(conn: &mut Conn, token: Option<&str>) {
 async fn recover(conn: &mut Conn) -> String {
     let started = Instant::now();
     let conn = Arc::new(tokio::sync::Mutex::new(conn));
-    let token = node::eventually(Duration::from_secs(20), "Redis recovery", || {
+    let token = node::eventually(Duration::from_secs(20), "store recovery", || {
         let conn = conn.clone();
         async move {
             let r = conn.lock().await.send(Req::post(AUTH)).await.unwrap();
@@ -164,16 +201,17 @@ async fn recover(conn: &mut Conn) -> String {
     })
     .await;
     say(&format!(
-        "redis outage: recovered in {:?}",
+        "store outage: recovered in {:?}",
         started.elapsed()
     ));
     token
 }
 
-/// Splits a `redis://[userinfo@]host:port[/db]` URL into the upstream address and the same URL
-/// pointed at `127.0.0.1:<port>`.
+/// Splits a `scheme://[userinfo@]host:port[/db]` URL (Redis or PostgreSQL) into the upstream
+/// address and the same URL pointed at `127.0.0.1:<port>`.
 fn through_proxy(url: &str, port: u16) -> (String, String) {
-    let rest = url.strip_prefix("redis://").expect("redis:// URL");
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let default_port = if scheme == "redis" { 6379 } else { 5432 };
     let (auth, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
     let (userinfo, hostport) = match auth.rsplit_once('@') {
         Some((u, h)) => (format!("{u}@"), h),
@@ -182,26 +220,26 @@ fn through_proxy(url: &str, port: u16) -> (String, String) {
     let upstream = if hostport.contains(':') {
         hostport.to_owned()
     } else {
-        format!("{hostport}:6379")
+        format!("{hostport}:{default_port}")
     };
     (
         upstream,
-        format!("redis://{userinfo}127.0.0.1:{port}{tail}"),
+        format!("{scheme}://{userinfo}127.0.0.1:{port}{tail}"),
     )
 }
 
 /// What the proxy does with connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
-    /// Forwards to Redis.
+    /// Forwards to the store.
     Up,
-    /// Closes every connection at once (a dead Redis).
+    /// Closes every connection at once (a dead server).
     Refuse,
-    /// Keeps connections open and answers nothing (a hung Redis or a network partition).
+    /// Keeps connections open and answers nothing (a hung server or a network partition).
     Blackhole,
 }
 
-/// A TCP proxy in front of Redis that the test can break and mend.
+/// A TCP proxy in front of Redis or PostgreSQL that the test can break and mend.
 struct Proxy {
     port: u16,
     state: Arc<Mutex<ProxyState>>,

@@ -36,7 +36,8 @@ route_tests!(
     stale_crl_refuses_its_issuers_certificates_unless_allowed,
 );
 
-/// The start-up sweep needs a store that outlives the server: the embedded store and Redis.
+/// The start-up sweep needs a store that outlives the server: the embedded store, Redis and
+/// PostgreSQL.
 mod startup {
     /// `inactive_principals_lose_their_sessions_at_start` on the embedded store.
     #[tokio::test]
@@ -62,6 +63,20 @@ mod startup {
     #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
     async fn redis_changes_while_down() {
         super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Redis).await;
+    }
+
+    /// `inactive_principals_lose_their_sessions_at_start` on PostgreSQL.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+    async fn postgres() {
+        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Postgres).await;
+    }
+
+    /// `changes_made_while_down_end_their_sessions_at_start` on PostgreSQL.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+    async fn postgres_changes_while_down() {
+        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Postgres).await;
     }
 }
 

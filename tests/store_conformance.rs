@@ -1,9 +1,10 @@
 //! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
-//! database in a temporary folder) and Redis.
+//! database in a temporary folder), Redis and PostgreSQL.
 //!
-//! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`): they are
-//! ignored unless the ignored tests are included, and then fail without Redis. Each case writes
-//! under its own random key prefix and deletes its keys afterwards.
+//! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`), the
+//! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`): they are ignored unless
+//! the ignored tests are included, and then fail without their server. Each case writes under
+//! its own random key or table prefix and deletes what it wrote afterwards.
 
 // A failed expectation in a test is a panic, in helpers too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -18,10 +19,12 @@ use sessionauth::clock::{Clock, Millis, SystemClock};
 use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
-    Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
+    Census, EmbeddedStore, MemoryStore, PostgresStore, PostgresUrl, RedisStore, RedisUrl, Selector,
+    SessionStore, StoreError, TablePrefix,
 };
 
 use sessionauth::token::{SessionToken, TokenHash};
+use support::postgres::TestPostgres;
 use support::redis::TestRedis;
 
 /// A backend under test: the server's trait plus the count the checks read.
@@ -503,7 +506,25 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+                async fn $case() {
+                    let db = super::TestPostgres::new();
+                    super::$case(std::sync::Arc::new(super::postgres_store(&db))).await;
+                }
+            )*
+        }
     };
+}
+
+/// A PostgreSQL store on the test database, under the test's table prefix.
+fn postgres_store(db: &TestPostgres) -> PostgresStore {
+    let url =
+        PostgresUrl::parse(&db.url).expect("SESSIONAUTH_TEST_POSTGRES_URL is a PostgreSQL URL");
+    let prefix = TablePrefix::parse(&db.prefix).unwrap();
+    PostgresStore::open(&url, &prefix).unwrap()
 }
 
 conformance!(

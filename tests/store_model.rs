@@ -25,6 +25,9 @@
 //! `redis://127.0.0.1:6379/15`), each under a random key prefix of its own whose keys are
 //! deleted afterwards. As every Redis test, it is `#[ignore]`d: run it with `--include-ignored`
 //! (as `.ci/run` does), where a missing Redis is a failure (see `tests/support/redis.rs`).
+//! PostgreSQL likewise: `SESSIONAUTH_TEST_POSTGRES_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432/test`), a random table prefix per case, its tables
+//! dropped afterwards (see `tests/support/postgres.rs`).
 
 // A failed expectation in a test is a panic, in helpers too.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -42,9 +45,11 @@ use sessionauth::clock::Millis;
 use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
-    Census, EmbeddedStore, MemoryStore, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
+    Census, EmbeddedStore, MemoryStore, PostgresStore, PostgresUrl, RedisStore, RedisUrl, Selector,
+    SessionStore, StoreError, TablePrefix,
 };
 use sessionauth::token::TokenHash;
+use support::postgres::TestPostgres;
 use support::redis::TestRedis;
 
 /// Cases per backend unless `PROPTEST_CASES` says otherwise.
@@ -89,6 +94,21 @@ fn redis_store_agrees_with_the_model() {
         let url = RedisUrl::parse(&redis.url).expect("SESSIONAUTH_TEST_REDIS_URL is a Redis URL");
         let store = RedisStore::open(&url, &redis.prefix).unwrap();
         (Arc::new(store) as Arc<dyn Backend>, redis)
+    });
+}
+
+/// The PostgreSQL store answers every sequence of operations, concurrent groups included, as
+/// the memory model does.
+#[test]
+#[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+fn postgres_store_agrees_with_the_model() {
+    check(|| {
+        let db = TestPostgres::new();
+        let url =
+            PostgresUrl::parse(&db.url).expect("SESSIONAUTH_TEST_POSTGRES_URL is a PostgreSQL URL");
+        let prefix = TablePrefix::parse(&db.prefix).unwrap();
+        let store = PostgresStore::open(&url, &prefix).unwrap();
+        (Arc::new(store) as Arc<dyn Backend>, db)
     });
 }
 

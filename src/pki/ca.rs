@@ -60,7 +60,12 @@ pub struct Validity {
 impl Ca {
     /// A new self-signed CA named `name`.
     pub fn generate(name: &str) -> Result<Self, PkiError> {
-        let key = KeyPair::generate()?;
+        Self::self_signed_for(name, KeyPair::generate()?)
+    }
+
+    /// A self-signed CA named `name` for an existing key (one another process wrote while this
+    /// one made its own).
+    pub(super) fn self_signed_for(name: &str, key: KeyPair) -> Result<Self, PkiError> {
         let mut params = base_params(name, Validity::days_from_now(CA_DAYS))?;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![

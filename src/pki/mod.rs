@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::KeyPair;
+use rsa::pkcs8::der::zeroize::Zeroizing;
 
 mod ca;
 pub(crate) mod disk;
@@ -213,60 +214,106 @@ fn load_ca(dir: &Path) -> Result<Option<Ca>, PkiError> {
     }
 }
 
+const CA_NAME: &str = "sessionauth dev CA";
+
+/// Loads the CA, or makes it. Race-free: of processes making it at once, the first to link its
+/// key wins and the others load that key; the certificate likewise, each loser taking the
+/// winner's (every candidate certificate is for the one key, so any of them is right).
+/// A key without its certificate is completed: that is also what the folder looks like for a
+/// moment while another process makes the CA (it writes the key first).
 fn load_or_make_ca(dir: &Path, report: &mut Report) -> Result<Ca, PkiError> {
-    if let Some(ca) = load_ca(dir)? {
-        report.kept.push(dir.join(CA_CERT));
-        report.kept.push(dir.join(CA_KEY));
-        return Ok(ca);
+    let (cert_path, key_path) = (dir.join(CA_CERT), dir.join(CA_KEY));
+    // The certificate is looked at first: written after the key, it is never seen without it
+    // but in a broken folder, which `load_ca` refuses.
+    if cert_path.exists() || !key_path.exists() {
+        if let Some(ca) = load_ca(dir)? {
+            report.kept.push(cert_path);
+            report.kept.push(key_path);
+            return Ok(ca);
+        }
     }
-    let ca = Ca::generate("sessionauth dev CA")?;
-    disk::write_secret(&dir.join(CA_KEY), ca.key_pem())?;
-    disk::write_public(&dir.join(CA_CERT), ca.cert_pem())?;
-    report.created.push(dir.join(CA_KEY));
-    report.created.push(dir.join(CA_CERT));
-    Ok(ca)
+    let ca = if key_path.exists() {
+        report.kept.push(key_path.clone());
+        Ca::self_signed_for(CA_NAME, KeyPair::from_pem(&disk::read(&key_path)?)?)?
+    } else {
+        let fresh = Ca::generate(CA_NAME)?;
+        match disk::create_secret_or_read(&key_path, fresh.key_pem())? {
+            disk::Outcome::Created => {
+                report.created.push(key_path.clone());
+                fresh
+            }
+            disk::Outcome::Existing(theirs) => {
+                report.kept.push(key_path.clone());
+                Ca::self_signed_for(CA_NAME, KeyPair::from_pem(&theirs)?)?
+            }
+        }
+    };
+    match disk::create_public_or_read(&cert_path, ca.cert_pem())? {
+        disk::Outcome::Created => {
+            report.created.push(cert_path);
+            Ok(ca)
+        }
+        disk::Outcome::Existing(theirs) => {
+            report.kept.push(cert_path);
+            Ca::from_pem(&theirs, ca.key_pem())
+        }
+    }
 }
 
 /// Ensures a leaf's key, certificate and (optionally) bundle exist, reusing an existing key.
+/// Race-free as [`load_or_make_ca`] is: the key is written first, then the certificate for
+/// whichever key won, then the bundle of what is on disk.
 fn complete_leaf(
     cert: &Path,
     key: &Path,
     bundle: Option<&Path>,
     report: &mut Report,
-    make: impl FnOnce(KeyPair) -> Result<Issued, PkiError>,
+    make: impl Fn(KeyPair) -> Result<Issued, PkiError>,
 ) -> Result<(), PkiError> {
     let bundle_done = bundle.is_none_or(Path::exists);
     if cert.exists() && key.exists() && bundle_done {
         report.kept.push(cert.to_owned());
         return Ok(());
     }
-    let issued = if key.exists() {
-        let existing = disk::read(key)?;
-        let issued = if cert.exists() {
-            Issued::existing(disk::read(cert)?, existing)
-        } else {
-            let reissued = make(KeyPair::from_pem(&existing)?)?;
-            disk::write_public(cert, &reissued.cert_pem)?;
-            report.created.push(cert.to_owned());
-            reissued
-        };
+    // A certificate without its key is useless: it goes, and a fresh key comes. The certificate
+    // is looked at first, since a racing process writes it after the key.
+    if cert.exists() && !key.exists() {
+        disk::remove(cert)?;
+    }
+    let key_pem = if key.exists() {
         report.kept.push(key.to_owned());
-        issued
+        Zeroizing::new(disk::read(key)?)
     } else {
-        // A certificate without its key is useless; replace it along with a fresh key.
-        let issued = make(KeyPair::generate()?)?;
-        disk::write_secret(key, issued.key_pem())?;
-        report.created.push(key.to_owned());
-        if cert.exists() {
-            disk::remove(cert)?;
+        let fresh = KeyPair::generate()?;
+        let pem = Zeroizing::new(fresh.serialize_pem());
+        match disk::create_secret_or_read(key, &pem)? {
+            disk::Outcome::Created => {
+                report.created.push(key.to_owned());
+                pem
+            }
+            disk::Outcome::Existing(theirs) => {
+                report.kept.push(key.to_owned());
+                theirs
+            }
         }
-        disk::write_public(cert, &issued.cert_pem)?;
-        report.created.push(cert.to_owned());
-        issued
+    };
+    let cert_pem = if cert.exists() {
+        disk::read(cert)?
+    } else {
+        let issued = make(KeyPair::from_pem(&key_pem)?)?;
+        match disk::create_public_or_read(cert, &issued.cert_pem)? {
+            disk::Outcome::Created => {
+                report.created.push(cert.to_owned());
+                issued.cert_pem
+            }
+            disk::Outcome::Existing(theirs) => theirs.to_string(),
+        }
     };
     if let Some(bundle) = bundle.filter(|b| !b.exists()) {
-        disk::write_secret(bundle, &issued.bundle_pem())?;
-        report.created.push(bundle.to_owned());
+        let issued = Issued::existing(cert_pem, key_pem.to_string());
+        if let disk::Outcome::Created = disk::create_secret_or_read(bundle, &issued.bundle_pem())? {
+            report.created.push(bundle.to_owned());
+        }
     }
     Ok(())
 }
@@ -303,6 +350,65 @@ mod tests {
             fs::read(dir.path().join("bot.user-key.pem")).unwrap(),
             key_before
         );
+    }
+
+    /// Several processes making the dev PKI in one folder at once all succeed and end with the
+    /// same files: one CA, and leaf certificates that chain to it and match their keys.
+    #[test]
+    fn concurrent_inits_agree_on_one_pki() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["bot.user".to_string(), "demo-app".to_string()];
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    let (dir, names, barrier) = (dir.path(), &names, &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        init(dir, names)
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        let read = |f: &str| fs::read_to_string(dir.path().join(f)).unwrap();
+        let ca = Ca::from_pem(&read(CA_CERT), &read(CA_KEY)).unwrap();
+        for (cert, key) in [
+            ("server.pem", "server-key.pem"),
+            ("bot.user.pem", "bot.user-key.pem"),
+        ] {
+            let cert_pem = read(cert);
+            let key = KeyPair::from_pem(&read(key)).unwrap();
+            let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).unwrap();
+            let parsed = pem.parse_x509().unwrap();
+            assert_eq!(
+                &*parsed.public_key().subject_public_key.data,
+                key.public_key_raw(),
+                "{cert}"
+            );
+            let (_, ca_pem) = x509_parser::pem::parse_x509_pem(ca.cert_pem().as_bytes()).unwrap();
+            let ca_cert = ca_pem.parse_x509().unwrap();
+            parsed
+                .verify_signature(Some(ca_cert.public_key()))
+                .unwrap_or_else(|e| panic!("{cert} is not signed by the CA on disk: {e}"));
+        }
+        let bundle = read("bot.user.bundle.pem");
+        assert!(
+            bundle.starts_with(&read("bot.user.pem")),
+            "bundle and certificate differ"
+        );
+        assert!(
+            bundle.ends_with(&read("bot.user-key.pem")),
+            "bundle and key differ"
+        );
+        let leftovers: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 
     /// issue refuses to overwrite a key and refuses names that are not file-safe.

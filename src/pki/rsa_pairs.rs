@@ -82,15 +82,13 @@ pub fn init_pairs(dir: &Path, names: &[String], report: &mut Report) -> Result<(
             report.kept.push(files.private.clone());
             if !files.public.exists() {
                 let pem = Zeroizing::new(disk::read(&files.private)?);
-                let private = rsa::RsaPrivateKey::from_pkcs8_pem(&pem).map_err(|source| {
-                    RsaKeyError::BadPrivateKey {
-                        path: files.private.clone(),
-                        source,
-                    }
-                })?;
-                let pair = DevKeyPair::from_private(&private)?;
-                disk::write_public(&files.public, pair.public_pem())?;
-                report.created.push(files.public.clone());
+                let pair = pair_of(&files.private, &pem)?;
+                // Another process may be writing the same public key right now: either is it.
+                if let disk::Outcome::Created =
+                    disk::create_public_or_read(&files.public, pair.public_pem())?
+                {
+                    report.created.push(files.public.clone());
+                }
             }
         } else {
             missing.push(files);
@@ -110,9 +108,48 @@ pub fn init_pairs(dir: &Path, names: &[String], report: &mut Report) -> Result<(
             .collect()
     });
     for (files, pair) in missing.iter().zip(pairs) {
-        write_pair(files, &pair?, report)?;
+        complete_pair(files, &pair?, report)?;
     }
     Ok(())
+}
+
+/// Writes `pair` as `files`, unless another process (started at the same moment on the same
+/// folder) wrote its private key first: then that one is kept, and its public key completed.
+fn complete_pair(
+    files: &KeyPairFiles,
+    pair: &DevKeyPair,
+    report: &mut Report,
+) -> Result<(), RsaKeyError> {
+    // A public key without its private key is useless. The public key is looked at first,
+    // since a racing process writes it after the private key.
+    if files.public.exists() && !files.private.exists() {
+        disk::remove(&files.public)?;
+    }
+    let theirs = match disk::create_secret_or_read(&files.private, pair.private_pem())? {
+        disk::Outcome::Created => {
+            report.created.push(files.private.clone());
+            None
+        }
+        disk::Outcome::Existing(pem) => {
+            report.kept.push(files.private.clone());
+            Some(pair_of(&files.private, &pem)?)
+        }
+    };
+    let public = theirs.as_ref().unwrap_or(pair).public_pem();
+    if let disk::Outcome::Created = disk::create_public_or_read(&files.public, public)? {
+        report.created.push(files.public.clone());
+    }
+    Ok(())
+}
+
+/// The key pair of the private key `pem`, read from `path`.
+fn pair_of(path: &Path, pem: &str) -> Result<DevKeyPair, RsaKeyError> {
+    let private =
+        rsa::RsaPrivateKey::from_pkcs8_pem(pem).map_err(|source| RsaKeyError::BadPrivateKey {
+            path: path.to_owned(),
+            source,
+        })?;
+    DevKeyPair::from_private(&private)
 }
 
 /// A freshly generated key pair, PEM.

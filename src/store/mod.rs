@@ -4,21 +4,25 @@
 //! can be swapped by configuration. Every backend keys sessions by [`TokenHash`] (never the
 //! token), treats a session past its expiry as absent, and makes every removal atomic: of two
 //! concurrent removals of one session, exactly one gets it back, and removing an app session
-//! removes the on-behalf-of sessions minted with it in the same step. The conformance suite in `tests/store_conformance.rs` runs against each backend.
+//! removes the on-behalf-of sessions minted with it in the same step. The conformance suite in
+//! `tests/store_conformance.rs` runs against each backend; `docs/stores.md` compares them.
 //!
 //! | backend | file | durability |
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
 //! | [`EmbeddedStore`] (the default) | `embedded/` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
 //! | [`RedisStore`] | `redis/` | shared by every node; as durable as the Redis server is configured |
+//! | [`PostgresStore`] | `postgres/` | shared by every node; every change committed before it is acknowledged |
 
 pub mod embedded;
 mod memory;
 mod metered;
+pub mod postgres;
 pub mod redis;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresStore, PostgresUrl, TablePrefix};
 pub use redis::{RedisStore, RedisUrl};
 
 use std::path::PathBuf;
@@ -90,11 +94,14 @@ pub enum OpenError {
     /// The Redis client could not be set up (the URL is not shown: it may hold a password).
     #[error("cannot set up the Redis client")]
     Redis(#[source] ::redis::RedisError),
+    /// The PostgreSQL connection pool could not be set up (the URL is not shown).
+    #[error("cannot set up the PostgreSQL connection pool")]
+    Postgres(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Opens the configured backend. The embedded store opens its database here (and fails here
-/// when it cannot); the Redis store only sets up its client and connects on first use, so a
-/// Redis that is down does not hold up start-up.
+/// when it cannot); the Redis and PostgreSQL stores only set up their client and connect on
+/// first use, so a database that is down does not hold up start-up.
 pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenError> {
     let backend: Arc<dyn SessionStore> = match config {
         StoreConfig::Memory => Arc::new(MemoryStore::new()),
@@ -106,6 +113,10 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenEr
         StoreConfig::Redis { url, prefix } => {
             tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
             Arc::new(RedisStore::open(url, prefix)?)
+        }
+        StoreConfig::Postgres { url, prefix } => {
+            tracing::info!(%url, %prefix, "session store: postgres (connects on first use)");
+            Arc::new(PostgresStore::open(url, prefix)?)
         }
     };
     Ok(Arc::new(metered::Metered(backend)))

@@ -7,10 +7,12 @@
 //! | `server.rs` | [`Site`] (a folder with the PKI, the configuration and a session store) and [`TestServer`] (the real server in-process on `127.0.0.1:0`, `sessionauth::server::run` with a `ManualClock`) |
 //! | `node.rs` | the built `sessionauth` binary: run to completion, or serve as a [`node::Node`] that can be SIGTERMed or SIGKILLed |
 //! | `redis.rs` | the Redis the tests may use ([`redis::TestRedis`]): its URL, a random key prefix per test, cleaned up afterwards |
+//! | `postgres.rs` | the PostgreSQL the tests may use ([`postgres::TestPostgres`]): its URL, a random table prefix per test, its tables dropped afterwards |
 //! | `rsa.rs` | RSA keys made at test time, JWTs signed with *ring*, the RSA test directory |
 //!
 //! The store is chosen through the configuration text only (`store = "memory"`, `store =
-//! "embedded"` with `data_dir`, `store = "redis://…"` with `redis_prefix`), see [`Backend`].
+//! "embedded"` with `data_dir`, `store = "redis://…"` with `redis_prefix`, `store =
+//! "postgres://…"` with `postgres_table_prefix`), see [`Backend`].
 //! An embedded store keeps its data on tmpfs (`/dev/shm`) where there is one: a fresh database
 //! costs about a hundred fsyncs, which on a busy disk made the embedded suites several times
 //! slower than the others; `crash.rs`, which is about what the files hold, keeps its data on
@@ -37,6 +39,16 @@
 //! the Redis it names, fails (under CI, `CI=true`, and elsewhere alike): it never passes without
 //! having talked to Redis. Each test writes under its own random key prefix
 //! (`sessionauth-test:<random>:`) and deletes its keys when it ends, failed or not.
+//!
+//! # PostgreSQL
+//!
+//! The same, with `SESSIONAUTH_TEST_POSTGRES_URL` (for example
+//! `postgres://postgres@127.0.0.1:5432/test`) and `#[ignore = "needs
+//! SESSIONAUTH_TEST_POSTGRES_URL"]`: the `postgres::` variants made by [`route_tests!`], the
+//! PostgreSQL cases of `store_conformance.rs` and `store_model.rs`, and those of `cluster.rs`.
+//! Each test makes its tables under its own random prefix (`sessionauth_test_<random>_`) and
+//! drops them when it ends; one that runs without the variable, or cannot reach the database,
+//! fails.
 
 // Each test file compiles this module on its own and uses only part of it; `pub` here means
 // "for the test files". A failed setup step panics with its cause: that is a test failure.
@@ -52,6 +64,7 @@
 pub mod client;
 pub mod node;
 pub mod pki;
+pub mod postgres;
 pub mod redis;
 pub mod rsa;
 pub mod server;
@@ -74,11 +87,14 @@ pub enum Backend {
     Embedded,
     /// `store = "<SESSIONAUTH_TEST_REDIS_URL>"`, `redis_prefix` random per test.
     Redis,
+    /// `store = "<SESSIONAUTH_TEST_POSTGRES_URL>"`, `postgres_table_prefix` random per test.
+    Postgres,
 }
 
 /// Runs each named `async fn case(backend: Backend)` once per backend: generates `mod memory`,
-/// `mod embedded` and `mod redis`, each with one `#[tokio::test] async fn case()`. The Redis
-/// variants are ignored unless the ignored tests are included (see the module documentation).
+/// `mod embedded`, `mod redis` and `mod postgres`, each with one `#[tokio::test] async fn
+/// case()`. The Redis and PostgreSQL variants are ignored unless the ignored tests are included
+/// (see the module documentation).
 macro_rules! route_tests {
     ($($case:ident),* $(,)?) => {
         /// The suite against the in-memory store.
@@ -109,6 +125,18 @@ macro_rules! route_tests {
                 #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
                 async fn $case() {
                     super::$case($crate::support::Backend::Redis).await;
+                }
+            )*
+        }
+        /// The suite against PostgreSQL (`SESSIONAUTH_TEST_POSTGRES_URL`, a random table
+        /// prefix).
+        mod postgres {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on PostgreSQL.")]
+                #[tokio::test]
+                #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Postgres).await;
                 }
             )*
         }

@@ -26,6 +26,7 @@ use super::client::{
     Req, Resp,
 };
 use super::pki::{Identity, Pki, CA_FILE, ODD_CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE};
+use super::postgres::TestPostgres;
 use super::redis::{toml_string, TestRedis};
 use super::{Backend, APP_AUTH, AUTH, SESSIONINFO, WAIT};
 
@@ -204,6 +205,7 @@ struct SiteInner {
     /// The embedded store's `data_dir`.
     data: Option<TempDir>,
     redis: Option<TestRedis>,
+    postgres: Option<TestPostgres>,
 }
 
 /// Where [`Site::new`] puts an embedded store's data: a RAM-backed folder when the machine has
@@ -213,8 +215,8 @@ const FAST_DATA_ROOT: &str = "/dev/shm";
 
 impl Site {
     /// A fresh site on `backend`; an embedded store keeps its data in RAM (see
-    /// [`FAST_DATA_ROOT`]). Panics for [`Backend::Redis`] when Redis is not configured or not
-    /// reachable.
+    /// [`FAST_DATA_ROOT`]). Panics for [`Backend::Redis`] and [`Backend::Postgres`] when their
+    /// server is not configured or not reachable.
     pub fn new(backend: Backend) -> Self {
         let root = Path::new(FAST_DATA_ROOT);
         Self::with_data_root(backend, root.is_dir().then_some(root))
@@ -235,12 +237,14 @@ impl Site {
                 .expect("data folder")
         });
         let redis = (backend == Backend::Redis).then(TestRedis::new);
+        let postgres = (backend == Backend::Postgres).then(TestPostgres::new);
         Self {
             inner: Arc::new(SiteInner {
                 pki,
                 backend,
                 data,
                 redis,
+                postgres,
             }),
         }
     }
@@ -265,6 +269,11 @@ impl Site {
         self.inner.redis.as_ref()
     }
 
+    /// The test PostgreSQL and this site's table prefix, on [`Backend::Postgres`].
+    pub fn postgres(&self) -> Option<&TestPostgres> {
+        self.inner.postgres.as_ref()
+    }
+
     /// Writes `contents` as the file `name` in the site's folder (a CRL, say); returns its path.
     pub fn write_file(&self, name: &str, contents: impl AsRef<[u8]>) -> PathBuf {
         let path = self.path().join(name);
@@ -282,6 +291,10 @@ impl Site {
                 toml_string(&data.path().display().to_string())
             ),
             (Backend::Redis, _, Some(redis)) => redis.store_lines(),
+            (Backend::Postgres, _, _) => match &inner.postgres {
+                Some(postgres) => postgres.store_lines(),
+                None => unreachable!("a PostgreSQL site holds its database"),
+            },
             _ => unreachable!("a site holds the store it was made for"),
         }
     }
