@@ -205,7 +205,17 @@ async fn bad_directory_file_is_refused() {
     assert_refused(&site, &config, &["directory.toml"], port).await;
 }
 
-/// The port being taken is a one-line error too.
+/// The error line of a failed run: its last line on stderr, which must start with `error: `.
+fn error_line(run: &Run) -> String {
+    assert!(!run.status.success(), "exit status {:?}", run.status);
+    let stderr = run.stderr.trim_end();
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    last.to_owned()
+}
+
+/// The port being taken is a one-line error that names the address, the likely cause and the
+/// fix.
 #[tokio::test]
 async fn port_in_use_is_refused() {
     let site = Site::new(BACKEND);
@@ -217,11 +227,71 @@ async fn port_in_use_is_refused() {
         site.path(),
     )
     .await;
-    assert!(!run.status.success());
-    let stderr = run.stderr.trim_end();
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: "), "{stderr}");
-    assert!(last.contains(&port.to_string()), "{stderr}");
+    let line = error_line(&run);
+    for needle in [
+        format!("address 127.0.0.1:{port} is in use"),
+        "another sessionauth or service is listening".to_owned(),
+        "--listen 127.0.0.1:0".to_owned(),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} not in: {line}");
+    }
+}
+
+/// A second server on the data directory a running one holds is refused with a one-line error
+/// that says the database is locked by another sessionauth and how to give it its own.
+#[tokio::test]
+async fn locked_database_is_explained() {
+    let site = Site::new(Backend::Embedded);
+    let config = write_config(&site, &Options::default(), 0);
+    let serving = Node::start(&config).await;
+    let run = sessionauth(
+        &["serve", "--config", config.to_str().unwrap()],
+        site.path(),
+    )
+    .await;
+    let line = error_line(&run);
+    for needle in ["sessions.db is locked", "another sessionauth", "--data-dir"] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    assert!(serving.terminate().await.success());
+}
+
+/// `check` in a fresh folder, before any dev PKI exists, says so and how to make one, rather
+/// than failing on the first missing file; it writes nothing.
+#[tokio::test]
+async fn check_in_a_fresh_folder_explains_the_missing_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["check"], dir.path()).await;
+    let line = error_line(&run);
+    for needle in [
+        "no dev PKI in certs yet",
+        "sessionauth certs init",
+        "--config",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A server certificate whose key file is missing is refused naming both and the fix.
+#[tokio::test]
+async fn certificate_without_its_key_is_refused() {
+    let site = Site::new(BACKEND);
+    let port = free_port();
+    let config = write_config(&site, &Options::default(), port);
+    std::fs::remove_file(site.path().join(SERVER_KEY_FILE)).unwrap();
+    assert_refused(
+        &site,
+        &config,
+        &[
+            SERVER_CERT_FILE,
+            "has no private key",
+            SERVER_KEY_FILE,
+            "tls.key",
+        ],
+        port,
+    )
+    .await;
 }
 
 // --- check -----------------------------------------------------------------------------------

@@ -76,6 +76,15 @@ pub enum OpenError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another process (or another open store in this one) has the database open.
+    #[error(
+        "the session database {path} is locked: another sessionauth has it open; stop that one, \
+         or give this one a data directory of its own (--data-dir)"
+    )]
+    Locked {
+        /// The database folder.
+        path: PathBuf,
+    },
     /// The database file was written by an incompatible version.
     #[error("the session database {path} has layout version {found}; this build reads {expected}")]
     Layout {

@@ -192,7 +192,12 @@ impl EmbeddedStore {
             // restart replays stays short.
             .max_journaling_size(JOURNAL_BYTES)
             .open()
-            .map_err(db_error)?;
+            .map_err(|e| match e {
+                fjall::Error::Locked => OpenError::Locked {
+                    path: folder.clone(),
+                },
+                e => db_error(e),
+            })?;
         let spaces = match Spaces::open(&database).map_err(db_error)? {
             Opened::Current(spaces) => spaces,
             Opened::Other(found) => {
