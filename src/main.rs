@@ -1,5 +1,6 @@
 //! The `sessionauth` binary: parse the command line, load and check configuration, run.
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -123,6 +124,9 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Before the "listening" line: from then on, a signal is handled, never fatal.
+        let shutdown = shutdown_signal();
+        let reloads = reload_on_sighup(prepared.reload_handle());
         let listener = prepared.bind().await?;
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "sessionauth listening (https)");
@@ -134,9 +138,8 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
                 port = addr.port()
             );
         }
-        let reloads = reload_on_sighup(prepared.reload_handle());
         tokio::select! {
-            () = server::run(listener, prepared, shutdown_signal()) => {}
+            () = server::run(listener, prepared, shutdown) => {}
             () = reloads => {}
         }
         Ok(())
@@ -167,57 +170,76 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
 /// Reloads the directory, certificates and CRLs on every SIGHUP (what the reload did, or why it
-/// changed nothing, is logged by the server). Never returns while SIGHUP can be received.
-async fn reload_on_sighup(handle: sessionauth::trust::ReloadHandle) {
+/// changed nothing, is logged by the server). Never completes while SIGHUP can be received. The
+/// handler is installed by this call, not when the future is first polled: a SIGHUP sent right
+/// after the "listening" line reloads instead of ending the process.
+fn reload_on_sighup(handle: sessionauth::trust::ReloadHandle) -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        match hangups {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading");
+                    // The outcome is logged where the reload runs.
+                    let _ = handle.reload().await;
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP: reload needs a restart");
-                return std::future::pending().await;
             }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading");
-            // The outcome is logged where the reload runs.
-            let _ = handle.reload().await;
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = handle;
+        std::future::pending().await
     }
-    std::future::pending().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed by this call, not when the future
+/// is first polled, so that a signal sent right after the "listening" line stops the server
+/// gracefully instead of killing it.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                () = received(interrupt, "SIGINT") => tracing::info!("SIGINT received"),
+                () = received(terminate, "SIGTERM") => tracing::info!("SIGTERM received"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+            tracing::info!("Ctrl-C received");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// Completes when the signal `name`, whose handler is `handler`, arrives; never, when the
+/// handler could not be installed (logged).
+#[cfg(unix)]
+async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match handler {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for {name}");
+            std::future::pending::<()>().await;
+        }
     }
 }
 
