@@ -21,6 +21,7 @@
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |
 //!
 //! # How a request flows
@@ -42,6 +43,7 @@ pub mod directory;
 pub mod http;
 pub mod identity;
 pub mod jwt;
+pub mod logging;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

@@ -4,8 +4,9 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use sessionauth::config::Config;
+use sessionauth::logging::LogFormat;
 use sessionauth::server::{self, Prepared};
 
 /// A Symphony-compatible, certificate-authenticated session authenticator.
@@ -14,6 +15,32 @@ use sessionauth::server::{self, Prepared};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Where logs go: stderr, filtered, as text or JSON lines.
+#[derive(Args)]
+#[command(next_help_heading = "Logging")]
+struct LogArgs {
+    /// The log filter (an EnvFilter: `debug`, `sessionauth::access=warn,info`); fjall is held at
+    /// warn unless named. Default: info.
+    #[arg(
+        long = "log",
+        env = "SESSIONAUTH_LOG",
+        value_name = "FILTER",
+        global = true
+    )]
+    filter: Option<String>,
+    /// The log format: text, or one JSON object per line.
+    #[arg(
+        long,
+        env = "SESSIONAUTH_LOG_FORMAT",
+        value_name = "text|json",
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -78,10 +105,16 @@ enum CertsCommand {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    let cli = Cli::parse();
+    if let Err(e) = sessionauth::logging::filter(cli.log.filter.as_deref())
+        .map_err(BoxError::from)
+        .and_then(|filter| sessionauth::logging::init(filter, cli.log.log_format))
+    {
+        eprintln!("error: {}", sessionauth::chain::Chain(e.as_ref()));
+        return ExitCode::FAILURE;
+    }
     // Process-wide settings are made here, once: rustls's default provider is ours (ring).
     sessionauth::tls::install_process_default();
-    let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
         Command::Serve { config } => serve(config),
         Command::Check { config } => sessionauth::check::run(config.as_deref()).map(|report| {
@@ -241,14 +274,4 @@ async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &
             std::future::pending::<()>().await;
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONAUTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -639,3 +639,60 @@ async fn bad_value_error_names_the_key() {
     let config = write_config(&site, &Options::default().session_lifetime("soon"), port);
     assert_refused(&site, &config, &["session_lifetime"], port).await;
 }
+
+// --- logging ---------------------------------------------------------------------------------
+
+/// `--log-format json` writes one JSON object per line, with level, target, message and the
+/// event's fields at the top level (the listening line's `addr` among them);
+/// `SESSIONAUTH_LOG_FORMAT=json` does the same.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    for (args, env) in [
+        (&["--log-format", "json"][..], &[][..]),
+        (&[][..], &[("SESSIONAUTH_LOG_FORMAT", "json")][..]),
+    ] {
+        let serving = Node::start_with(&config, args, env).await;
+        let log = serving.log();
+        assert!(serving.terminate().await.success());
+        let mut listening = 0;
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            for key in ["timestamp", "level", "target", "message"] {
+                assert!(v.get(key).is_some(), "no {key}: {line}");
+            }
+            if v["message"] == "sessionauth listening (https)" {
+                listening += 1;
+                assert_eq!(v["addr"], serving_addr(&v), "{line}");
+            }
+        }
+        assert_eq!(listening, 1, "{log}");
+    }
+}
+
+/// The listening line's `addr` field, which must be a socket address.
+fn serving_addr(v: &serde_json::Value) -> serde_json::Value {
+    let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+    serde_json::Value::String(addr.to_string())
+}
+
+/// The embedded store's engine (fjall, lsm_tree) logs nothing at `info`, the default, nor when
+/// `SESSIONAUTH_LOG=info` is given; it does when the filter names it (`fjall=info`).
+#[tokio::test]
+async fn fjall_logs_only_when_asked() {
+    for (filter, expect_fjall) in [("info", false), ("info,fjall=info", true)] {
+        // A fresh store: fjall logs creating the database at INFO.
+        let site = Site::new(Backend::Embedded);
+        let config = write_config(&site, &Options::default(), 0);
+        let serving = Node::start_with(&config, &[], &[("SESSIONAUTH_LOG", filter)]).await;
+        let log = serving.log();
+        assert!(serving.terminate().await.success());
+        assert!(log.contains("session store: embedded"), "{log}");
+        let fjall = log.lines().any(|l| l.contains(" fjall::"));
+        let lsm = log.lines().any(|l| l.contains(" lsm_tree::"));
+        assert_eq!(fjall, expect_fjall, "SESSIONAUTH_LOG={filter}:\n{log}");
+        assert!(!lsm, "SESSIONAUTH_LOG={filter}:\n{log}");
+    }
+}
