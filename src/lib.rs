@@ -4,7 +4,7 @@
 //!
 //! | concept | module |
 //! |---|---|
-//! | configuration (TOML, defaults, validation) | [`config`] |
+//! | configuration (TOML, defaults, flag and environment overrides, validation) | [`config`] |
 //! | TLS server setup and client-certificate verification | [`tls`] |
 //! | certificate revocation lists: read, fetched over HTTP, held as one immutable set | [`crl`] |
 //! | the peer identity read from a verified client certificate | [`identity`] |

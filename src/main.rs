@@ -1,11 +1,12 @@
 //! The `sessionauth` binary: parse the command line, load and check configuration, run.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use sessionauth::config::Config;
+use sessionauth::config::{Config, Overrides};
 use sessionauth::logging::LogFormat;
 use sessionauth::server::{self, Prepared};
 
@@ -43,21 +44,58 @@ struct LogArgs {
     log_format: LogFormat,
 }
 
+/// The configuration: a file (or the embedded defaults) and what flags and environment
+/// variables replace in it. Precedence: flag > environment > file > default.
+#[derive(Args, Default)]
+struct ConfigArgs {
+    /// A TOML configuration file (see examples/sessionauth.toml). Without it: the embedded
+    /// defaults, the dev PKI in certs/.
+    #[arg(long, env = "SESSIONAUTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The listen address, e.g. 127.0.0.1:8443 or [::1]:8443 (replaces `listen`).
+    #[arg(long, env = "SESSIONAUTH_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The directory file of users and apps (replaces `directory`).
+    #[arg(long, env = "SESSIONAUTH_DIRECTORY", value_name = "FILE")]
+    directory: Option<PathBuf>,
+    /// The embedded store's folder (replaces `data_dir`).
+    #[arg(long, env = "SESSIONAUTH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The folder of server.pem, server-key.pem and ca.pem: without --config, where the dev PKI
+    /// is made; with it, replaces tls.cert, tls.key and tls.client_ca.
+    #[arg(long, env = "SESSIONAUTH_CERTS", value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// The session store: embedded, memory, or a redis:// or rediss:// URL (replaces `store`).
+    #[arg(
+        long,
+        env = "SESSIONAUTH_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The configuration these arguments name, validated.
+    fn load(self) -> Result<Config, sessionauth::config::ConfigError> {
+        let overrides = Overrides {
+            listen: self.listen,
+            directory: self.directory,
+            data_dir: self.data_dir,
+            certs: self.certs,
+            store: self.store,
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve HTTPS (the default). Without --config: embedded defaults, dev PKI in certs/.
-    Serve {
-        /// A TOML configuration file (see examples/sessionauth.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Serve(ConfigArgs),
     /// Validate a configuration without serving; warn about certificates that expire soon and
     /// directory entries without a certificate.
-    Check {
-        /// A TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Check(ConfigArgs),
     /// Manage the dev PKI.
     Certs {
         #[command(subcommand)]
@@ -115,11 +153,19 @@ fn main() -> ExitCode {
     }
     // Process-wide settings are made here, once: rustls's default provider is ours (ring).
     sessionauth::tls::install_process_default();
-    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => serve(config),
-        Command::Check { config } => sessionauth::check::run(config.as_deref()).map(|report| {
-            print!("{report}");
-        }),
+    // No subcommand is `serve`, with its flags' environment variables read as `serve` reads them.
+    let command = cli.command.unwrap_or_else(|| {
+        Cli::parse_from(["sessionauth", "serve"])
+            .command
+            .unwrap_or(Command::Serve(ConfigArgs::default()))
+    });
+    let result = match command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => args
+            .load()
+            .map_err(BoxError::from)
+            .and_then(sessionauth::check::run)
+            .map(|report| print!("{report}")),
         Command::Certs { command } => certs(command),
     };
     match result {
@@ -133,15 +179,8 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn load(config: Option<PathBuf>) -> Result<Config, BoxError> {
-    Ok(match config {
-        Some(path) => Config::from_file(&path)?,
-        None => Config::embedded_defaults(),
-    })
-}
-
-fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
-    let prepared = Prepared::new(load(config)?)?;
+fn serve(args: ConfigArgs) -> Result<(), BoxError> {
+    let prepared = Prepared::new(args.load()?)?;
     if let Some(report) = &prepared.pki_report {
         for path in &report.created {
             tracing::info!(file = %path.display(), "dev PKI: created");
@@ -153,6 +192,9 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
     for path in &prepared.adopted_keys {
         tracing::info!(file = %path.display(), "RSA public key taken from the key folder");
     }
+    let certs = absolute(&prepared.config().certs_dir());
+    let store = prepared.config().store_name();
+    let data = prepared.config().data_dir().map(absolute);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -162,9 +204,15 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
         let reloads = reload_on_sighup(prepared.reload_handle());
         let listener = prepared.bind().await?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "sessionauth listening (https)");
-        if let Some(dir) = &prepared.config().dev_pki {
-            let d = dir.display();
+        tracing::info!(
+            %addr,
+            certs = %certs.display(),
+            %store,
+            data = data.as_ref().map(|d| tracing::field::display(d.display())),
+            "sessionauth listening (https)"
+        );
+        if prepared.config().dev_pki.is_some() {
+            let d = certs.display();
             println!(
                 "Try it:\n  curl --cert {d}/bot.user.pem --key {d}/bot.user-key.pem --cacert {d}/ca.pem \
                  -X POST https://localhost:{port}/sessionauth/v1/authenticate",
@@ -177,6 +225,13 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
         }
         Ok(())
     })
+}
+
+/// `path` made absolute (symbolic links resolved when it exists), for the start banner.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 fn certs(command: CertsCommand) -> Result<(), BoxError> {

@@ -696,3 +696,157 @@ async fn fjall_logs_only_when_asked() {
         assert!(!lsm, "SESSIONAUTH_LOG={filter}:\n{log}");
     }
 }
+
+// --- flags and environment -------------------------------------------------------------------
+
+/// The value of `field=` on a text log line (up to the next space).
+fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {field}="))? + field.len() + 2;
+    line[at..].split_whitespace().next()
+}
+
+/// The "listening" line of a node's log.
+fn listening_line(node: &Node) -> String {
+    node.log()
+        .lines()
+        .find(|l| l.contains("sessionauth listening (https)"))
+        .expect("a listening line")
+        .to_owned()
+}
+
+/// Precedence is flag > environment > file: the listen address (three loopback addresses tell
+/// which won) and the store; a relative `--data-dir` is taken from the working directory and
+/// the banner shows it, and the certificates' folder, absolute.
+#[tokio::test]
+async fn flag_beats_environment_beats_file() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let env_listen = ("SESSIONAUTH_LISTEN", "127.0.0.2:0");
+    let env_store = ("SESSIONAUTH_STORE", "memory");
+    for (args, env, ip, store) in [
+        (&[][..], &[][..], "127.0.0.1", "embedded"),
+        (&[][..], &[env_listen, env_store][..], "127.0.0.2", "memory"),
+        (
+            &[
+                "--listen",
+                "127.0.0.3:0",
+                "--store",
+                "embedded",
+                "--data-dir",
+                "flag-data",
+            ][..],
+            &[env_listen, env_store][..],
+            "127.0.0.3",
+            "embedded",
+        ),
+    ] {
+        let serving = Node::start_with(&config, args, env).await;
+        assert_eq!(serving.addr.ip().to_string(), ip, "{args:?} {env:?}");
+        let line = listening_line(&serving);
+        assert_eq!(field(&line, "store"), Some(store), "{line}");
+        let certs = std::fs::canonicalize(site.path()).unwrap();
+        assert_eq!(
+            field(&line, "certs"),
+            Some(certs.to_str().unwrap()),
+            "{line}"
+        );
+        if args.contains(&"flag-data") {
+            let data = certs.join("flag-data");
+            assert!(data.join("sessions.db").is_dir());
+            assert_eq!(field(&line, "data"), Some(data.to_str().unwrap()), "{line}");
+        }
+        let bot = site.pki().client("bot.user");
+        let resp = request_at(
+            serving.addr,
+            site.pki().ca.cert_pem(),
+            Some(&bot),
+            Req::post(AUTH),
+        )
+        .await;
+        resp.assert_status(StatusCode::OK);
+        assert!(serving.terminate().await.success());
+    }
+}
+
+/// `check` reads the same flags and environment: `--store memory` and `SESSIONAUTH_STORE`
+/// change what it describes; a `--certs` folder without the files is refused naming them, and
+/// `SESSIONAUTH_CONFIG` names the file as `--config` does.
+#[tokio::test]
+async fn check_takes_the_same_flags_and_environment() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let config = config.to_str().unwrap();
+    let run = sessionauth(&["check", "--config", config], site.path()).await;
+    assert!(
+        run.stdout.contains("session store: embedded"),
+        "{}",
+        run.stdout
+    );
+    let run = sessionauth(
+        &["check", "--config", config, "--store", "memory"],
+        site.path(),
+    )
+    .await;
+    assert!(
+        run.stdout.contains("session store: memory"),
+        "{}",
+        run.stdout
+    );
+    let run = node::run_with_env(
+        &["check"],
+        site.path(),
+        &[
+            ("SESSIONAUTH_CONFIG", config),
+            ("SESSIONAUTH_STORE", "memory"),
+        ],
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("session store: memory"),
+        "{}",
+        run.stdout
+    );
+    std::fs::create_dir(site.path().join("empty")).unwrap();
+    let run = sessionauth(
+        &["check", "--config", config, "--certs", "empty"],
+        site.path(),
+    )
+    .await;
+    let line = error_line(&run);
+    assert!(line.contains("empty/server.pem"), "{line}");
+    let run = sessionauth(
+        &["check", "--config", config, "--listen", "nowhere"],
+        site.path(),
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+}
+
+/// `--listen [::1]:0` serves on the IPv6 loopback. A machine without `::1` fails this test with
+/// a message that says so, rather than passing it.
+#[tokio::test]
+async fn listens_on_ipv6_loopback() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        panic!("this machine has no IPv6 loopback (::1): {e}; the IPv6 test cannot run here");
+    }
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let serving = Node::start_with(&config, &["--listen", "[::1]:0"], &[]).await;
+    assert!(
+        serving.addr.is_ipv6() && serving.addr.ip().is_loopback(),
+        "{}",
+        serving.addr
+    );
+    let bot = site.pki().client("bot.user");
+    let resp = request_at(
+        serving.addr,
+        site.pki().ca.cert_pem(),
+        Some(&bot),
+        Req::post(AUTH),
+    )
+    .await;
+    resp.assert_status(StatusCode::OK);
+    assert!(serving.terminate().await.success());
+}
