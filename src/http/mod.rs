@@ -7,7 +7,8 @@
 //! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
 //! | `extension.rs` | extension apps (circle of trust) and the pod certificate |
 //! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
-//! | `pod.rs` | `/pod`: session info; `/health` |
+//! | `pod.rs` | `/pod`: session info |
+//! | `health.rs` | `/health/live` (and `/health`), `/health/ready`: liveness, and readiness with a cached store probe |
 //! | `admin.rs` | `/pod/v1/users/…/sessions`, `/pod/v1/apps/…/sessions`: session administration |
 //! | `sessions.rs` | the `sessionToken` header, and calls into the session lifecycle |
 //! | `access.rs` | the access log: one line per request, fields escaped |
@@ -20,6 +21,7 @@ mod admin;
 mod certauth;
 pub mod error;
 mod extension;
+mod health;
 mod idm;
 pub mod json;
 mod login;
@@ -66,6 +68,8 @@ pub struct Api {
     max_body_bytes: usize,
     body_read_timeout: Duration,
     signing: Arc<SigningKeys>,
+    /// The readiness probe's last result.
+    readiness: health::Readiness,
 }
 
 impl std::fmt::Debug for Api {
@@ -90,7 +94,8 @@ pub struct ConnInfo {
 /// The resolved route: which handler, with its path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    Health,
+    Live,
+    Ready,
     RsaAuthenticate(TokenFamily),
     RsaAppAuthenticate,
     RsaOboByUserId(String),
@@ -144,6 +149,7 @@ impl Api {
             max_body_bytes: limits.max_body_bytes,
             body_read_timeout: limits.body_read_timeout,
             signing,
+            readiness: health::Readiness::default(),
         }
     }
 
@@ -235,7 +241,8 @@ impl Api {
             now: self.sessions.now(),
         };
         match route {
-            Route::Health => Ok(pod::health()),
+            Route::Live => Ok(health::live()),
+            Route::Ready => Ok(health::ready(&ctx).await),
             Route::RsaAuthenticate(family) => login::authenticate(&ctx, family).await,
             Route::RsaAppAuthenticate => login::app_authenticate(&ctx).await,
             Route::RsaOboByUserId(uid) => login::obo_by_user_id(&ctx, &uid).await,
@@ -268,7 +275,8 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     const POST: &str = "POST";
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let (allow, route) = match segments.as_slice() {
-        ["health"] => (GET, Route::Health),
+        ["health"] | ["health", "live"] => (GET, Route::Live),
+        ["health", "ready"] => (GET, Route::Ready),
         ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
         ["relay", "pubkey", "authenticate"] => {
             (POST, Route::RsaAuthenticate(TokenFamily::KeyManager))

@@ -197,6 +197,13 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// Whether the store answers and takes a write now, for the readiness probe
+    /// (`GET /health/ready`): cheap enough to run every second, and failing when requests that
+    /// write would fail. Backends that cannot fail keep this default.
+    async fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Finishes what is queued and releases the backend (the embedded store lets its engine's
     /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
     /// awaits it at shutdown. Backends with nothing to release keep this default.

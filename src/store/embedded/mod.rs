@@ -90,7 +90,7 @@
 //! | `by_credential` | credential id (32 bytes) ‖ token hash | empty |
 //! | `by_owner` | owner (kind letter ‖ user id and/or length-prefixed app id) ‖ creation in epoch ms (8 bytes) ‖ token hash | empty |
 //! | `owner_count` | owner | how many sessions the owner has stored (8 bytes, big-endian): the per-principal cap reads it instead of counting |
-//! | `meta` | `layout`; `note:<name>` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON) |
+//! | `meta` | `layout`; `note:<name>`; `probe` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON); empty, rewritten by the readiness probe |
 //!
 //! The indexes make the administrative operations prefix reads, and let the purge take expired
 //! sessions from the front of `by_expiry` in small batches that share commits with requests.
@@ -390,6 +390,17 @@ impl SessionStore for EmbeddedStore {
             let mut batch = db.database.batch().durability(Some(PersistMode::SyncAll));
             batch.insert(&db.spaces.meta, key, value);
             batch.commit().map_err(storage)
+        })
+        .await
+    }
+
+    /// A one-key write through the writer's queue, committed and synced like a session: fails
+    /// when the writer has stopped, the database is poisoned by a failed fsync, or the disk is
+    /// full.
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.write(|g| {
+            g.probe();
+            Ok(())
         })
         .await
     }
