@@ -41,14 +41,29 @@ impl fmt::Display for CheckReport {
     }
 }
 
-/// Validates the configuration (the file, or the embedded defaults) exactly as `serve` would,
+/// Why `check` stopped before validating anything.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The embedded defaults name a dev PKI that has not been made yet.
+    #[error(
+        "no dev PKI in {shown} yet: run `sessionauth certs init --dir {shown}` (or `sessionauth \
+         serve`, which makes it on first start), or pass --certs DIR or --config FILE",
+        shown = .dir.display()
+    )]
+    NoDevPki {
+        /// The folder the dev PKI would be made in.
+        dir: PathBuf,
+    },
+}
+
+/// Validates `config` (read from a file, or the embedded defaults) exactly as `serve` would,
 /// without making the dev PKI or binding a port.
-pub fn run(config: Option<&Path>) -> Result<CheckReport, Box<dyn std::error::Error + Send + Sync>> {
-    let mut config = match config {
-        Some(path) => Config::from_file(path)?,
-        None => Config::embedded_defaults(),
-    };
-    config.dev_pki = None;
+pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error + Send + Sync>> {
+    if let Some(dir) = config.dev_pki.take() {
+        if !dir.join(crate::pki::SERVER_CERT).exists() && !dir.join(crate::pki::CA_CERT).exists() {
+            return Err(CheckError::NoDevPki { dir }.into());
+        }
+    }
     let mut report = CheckReport::default();
     // `check` writes nothing: a signing key that `serve` would make on first start is only
     // announced, and an in-memory one stands in for it.

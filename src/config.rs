@@ -14,6 +14,10 @@ use serde::Deserialize;
 use crate::crl::{CrlSource, CrlStale};
 use crate::store::{PostgresUrl, RedisUrl, TablePrefix};
 
+mod overrides;
+
+pub use overrides::Overrides;
+
 /// The default listen address: loopback only, the port the Symphony BDK examples use.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 /// Where the dev PKI lives when no configuration file is given.
@@ -251,6 +255,14 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+    /// A command-line flag or environment variable is not acceptable.
+    #[error("invalid {names}: {message}")]
+    Override {
+        /// The flag and the variable.
+        names: &'static str,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl Config {
@@ -258,7 +270,42 @@ impl Config {
     /// directory, `127.0.0.1:8443`, 24-hour sessions, the embedded store in `data/` (both
     /// folders relative to the working directory).
     pub fn embedded_defaults() -> Self {
-        let certs = PathBuf::from(DEFAULT_CERTS_DIR);
+        Self::embedded_defaults_in(PathBuf::from(DEFAULT_CERTS_DIR))
+    }
+
+    /// The folder of the TLS material: the dev PKI's, or the server certificate's.
+    pub fn certs_dir(&self) -> PathBuf {
+        match &self.dev_pki {
+            Some(dir) => dir.clone(),
+            None => self
+                .tls
+                .cert_chain
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_owned),
+        }
+    }
+
+    /// The session store in one word, for the start banner: `embedded`, `memory`, or the Redis
+    /// URL without its password.
+    pub fn store_name(&self) -> String {
+        match &self.store {
+            StoreConfig::Memory => "memory".to_owned(),
+            StoreConfig::Embedded { .. } => "embedded".to_owned(),
+            StoreConfig::Redis { url, .. } => url.to_string(),
+            StoreConfig::Postgres { url, .. } => url.to_string(),
+        }
+    }
+
+    /// The embedded store's data directory; `None` for the other stores.
+    pub fn data_dir(&self) -> Option<&Path> {
+        match &self.store {
+            StoreConfig::Embedded { data_dir } => Some(data_dir),
+            StoreConfig::Memory | StoreConfig::Redis { .. } | StoreConfig::Postgres { .. } => None,
+        }
+    }
+
+    /// The embedded defaults with the dev PKI (and the key folder) in `certs`.
+    fn embedded_defaults_in(certs: PathBuf) -> Self {
         Self {
             metrics: true,
             metrics_listen: None,
@@ -290,23 +337,12 @@ impl Config {
     /// Reads and validates a configuration file. Relative paths inside it are resolved against
     /// the folder that holds the file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = crate::files::read_text_capped(path, crate::files::MAX_TOML_BYTES).map_err(
-            |source| ConfigError::Read {
-                path: path.to_owned(),
-                source,
-            },
-        )?;
-        let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::from_toml(&text, base).map_err(|e| e.at(path))
+        Self::load(Some(path), &Overrides::default())
     }
 
     /// Parses configuration text; `base` is the folder relative paths are resolved against.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: PathBuf::new(),
-            message: toml_error_line(text, &e),
-        })?;
-        raw.resolve(base)
+        RawConfig::parse(text)?.resolve(base)
     }
 }
 
@@ -321,7 +357,7 @@ impl ConfigError {
                 path: file.to_owned(),
                 message,
             },
-            read @ Self::Read { .. } => read,
+            other @ (Self::Read { .. } | Self::Override { .. }) => other,
         }
     }
 }
@@ -439,6 +475,25 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 impl RawConfig {
+    /// Reads and parses the file at `path`, without validating it.
+    fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = crate::files::read_text_capped(path, crate::files::MAX_TOML_BYTES).map_err(
+            |source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            },
+        )?;
+        Self::parse(&text).map_err(|e| e.at(path))
+    }
+
+    /// Parses configuration text, without validating it.
+    fn parse(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: toml_error_line(text, &e),
+        })
+    }
+
     fn resolve(self, base: &Path) -> Result<Config, ConfigError> {
         let invalid = |message: String| ConfigError::Invalid {
             path: PathBuf::new(),

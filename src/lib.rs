@@ -4,7 +4,7 @@
 //!
 //! | concept | module |
 //! |---|---|
-//! | configuration (TOML, defaults, validation) | [`config`] |
+//! | configuration (TOML, defaults, flag and environment overrides, validation) | [`config`] |
 //! | TLS server setup and client-certificate verification | [`tls`] |
 //! | certificate revocation lists: read, fetched over HTTP, held as one immutable set | [`crl`] |
 //! | the peer identity read from a verified client certificate | [`identity`] |
@@ -21,6 +21,7 @@
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |
 //!
 //! # How a request flows
@@ -47,6 +48,7 @@ pub mod http;
 pub mod identity;
 pub mod jwt;
 pub mod keyperms;
+pub mod logging;
 pub mod metrics;
 pub mod pki;
 pub mod rsakey;

@@ -1,10 +1,13 @@
 //! The `sessionauth` binary: parse the command line, load and check configuration, run.
 
-use std::path::PathBuf;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use sessionauth::config::Config;
+use clap::{Args, Parser, Subcommand};
+use sessionauth::config::{Config, Overrides};
+use sessionauth::logging::LogFormat;
 use sessionauth::server::{self, Prepared};
 
 /// A Symphony-compatible, certificate-authenticated session authenticator.
@@ -13,23 +16,86 @@ use sessionauth::server::{self, Prepared};
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+/// Where logs go: stderr, filtered, as text or JSON lines.
+#[derive(Args)]
+#[command(next_help_heading = "Logging")]
+struct LogArgs {
+    /// The log filter (an EnvFilter: `debug`, `sessionauth::access=warn,info`); fjall is held at
+    /// warn unless named. Default: info.
+    #[arg(
+        long = "log",
+        env = "SESSIONAUTH_LOG",
+        value_name = "FILTER",
+        global = true
+    )]
+    filter: Option<String>,
+    /// The log format: text, or one JSON object per line.
+    #[arg(
+        long,
+        env = "SESSIONAUTH_LOG_FORMAT",
+        value_name = "text|json",
+        default_value_t = LogFormat::Text,
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+/// The configuration: a file (or the embedded defaults) and what flags and environment
+/// variables replace in it. Precedence: flag > environment > file > default.
+#[derive(Args, Default)]
+struct ConfigArgs {
+    /// A TOML configuration file (see examples/sessionauth.toml). Without it: the embedded
+    /// defaults, the dev PKI in certs/.
+    #[arg(long, env = "SESSIONAUTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The listen address, e.g. 127.0.0.1:8443 or [::1]:8443 (replaces `listen`).
+    #[arg(long, env = "SESSIONAUTH_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// The directory file of users and apps (replaces `directory`).
+    #[arg(long, env = "SESSIONAUTH_DIRECTORY", value_name = "FILE")]
+    directory: Option<PathBuf>,
+    /// The embedded store's folder (replaces `data_dir`).
+    #[arg(long, env = "SESSIONAUTH_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The folder of server.pem, server-key.pem and ca.pem: without --config, where the dev PKI
+    /// is made; with it, replaces tls.cert, tls.key and tls.client_ca.
+    #[arg(long, env = "SESSIONAUTH_CERTS", value_name = "DIR")]
+    certs: Option<PathBuf>,
+    /// The session store: embedded, memory, or a redis:// or rediss:// URL (replaces `store`).
+    #[arg(
+        long,
+        env = "SESSIONAUTH_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    store: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The configuration these arguments name, validated.
+    fn load(self) -> Result<Config, sessionauth::config::ConfigError> {
+        let overrides = Overrides {
+            listen: self.listen,
+            directory: self.directory,
+            data_dir: self.data_dir,
+            certs: self.certs,
+            store: self.store,
+        };
+        Config::load(self.config.as_deref(), &overrides)
+    }
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Serve HTTPS (the default). Without --config: embedded defaults, dev PKI in certs/.
-    Serve {
-        /// A TOML configuration file (see examples/sessionauth.toml).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Serve(ConfigArgs),
     /// Validate a configuration without serving; warn about certificates that expire soon and
     /// directory entries without a certificate.
-    Check {
-        /// A TOML configuration file.
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Check(ConfigArgs),
     /// Manage the dev PKI.
     Certs {
         #[command(subcommand)]
@@ -77,15 +143,29 @@ enum CertsCommand {
 }
 
 fn main() -> ExitCode {
-    init_logging();
+    let cli = Cli::parse();
+    if let Err(e) = sessionauth::logging::filter(cli.log.filter.as_deref())
+        .map_err(BoxError::from)
+        .and_then(|filter| sessionauth::logging::init(filter, cli.log.log_format))
+    {
+        eprintln!("error: {}", sessionauth::chain::Chain(e.as_ref()));
+        return ExitCode::FAILURE;
+    }
     // Process-wide settings are made here, once: rustls's default provider is ours (ring).
     sessionauth::tls::install_process_default();
-    let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => serve(config),
-        Command::Check { config } => sessionauth::check::run(config.as_deref()).map(|report| {
-            print!("{report}");
-        }),
+    // No subcommand is `serve`, with its flags' environment variables read as `serve` reads them.
+    let command = cli.command.unwrap_or_else(|| {
+        Cli::parse_from(["sessionauth", "serve"])
+            .command
+            .unwrap_or(Command::Serve(ConfigArgs::default()))
+    });
+    let result = match command {
+        Command::Serve(args) => serve(args),
+        Command::Check(args) => args
+            .load()
+            .map_err(BoxError::from)
+            .and_then(sessionauth::check::run)
+            .map(|report| print!("{report}")),
         Command::Certs { command } => certs(command),
     };
     match result {
@@ -99,15 +179,8 @@ fn main() -> ExitCode {
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-fn load(config: Option<PathBuf>) -> Result<Config, BoxError> {
-    Ok(match config {
-        Some(path) => Config::from_file(&path)?,
-        None => Config::embedded_defaults(),
-    })
-}
-
-fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
-    let prepared = Prepared::new(load(config)?)?;
+fn serve(args: ConfigArgs) -> Result<(), BoxError> {
+    let prepared = Prepared::new(args.load()?)?;
     if let Some(report) = &prepared.pki_report {
         for path in &report.created {
             tracing::info!(file = %path.display(), "dev PKI: created");
@@ -122,28 +195,39 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
     for warning in sessionauth::keyperms::warnings(prepared.config()) {
         tracing::warn!("{warning}");
     }
+    let certs = absolute(&prepared.config().certs_dir());
+    let store = prepared.config().store_name();
+    let data = prepared.config().data_dir().map(absolute);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Before the "listening" line: from then on, a signal is handled, never fatal.
+        let shutdown = shutdown_signal();
+        let reloads = reload_on_sighup(prepared.reload_handle());
         let mut prepared = prepared;
         let listener = prepared.bind().await?;
         let addr = listener.local_addr()?;
         if let Some(metrics) = prepared.bind_metrics().await? {
             tracing::info!(addr = %metrics, "metrics and health listening (plain http)");
         }
-        tracing::info!(%addr, "sessionauth listening (https)");
-        if let Some(dir) = &prepared.config().dev_pki {
-            let d = dir.display();
+        tracing::info!(
+            %addr,
+            certs = %certs.display(),
+            %store,
+            data = data.as_ref().map(|d| tracing::field::display(d.display())),
+            "sessionauth listening (https)"
+        );
+        if prepared.config().dev_pki.is_some() {
+            let d = certs.display();
             println!(
                 "Try it:\n  curl --cert {d}/bot.user.pem --key {d}/bot.user-key.pem --cacert {d}/ca.pem \
                  -X POST https://localhost:{port}/sessionauth/v1/authenticate",
                 port = addr.port()
             );
         }
-        let reloads = reload_on_sighup(prepared.reload_handle());
         tokio::select! {
-            stopped = server::run(listener, prepared, shutdown_signal()) => match stopped {
+            stopped = server::run(listener, prepared, shutdown) => match stopped {
                 server::Stopped::Shutdown => Ok(()),
                 server::Stopped::StoreFailed(reason) => Err(format!(
                     "the session store failed ({reason}); exiting so that a supervisor \
@@ -154,6 +238,13 @@ fn serve(config: Option<PathBuf>) -> Result<(), BoxError> {
             () = reloads => Ok(()),
         }
     })
+}
+
+/// `path` made absolute (symbolic links resolved when it exists), for the start banner.
+fn absolute(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_owned())
 }
 
 fn certs(command: CertsCommand) -> Result<(), BoxError> {
@@ -180,66 +271,75 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Completes on SIGINT or SIGTERM.
 /// Reloads the directory, certificates and CRLs on every SIGHUP (what the reload did, or why it
-/// changed nothing, is logged by the server). Never returns while SIGHUP can be received.
-async fn reload_on_sighup(handle: sessionauth::trust::ReloadHandle) {
+/// changed nothing, is logged by the server). Never completes while SIGHUP can be received. The
+/// handler is installed by this call, not when the future is first polled: a SIGHUP sent right
+/// after the "listening" line reloads instead of ending the process.
+fn reload_on_sighup(handle: sessionauth::trust::ReloadHandle) -> impl Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangups = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
+    let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+    async move {
+        #[cfg(unix)]
+        match hangups {
+            Ok(mut hangups) => {
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP received: reloading");
+                    // The outcome is logged where the reload runs.
+                    let _ = handle.reload().await;
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot listen for SIGHUP: reload needs a restart");
-                return std::future::pending().await;
             }
-        };
-        while hangups.recv().await.is_some() {
-            tracing::info!("SIGHUP received: reloading");
-            // The outcome is logged where the reload runs.
-            let _ = handle.reload().await;
         }
-    }
-    #[cfg(not(unix))]
-    {
+        #[cfg(not(unix))]
         let _ = handle;
+        std::future::pending().await
     }
-    std::future::pending().await
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
-            std::future::pending::<()>().await;
-        }
-    };
+/// Completes on SIGINT or SIGTERM. The handlers are installed by this call, not when the future
+/// is first polled, so that a signal sent right after the "listening" line stops the server
+/// gracefully instead of killing it.
+fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                () = received(interrupt, "SIGINT") => tracing::info!("SIGINT received"),
+                () = received(terminate, "SIGTERM") => tracing::info!("SIGTERM received"),
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
+        }
+        #[cfg(not(unix))]
+        {
+            if let Err(e) = tokio::signal::ctrl_c().await {
+                tracing::error!(error = %e, "cannot listen for Ctrl-C");
                 std::future::pending::<()>().await;
             }
+            tracing::info!("Ctrl-C received");
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = term => tracing::info!("SIGTERM received"),
     }
 }
 
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SESSIONAUTH_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+/// Completes when the signal `name`, whose handler is `handler`, arrives; never, when the
+/// handler could not be installed (logged).
+#[cfg(unix)]
+async fn received(handler: std::io::Result<tokio::signal::unix::Signal>, name: &str) {
+    match handler {
+        Ok(mut signal) => {
+            signal.recv().await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for {name}");
+            std::future::pending::<()>().await;
+        }
+    }
 }

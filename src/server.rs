@@ -48,6 +48,16 @@ pub enum StartError {
     /// The session store could not be opened.
     #[error("session store")]
     Store(#[from] OpenError),
+    /// The listen address is taken.
+    #[error(
+        "address {addr} is in use: another sessionauth or service is listening; pass --listen \
+         {free} (any free port) or stop it",
+        free = SocketAddr::new(.addr.ip(), 0)
+    )]
+    AddrInUse {
+        /// The address.
+        addr: SocketAddr,
+    },
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -184,9 +194,13 @@ impl Prepared {
     /// Binds the configured listen address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let addr = self.config.listen;
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })
+        TcpListener::bind(addr).await.map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AddrInUse {
+                StartError::AddrInUse { addr }
+            } else {
+                StartError::Bind { addr, source }
+            }
+        })
     }
 }
 

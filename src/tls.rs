@@ -67,6 +67,17 @@ pub enum TlsError {
         #[source]
         source: rustls::Error,
     },
+    /// The certificate's key file does not exist.
+    #[error(
+        "certificate {cert} has no private key: {key} is missing; put the certificate's key \
+         there, or point tls.key (or --certs) at the folder that has it"
+    )]
+    MissingKey {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file that is not there.
+        key: PathBuf,
+    },
     /// The private key does not belong to the certificate.
     #[error("private key {key} does not match certificate {cert}")]
     KeyMismatch {
@@ -141,7 +152,15 @@ pub(crate) fn server_config(
             path: settings.cert_chain.clone(),
         });
     }
-    let key = read_key(&settings.key)?;
+    let key = read_key(&settings.key).map_err(|e| match e {
+        TlsError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            TlsError::MissingKey {
+                cert: settings.cert_chain.clone(),
+                key: settings.key.clone(),
+            }
+        }
+        e => e,
+    })?;
     let signing_key = provider
         .key_provider
         .load_private_key(key)

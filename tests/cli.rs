@@ -205,7 +205,17 @@ async fn bad_directory_file_is_refused() {
     assert_refused(&site, &config, &["directory.toml"], port).await;
 }
 
-/// The port being taken is a one-line error too.
+/// The error line of a failed run: its last line on stderr, which must start with `error: `.
+fn error_line(run: &Run) -> String {
+    assert!(!run.status.success(), "exit status {:?}", run.status);
+    let stderr = run.stderr.trim_end();
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(last.starts_with("error: "), "{stderr}");
+    last.to_owned()
+}
+
+/// The port being taken is a one-line error that names the address, the likely cause and the
+/// fix.
 #[tokio::test]
 async fn port_in_use_is_refused() {
     let site = Site::new(BACKEND);
@@ -217,11 +227,71 @@ async fn port_in_use_is_refused() {
         site.path(),
     )
     .await;
-    assert!(!run.status.success());
-    let stderr = run.stderr.trim_end();
-    let last = stderr.lines().last().unwrap_or("");
-    assert!(last.starts_with("error: "), "{stderr}");
-    assert!(last.contains(&port.to_string()), "{stderr}");
+    let line = error_line(&run);
+    for needle in [
+        format!("address 127.0.0.1:{port} is in use"),
+        "another sessionauth or service is listening".to_owned(),
+        "--listen 127.0.0.1:0".to_owned(),
+    ] {
+        assert!(line.contains(&needle), "{needle:?} not in: {line}");
+    }
+}
+
+/// A second server on the data directory a running one holds is refused with a one-line error
+/// that says the database is locked by another sessionauth and how to give it its own.
+#[tokio::test]
+async fn locked_database_is_explained() {
+    let site = Site::new(Backend::Embedded);
+    let config = write_config(&site, &Options::default(), 0);
+    let serving = Node::start(&config).await;
+    let run = sessionauth(
+        &["serve", "--config", config.to_str().unwrap()],
+        site.path(),
+    )
+    .await;
+    let line = error_line(&run);
+    for needle in ["sessions.db is locked", "another sessionauth", "--data-dir"] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    assert!(serving.terminate().await.success());
+}
+
+/// `check` in a fresh folder, before any dev PKI exists, says so and how to make one, rather
+/// than failing on the first missing file; it writes nothing.
+#[tokio::test]
+async fn check_in_a_fresh_folder_explains_the_missing_pki() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["check"], dir.path()).await;
+    let line = error_line(&run);
+    for needle in [
+        "no dev PKI in certs yet",
+        "sessionauth certs init",
+        "--config",
+    ] {
+        assert!(line.contains(needle), "{needle:?} not in: {line}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+/// A server certificate whose key file is missing is refused naming both and the fix.
+#[tokio::test]
+async fn certificate_without_its_key_is_refused() {
+    let site = Site::new(BACKEND);
+    let port = free_port();
+    let config = write_config(&site, &Options::default(), port);
+    std::fs::remove_file(site.path().join(SERVER_KEY_FILE)).unwrap();
+    assert_refused(
+        &site,
+        &config,
+        &[
+            SERVER_CERT_FILE,
+            "has no private key",
+            SERVER_KEY_FILE,
+            "tls.key",
+        ],
+        port,
+    )
+    .await;
 }
 
 // --- check -----------------------------------------------------------------------------------
@@ -568,4 +638,215 @@ async fn bad_value_error_names_the_key() {
     assert_refused(&site, &config, &["max_body_bytes"], port).await;
     let config = write_config(&site, &Options::default().session_lifetime("soon"), port);
     assert_refused(&site, &config, &["session_lifetime"], port).await;
+}
+
+// --- logging ---------------------------------------------------------------------------------
+
+/// `--log-format json` writes one JSON object per line, with level, target, message and the
+/// event's fields at the top level (the listening line's `addr` among them);
+/// `SESSIONAUTH_LOG_FORMAT=json` does the same.
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    for (args, env) in [
+        (&["--log-format", "json"][..], &[][..]),
+        (&[][..], &[("SESSIONAUTH_LOG_FORMAT", "json")][..]),
+    ] {
+        let serving = Node::start_with(&config, args, env).await;
+        let log = serving.log();
+        assert!(serving.terminate().await.success());
+        let mut listening = 0;
+        for line in log.lines() {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+            for key in ["timestamp", "level", "target", "message"] {
+                assert!(v.get(key).is_some(), "no {key}: {line}");
+            }
+            if v["message"] == "sessionauth listening (https)" {
+                listening += 1;
+                assert_eq!(v["addr"], serving_addr(&v), "{line}");
+            }
+        }
+        assert_eq!(listening, 1, "{log}");
+    }
+}
+
+/// The listening line's `addr` field, which must be a socket address.
+fn serving_addr(v: &serde_json::Value) -> serde_json::Value {
+    let addr: std::net::SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+    serde_json::Value::String(addr.to_string())
+}
+
+/// The embedded store's engine (fjall, lsm_tree) logs nothing at `info`, the default, nor when
+/// `SESSIONAUTH_LOG=info` is given; it does when the filter names it (`fjall=info`).
+#[tokio::test]
+async fn fjall_logs_only_when_asked() {
+    for (filter, expect_fjall) in [("info", false), ("info,fjall=info", true)] {
+        // A fresh store: fjall logs creating the database at INFO.
+        let site = Site::new(Backend::Embedded);
+        let config = write_config(&site, &Options::default(), 0);
+        let serving = Node::start_with(&config, &[], &[("SESSIONAUTH_LOG", filter)]).await;
+        let log = serving.log();
+        assert!(serving.terminate().await.success());
+        assert!(log.contains("session store: embedded"), "{log}");
+        let fjall = log.lines().any(|l| l.contains(" fjall::"));
+        let lsm = log.lines().any(|l| l.contains(" lsm_tree::"));
+        assert_eq!(fjall, expect_fjall, "SESSIONAUTH_LOG={filter}:\n{log}");
+        assert!(!lsm, "SESSIONAUTH_LOG={filter}:\n{log}");
+    }
+}
+
+// --- flags and environment -------------------------------------------------------------------
+
+/// The value of `field=` on a text log line (up to the next space).
+fn field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
+    let at = line.find(&format!(" {field}="))? + field.len() + 2;
+    line[at..].split_whitespace().next()
+}
+
+/// The "listening" line of a node's log.
+fn listening_line(node: &Node) -> String {
+    node.log()
+        .lines()
+        .find(|l| l.contains("sessionauth listening (https)"))
+        .expect("a listening line")
+        .to_owned()
+}
+
+/// Precedence is flag > environment > file: the listen address (three loopback addresses tell
+/// which won) and the store; a relative `--data-dir` is taken from the working directory and
+/// the banner shows it, and the certificates' folder, absolute.
+#[tokio::test]
+async fn flag_beats_environment_beats_file() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let env_listen = ("SESSIONAUTH_LISTEN", "127.0.0.2:0");
+    let env_store = ("SESSIONAUTH_STORE", "memory");
+    for (args, env, ip, store) in [
+        (&[][..], &[][..], "127.0.0.1", "embedded"),
+        (&[][..], &[env_listen, env_store][..], "127.0.0.2", "memory"),
+        (
+            &[
+                "--listen",
+                "127.0.0.3:0",
+                "--store",
+                "embedded",
+                "--data-dir",
+                "flag-data",
+            ][..],
+            &[env_listen, env_store][..],
+            "127.0.0.3",
+            "embedded",
+        ),
+    ] {
+        let serving = Node::start_with(&config, args, env).await;
+        assert_eq!(serving.addr.ip().to_string(), ip, "{args:?} {env:?}");
+        let line = listening_line(&serving);
+        assert_eq!(field(&line, "store"), Some(store), "{line}");
+        let certs = std::fs::canonicalize(site.path()).unwrap();
+        assert_eq!(
+            field(&line, "certs"),
+            Some(certs.to_str().unwrap()),
+            "{line}"
+        );
+        if args.contains(&"flag-data") {
+            let data = certs.join("flag-data");
+            assert!(data.join("sessions.db").is_dir());
+            assert_eq!(field(&line, "data"), Some(data.to_str().unwrap()), "{line}");
+        }
+        let bot = site.pki().client("bot.user");
+        let resp = request_at(
+            serving.addr,
+            site.pki().ca.cert_pem(),
+            Some(&bot),
+            Req::post(AUTH),
+        )
+        .await;
+        resp.assert_status(StatusCode::OK);
+        assert!(serving.terminate().await.success());
+    }
+}
+
+/// `check` reads the same flags and environment: `--store memory` and `SESSIONAUTH_STORE`
+/// change what it describes; a `--certs` folder without the files is refused naming them, and
+/// `SESSIONAUTH_CONFIG` names the file as `--config` does.
+#[tokio::test]
+async fn check_takes_the_same_flags_and_environment() {
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let config = config.to_str().unwrap();
+    let run = sessionauth(&["check", "--config", config], site.path()).await;
+    assert!(
+        run.stdout.contains("session store: embedded"),
+        "{}",
+        run.stdout
+    );
+    let run = sessionauth(
+        &["check", "--config", config, "--store", "memory"],
+        site.path(),
+    )
+    .await;
+    assert!(
+        run.stdout.contains("session store: memory"),
+        "{}",
+        run.stdout
+    );
+    let run = node::run_with_env(
+        &["check"],
+        site.path(),
+        &[
+            ("SESSIONAUTH_CONFIG", config),
+            ("SESSIONAUTH_STORE", "memory"),
+        ],
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("session store: memory"),
+        "{}",
+        run.stdout
+    );
+    std::fs::create_dir(site.path().join("empty")).unwrap();
+    let run = sessionauth(
+        &["check", "--config", config, "--certs", "empty"],
+        site.path(),
+    )
+    .await;
+    let line = error_line(&run);
+    assert!(line.contains("empty/server.pem"), "{line}");
+    let run = sessionauth(
+        &["check", "--config", config, "--listen", "nowhere"],
+        site.path(),
+    )
+    .await;
+    assert!(!run.status.success());
+    assert!(run.stderr.contains("--listen"), "{}", run.stderr);
+}
+
+/// `--listen [::1]:0` serves on the IPv6 loopback. A machine without `::1` fails this test with
+/// a message that says so, rather than passing it.
+#[tokio::test]
+async fn listens_on_ipv6_loopback() {
+    if let Err(e) = std::net::TcpListener::bind("[::1]:0") {
+        panic!("this machine has no IPv6 loopback (::1): {e}; the IPv6 test cannot run here");
+    }
+    let site = Site::new(BACKEND);
+    let config = write_config(&site, &Options::default(), 0);
+    let serving = Node::start_with(&config, &["--listen", "[::1]:0"], &[]).await;
+    assert!(
+        serving.addr.is_ipv6() && serving.addr.ip().is_loopback(),
+        "{}",
+        serving.addr
+    );
+    let bot = site.pki().client("bot.user");
+    let resp = request_at(
+        serving.addr,
+        site.pki().ca.cert_pem(),
+        Some(&bot),
+        Req::post(AUTH),
+    )
+    .await;
+    resp.assert_status(StatusCode::OK);
+    assert!(serving.terminate().await.success());
 }

@@ -152,6 +152,7 @@ async fn metrics_listen_serves_plain_http() {
     let scrape = parse(&metrics.text());
     assert_eq!(value(&scrape, "sessionauth_build_info", &[]), 1.0);
     get("/health").await.assert_status(StatusCode::OK);
+    get("/health/ready").await.assert_status(StatusCode::OK);
     get(AUTH).await.assert_error(StatusCode::NOT_FOUND);
     node.kill().await;
 }

@@ -468,6 +468,22 @@ async fn concurrent_inserts_all_land(store: Arc<dyn Backend>) {
     );
 }
 
+/// The readiness probe succeeds on a working store, concurrently too, and leaves no session
+/// behind; the store serves as before.
+async fn probe_succeeds_and_stores_no_session(store: Arc<dyn Backend>) {
+    store.probe().await.unwrap();
+    let (a, b) = tokio::join!(store.probe(), store.probe());
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(store.count().await.unwrap(), 0);
+    let now = SystemClock.now();
+    let (key, s) = new_session(user(1001), now, HOUR);
+    store.insert(key, s).await.unwrap();
+    store.probe().await.unwrap();
+    assert!(store.get(&key, now).await.unwrap().is_some());
+    assert_eq!(store.count().await.unwrap(), 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The backends
 // ---------------------------------------------------------------------------------------------
@@ -543,7 +559,21 @@ conformance!(
     concurrent_inserts_all_land,
     cap_evicts_the_oldest_of_the_same_owner,
     cap_evicts_an_app_session_with_what_it_minted,
+    probe_succeeds_and_stores_no_session,
 );
+
+/// The embedded store's probe fails once the store is closed (its writer gone), as writes do.
+#[tokio::test]
+async fn embedded_probe_fails_once_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("data")).unwrap();
+    store.probe().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.probe().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
 
 /// The embedded store keeps sessions (and removals) and the server's notes across a close and
 /// reopen; a note rewritten reads back as its last value.

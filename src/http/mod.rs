@@ -7,7 +7,8 @@
 //! | `obo.rs` | on-behalf-of rules shared by the certificate and RSA paths |
 //! | `extension.rs` | extension apps (circle of trust) and the pod certificate |
 //! | `idm.rs` | `/login/idm`: short-lived access tokens and their JWKS |
-//! | `pod.rs` | `/pod`: session info; `/health` |
+//! | `pod.rs` | `/pod`: session info |
+//! | `health.rs` | `/health/live` (and `/health`), `/health/ready`: liveness, and readiness with a cached store probe |
 //! | `admin.rs` | `/pod/v1/users/…/sessions`, `/pod/v1/apps/…/sessions`: session administration |
 //! | `sessions.rs` | the `sessionToken` header, and calls into the session lifecycle |
 //! | `access.rs` | the access log: one line per request, fields escaped |
@@ -20,6 +21,7 @@ mod admin;
 mod certauth;
 pub mod error;
 mod extension;
+mod health;
 mod idm;
 pub mod json;
 mod login;
@@ -68,6 +70,8 @@ pub struct Api {
     body_read_timeout: Duration,
     signing: Arc<SigningKeys>,
     throttle: throttle::LoginThrottle,
+    /// The readiness probe's last result.
+    readiness: health::Readiness,
 }
 
 impl std::fmt::Debug for Api {
@@ -92,7 +96,8 @@ pub struct ConnInfo {
 /// The resolved route: which handler, with its path parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Route {
-    Health,
+    Live,
+    Ready,
     Metrics,
     RsaAuthenticate(TokenFamily),
     RsaAppAuthenticate,
@@ -119,7 +124,8 @@ impl Route {
     /// The route family, for the metrics: a fixed, small set of label values.
     fn family(&self) -> &'static str {
         match self {
-            Self::Health => "health",
+            Self::Live => "health",
+            Self::Ready => "ready",
             Self::Metrics => "metrics",
             Self::RsaAuthenticate(_) => "rsa_login",
             Self::RsaAppAuthenticate => "rsa_app_login",
@@ -195,6 +201,7 @@ impl Api {
                 limits.failed_logins_per_ip,
                 limits.failed_logins_per_identity,
             ),
+            readiness: health::Readiness::default(),
         }
     }
 
@@ -285,12 +292,14 @@ impl Api {
     pub(crate) async fn handle_plain<B>(&self, req: &Request<B>) -> Reply {
         let started = Instant::now();
         let (family, result) = match route(req.method(), req.uri().path()) {
-            Ok(Route::Health) => ("health", Ok(pod::health())),
+            Ok(Route::Live) => ("health", Ok(health::live())),
+            Ok(Route::Ready) => ("ready", Ok(health::ready_of(self).await)),
             Ok(Route::Metrics) => ("metrics", metrics_reply()),
             _ => (
                 "unknown",
                 Err(ApiError::NotFound(
-                    "This listener serves /metrics and /health only".into(),
+                    "This listener serves /metrics and /health, /health/live, /health/ready only"
+                        .into(),
                 )),
             ),
         };
@@ -352,7 +361,8 @@ impl Api {
 
     async fn route_to(&self, route: Route, ctx: &Ctx<'_>) -> Result<Reply, ApiError> {
         match route {
-            Route::Health => Ok(pod::health()),
+            Route::Live => Ok(health::live()),
+            Route::Ready => Ok(health::ready(ctx).await),
             Route::Metrics => metrics_reply(),
             Route::RsaAuthenticate(family) => login::authenticate(ctx, family).await,
             Route::RsaAppAuthenticate => login::app_authenticate(ctx).await,
@@ -419,7 +429,8 @@ fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     const POST: &str = "POST";
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let (allow, route) = match segments.as_slice() {
-        ["health"] => (GET, Route::Health),
+        ["health"] | ["health", "live"] => (GET, Route::Live),
+        ["health", "ready"] => (GET, Route::Ready),
         ["metrics"] => (GET, Route::Metrics),
         ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
         ["relay", "pubkey", "authenticate"] => {

@@ -1,14 +1,7 @@
-//! The pod API: `GET /pod/v2/sessioninfo`; and `GET /health`, the cheapest route.
-
-use serde_json::json;
+//! The pod API: `GET /pod/v2/sessioninfo`.
 
 use super::json::{self, Reply};
 use super::{sessions, ApiError, Ctx};
-
-/// `GET /health`: `{"status":"UP"}`. No authentication, no store access.
-pub(super) fn health() -> Reply {
-    json::ok(&json!({ "status": "UP" }))
-}
 
 /// `GET /pod/v2/sessioninfo`: the `UserV2` of the session's user (for an on-behalf-of session,
 /// the user it acts for). Key-manager tokens are not session tokens (401); an app's own session

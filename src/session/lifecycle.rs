@@ -281,6 +281,11 @@ impl Sessions {
         first_error.map_or(Ok(count), Err)
     }
 
+    /// Whether the store answers and takes a write now ([`SessionStore::probe`]).
+    pub async fn probe_store(&self) -> Result<(), StoreError> {
+        self.store.probe().await
+    }
+
     /// The directory roster last recorded with [`Sessions::record_roster`] in this store:
     /// what a new directory is compared with, so that what changed while no server ran (or on
     /// another node sharing the store) is ended once. `None` when there is none, or it cannot be

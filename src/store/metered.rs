@@ -79,6 +79,10 @@ impl SessionStore for Metered {
         timed("write_note", self.0.write_note(name, value)).await
     }
 
+    async fn probe(&self) -> Result<(), StoreError> {
+        timed("probe", self.0.probe()).await
+    }
+
     async fn failed(&self) -> String {
         self.0.failed().await
     }

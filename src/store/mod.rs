@@ -81,6 +81,15 @@ pub enum OpenError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Another process (or another open store in this one) has the database open.
+    #[error(
+        "the session database {path} is locked: another sessionauth has it open; stop that one, \
+         or give this one a data directory of its own (--data-dir)"
+    )]
+    Locked {
+        /// The database folder.
+        path: PathBuf,
+    },
     /// The database file was written by an incompatible version.
     #[error("the session database {path} has layout version {found}; this build reads {expected}")]
     Layout {
@@ -209,6 +218,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// completes.
     async fn failed(&self) -> String {
         std::future::pending().await
+    }
+
+    /// Whether the store answers and takes a write now, for the readiness probe
+    /// (`GET /health/ready`): cheap enough to run every second, and failing when requests that
+    /// write would fail. Backends that cannot fail keep this default.
+    async fn probe(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// Finishes what is queued and releases the backend (the embedded store lets its engine's

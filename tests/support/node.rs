@@ -1,7 +1,9 @@
 //! The built `sessionauth` binary: [`run`] to completion, or [`Node::start`] serving (then
 //! SIGTERMed or SIGKILLed). A node listens where its configuration says, usually
 //! `127.0.0.1:0`; its address is read from the line it logs once bound ("sessionauth listening
-//! (https)" with `addr=`), so tests never guess a free port. Every wait is bounded.
+//! (https)" with `addr=`, or `"addr":` in JSON), so tests never guess a free port. Every wait is
+//! bounded. The binary sees none of the `SESSIONAUTH_*` variables of the tests' environment,
+//! only those a test passes.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -26,6 +28,19 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Every environment variable the binary reads: the tests' own environment never reaches it;
+/// a test that means to set one passes it.
+pub const ENV_VARS: [&str; 8] = [
+    "SESSIONAUTH_CONFIG",
+    "SESSIONAUTH_LISTEN",
+    "SESSIONAUTH_DIRECTORY",
+    "SESSIONAUTH_DATA_DIR",
+    "SESSIONAUTH_CERTS",
+    "SESSIONAUTH_STORE",
+    "SESSIONAUTH_LOG",
+    "SESSIONAUTH_LOG_FORMAT",
+];
+
 fn command(args: &[&str], cwd: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sessionauth"));
     cmd.args(args)
@@ -33,14 +48,22 @@ fn command(args: &[&str], cwd: &Path) -> Command {
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .kill_on_drop(true);
+    for var in ENV_VARS {
+        cmd.env_remove(var);
+    }
     cmd
 }
 
 /// Runs `sessionauth <args>` in `cwd` to completion with the default log filter (bounded; the
 /// child is killed when it does not exit).
 pub async fn run(args: &[&str], cwd: &Path) -> Run {
+    run_with_env(args, cwd, &[]).await
+}
+
+/// Runs `sessionauth <args>` in `cwd` to completion with these environment variables set.
+pub async fn run_with_env(args: &[&str], cwd: &Path, env: &[(&str, &str)]) -> Run {
     let mut cmd = command(args, cwd);
-    cmd.env_remove("SESSIONAUTH_LOG");
+    cmd.envs(env.iter().copied());
     let output = tokio::time::timeout(RUN_WAIT, cmd.output())
         .await
         .unwrap_or_else(|_| panic!("sessionauth {args:?} did not exit"))
@@ -64,13 +87,22 @@ impl Node {
     /// Starts `sessionauth serve --config <config>` in the config's folder and waits (bounded)
     /// for its "listening" line. The access log and session events are left out of its log.
     pub async fn start(config: &Path) -> Self {
+        Self::start_with(config, &[], &[]).await
+    }
+
+    /// Starts `sessionauth serve --config <config> <args>` in the config's folder with these
+    /// environment variables (`SESSIONAUTH_LOG` defaults to leaving the access log and session
+    /// events out) and waits (bounded) for its "listening" line, in text or JSON.
+    pub async fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         let cwd = config.parent().unwrap_or_else(|| Path::new("."));
         let mut child = command(&["serve", "--config"], cwd)
             .arg(config)
+            .args(args)
             .env(
                 "SESSIONAUTH_LOG",
                 "info,sessionauth::access=warn,sessionauth::session=warn",
             )
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -140,7 +172,12 @@ impl Node {
     }
 }
 
+/// The `addr` field of the "listening" line: `addr=…` in text, `"addr":"…"` in JSON.
 fn parse_addr(line: &str) -> Option<SocketAddr> {
+    if let Some(at) = line.find("\"addr\":\"") {
+        let rest = &line[at + "\"addr\":\"".len()..];
+        return rest[..rest.find('"')?].parse().ok();
+    }
     let at = line.find("addr=")? + "addr=".len();
     line[at..].split_whitespace().next()?.parse().ok()
 }

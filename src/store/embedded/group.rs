@@ -7,7 +7,7 @@ use fjall::{Database, PersistMode, Readable as _, Snapshot};
 
 use super::layout::{
     app_prefix, decode, hashes_under, id_key, index_entries, last_expiry_key, owner_prefix,
-    trailing_hash, user_prefix, Index, Space, Spaces,
+    trailing_hash, user_prefix, Index, Space, Spaces, PROBE_KEY,
 };
 use super::{corrupt, storage, Db};
 use crate::clock::Millis;
@@ -407,6 +407,13 @@ impl Group<'_> {
             .collect();
         added.sort_unstable_by_key(|(created, k)| (*created, *k.as_bytes()));
         Ok(added.first().map(|(_, k)| *k))
+    }
+
+    /// Rewrites the readiness probe's key: a write that commits, and syncs, with the group.
+    pub(super) fn probe(&mut self) {
+        // Two probes may share a group: the commit then keeps one write of the key.
+        self.rewrites = true;
+        self.put(Space::Meta, PROBE_KEY.to_vec(), Vec::new());
     }
 
     fn put(&mut self, space: Space, key: Vec<u8>, value: Vec<u8>) {

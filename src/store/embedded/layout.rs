@@ -38,6 +38,7 @@ pub(super) enum Space {
     ByCredential,
     ByOwner,
     OwnerCount,
+    Meta,
 }
 
 /// Which index an entry belongs to.
@@ -99,6 +100,7 @@ impl Spaces {
             Space::ByCredential => &self.by_credential,
             Space::ByOwner => &self.by_owner,
             Space::OwnerCount => &self.owner_count,
+            Space::Meta => &self.meta,
         }
     }
 }
@@ -118,6 +120,9 @@ impl Index {
 }
 
 /// The `meta` key of the server's note `name`.
+/// The `meta` key the readiness probe rewrites.
+pub(super) const PROBE_KEY: &[u8] = b"probe";
+
 pub(super) fn note_key(name: &str) -> Vec<u8> {
     [b"note:".as_slice(), name.as_bytes()].concat()
 }

@@ -90,7 +90,7 @@
 //! | `by_credential` | credential id (32 bytes) ‖ token hash | empty |
 //! | `by_owner` | owner (kind letter ‖ user id and/or length-prefixed app id) ‖ creation in epoch ms (8 bytes) ‖ token hash | empty |
 //! | `owner_count` | owner | how many sessions the owner has stored (8 bytes, big-endian): the per-principal cap reads it instead of counting |
-//! | `meta` | `layout`; `note:<name>` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON) |
+//! | `meta` | `layout`; `note:<name>`; `probe` | [`LAYOUT_VERSION`] (4 bytes); a note the server keeps beside the sessions (`applied-directory`: the directory last applied, JSON); empty, rewritten by the readiness probe |
 //!
 //! The indexes make the administrative operations prefix reads, and let the purge take expired
 //! sessions from the front of `by_expiry` in small batches that share commits with requests.
@@ -192,7 +192,12 @@ impl EmbeddedStore {
             // restart replays stays short.
             .max_journaling_size(JOURNAL_BYTES)
             .open()
-            .map_err(db_error)?;
+            .map_err(|e| match e {
+                fjall::Error::Locked => OpenError::Locked {
+                    path: folder.clone(),
+                },
+                e => db_error(e),
+            })?;
         let spaces = match Spaces::open(&database).map_err(db_error)? {
             Opened::Current(spaces) => spaces,
             Opened::Other(found) => {
@@ -391,6 +396,17 @@ impl SessionStore for EmbeddedStore {
 
     async fn failed(&self) -> String {
         self.writer.failed().await
+    }
+
+    /// A one-key write through the writer's queue, committed and synced like a session: fails
+    /// when the writer has stopped, the database is poisoned by a failed fsync, or the disk is
+    /// full.
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.write(|g| {
+            g.probe();
+            Ok(())
+        })
+        .await
     }
 
     async fn close(&self) {

@@ -384,6 +384,11 @@ impl SessionStore for PostgresStore {
             .transpose()
     }
 
+    /// A write of the probe note: fails when the database is unreachable or refuses writes.
+    async fn probe(&self) -> Result<(), StoreError> {
+        self.write_note("probe", Vec::new()).await
+    }
+
     async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
         self.query(&self.sql.write_note, &[&name, &value])
             .await

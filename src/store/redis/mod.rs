@@ -13,6 +13,7 @@
 //! | `P n:<name>` | string | a note the server keeps beside the sessions (`applied-directory`: the directory last applied, for revocation) |
 //! | `P c:<credential hex>` | set | token hashes of the sessions minted with a certificate or RSA key: revoking it ends them |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
+//! | `P probe` | string | `1`, written by the readiness probe, expiring after 60 s |
 //!
 //! The header lets the scripts find a session's index entries without decoding its JSON.
 //!
@@ -369,6 +370,23 @@ impl SessionStore for RedisStore {
             ::redis::cmd("SET")
                 .arg(key)
                 .arg(value)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// `PING`, then a one-key write that expires by itself (`<prefix>probe`, 60 s): fails when
+    /// Redis is unreachable, and when it takes no writes (a replica, a full `maxmemory` with
+    /// `noeviction`).
+    async fn probe(&self) -> Result<(), StoreError> {
+        let mut conn = self.connection()?;
+        let _: String = bounded(::redis::cmd("PING").query_async(&mut conn)).await?;
+        bounded(
+            ::redis::cmd("SET")
+                .arg(format!("{}probe", self.prefix))
+                .arg("1")
+                .arg("PX")
+                .arg(60_000)
                 .query_async(&mut conn),
         )
         .await
