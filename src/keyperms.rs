@@ -61,13 +61,14 @@ fn folder(path: &Path) -> PathBuf {
 }
 
 fn holds_private_key(path: &Path) -> bool {
-    crate::files::read_capped(path, SNIFF_BYTES * 64).is_ok_and(|bytes| {
-        let head = &bytes[..bytes
-            .len()
-            .min(usize::try_from(SNIFF_BYTES).unwrap_or(usize::MAX))];
-        head.windows(b"PRIVATE KEY-----".len())
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(SNIFF_BYTES).read_to_end(&mut head))
+        .is_ok()
+        && head
+            .windows(b"PRIVATE KEY-----".len())
             .any(|w| w == b"PRIVATE KEY-----")
-    })
 }
 
 #[cfg(unix)]
