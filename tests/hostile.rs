@@ -18,7 +18,15 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
-/// These limits do not depend on the store: the embedded one, the server's default.
+// The login throttle and the sessionToken header rule answer at the HTTP level: on every store.
+route_tests!(
+    failed_logins_are_throttled_per_address,
+    failed_logins_are_throttled_per_identity,
+    failed_rsa_logins_are_throttled_by_claimed_subject,
+    a_duplicated_session_token_header_is_400,
+);
+
+/// The connection limits do not depend on the store: the embedded one, the server's default.
 const BACKEND: Backend = Backend::Embedded;
 
 /// The address the flooding clients come from.
@@ -200,10 +208,9 @@ async fn idle_sockets_do_not_take_the_connection_pool() {
 /// After `failed_logins_per_ip` failures, an address's further failures are 429 with
 /// `Retry-After` and a JSON body; a principal that authenticates from the same address is not
 /// slowed; another address is unaffected.
-#[tokio::test]
-async fn failed_logins_are_throttled_per_address() {
+async fn failed_logins_are_throttled_per_address(backend: Backend) {
     let server = TestServer::start_with(
-        BACKEND,
+        backend,
         Options::default()
             .limit("failed_logins_per_ip = 3")
             .limit("failed_logins_per_identity = 0"),
@@ -241,10 +248,9 @@ async fn failed_logins_are_throttled_per_address() {
 }
 
 /// Failures claiming one identity are throttled from every address; another identity is not.
-#[tokio::test]
-async fn failed_logins_are_throttled_per_identity() {
+async fn failed_logins_are_throttled_per_identity(backend: Backend) {
     let server = TestServer::start_with(
-        BACKEND,
+        backend,
         Options::default()
             .limit("failed_logins_per_ip = 0")
             .limit("failed_logins_per_identity = 2"),
@@ -272,10 +278,9 @@ async fn failed_logins_are_throttled_per_identity() {
 }
 
 /// RSA logins with a bad signature are charged to the subject they claim.
-#[tokio::test]
-async fn failed_rsa_logins_are_throttled_by_claimed_subject() {
+async fn failed_rsa_logins_are_throttled_by_claimed_subject(backend: Backend) {
     let server = TestServer::start_with(
-        BACKEND,
+        backend,
         Options::rsa()
             .limit("failed_logins_per_ip = 0")
             .limit("failed_logins_per_identity = 2"),
@@ -295,9 +300,8 @@ async fn failed_rsa_logins_are_throttled_by_claimed_subject() {
 }
 
 /// Two `sessionToken` headers are a 400, on every endpoint that reads one.
-#[tokio::test]
-async fn a_duplicated_session_token_header_is_400() {
-    let server = TestServer::start(BACKEND).await;
+async fn a_duplicated_session_token_header_is_400(backend: Backend) {
+    let server = TestServer::start(backend).await;
     let bot = server.pki.client("bot.user");
     let token = server.session_token(&bot).await;
     for req in [
@@ -312,8 +316,12 @@ async fn a_duplicated_session_token_header_is_400() {
         let message = resp.assert_error(StatusCode::BAD_REQUEST);
         assert!(message.contains("sessionToken"), "{path}: {message}");
     }
-    // Nothing was logged out by the refused logout.
+    // Nothing was logged out by the refused logout, and one header is served.
     server.assert_live(&token).await;
+    server
+        .request(Some(&bot), Req::get(SESSIONINFO).token(&token))
+        .await
+        .assert_status(StatusCode::OK);
 }
 
 /// A directory path that points at an endless file fails at the size cap, with a clear error,
