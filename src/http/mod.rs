@@ -422,66 +422,195 @@ fn log_refusal(e: &ApiError, conn: &ConnInfo, trace_id: &str, path: &str) {
     }
 }
 
-/// Maps method and path to a route: 404 for an unknown path, 405 for a known path with the wrong
-/// method.
+/// One row of the routing table: a method, a path pattern (`{name}` segments are parameters,
+/// any other segment must match exactly), and what makes the [`Route`] from the parameters (in
+/// order of appearance). The table is the router: `docs/openapi.json` is checked against it.
+struct RouteDef {
+    method: &'static str,
+    pattern: &'static str,
+    make: fn(&[&str]) -> Result<Route, ApiError>,
+}
+
+const GET: &str = "GET";
+const POST: &str = "POST";
+
+/// Every route sessionauth serves.
+const ROUTES: &[RouteDef] = &[
+    RouteDef {
+        method: GET,
+        pattern: "/health",
+        make: |_| Ok(Route::Live),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/health/live",
+        make: |_| Ok(Route::Live),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/health/ready",
+        make: |_| Ok(Route::Ready),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/metrics",
+        make: |_| Ok(Route::Metrics),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/pubkey/authenticate",
+        make: |_| Ok(Route::RsaAuthenticate(TokenFamily::Session)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/relay/pubkey/authenticate",
+        make: |_| Ok(Route::RsaAuthenticate(TokenFamily::KeyManager)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/pubkey/app/authenticate",
+        make: |_| Ok(Route::RsaAppAuthenticate),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/pubkey/app/user/{userId}/authenticate",
+        make: |p| Ok(Route::RsaOboByUserId(p[0].to_owned())),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/pubkey/app/username/{username}/authenticate",
+        make: |p| Ok(Route::RsaOboByUsername(percent_decode(p[0])?)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/authenticate/extensionApp",
+        make: |_| Ok(Route::CertExtensionApp),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/v1/pubkey/app/authenticate/extensionApp",
+        make: |_| Ok(Route::RsaExtensionApp),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/sessionauth/v1/app/pod/certificate",
+        make: |_| Ok(Route::PodCertificate),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/pod/v1/podcert",
+        make: |_| Ok(Route::PodCertificate),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/login/idm/tokens",
+        make: |_| Ok(Route::AccessToken),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/login/idm/keys",
+        make: |_| Ok(Route::Jwks),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/authenticate",
+        make: |_| Ok(Route::Authenticate(TokenFamily::Session)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/session/authenticate",
+        make: |_| Ok(Route::Authenticate(TokenFamily::Session)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/keyauth/v1/authenticate",
+        make: |_| Ok(Route::Authenticate(TokenFamily::KeyManager)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/app/authenticate",
+        make: |_| Ok(Route::AppAuthenticate),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/app/user/{uid}/authenticate",
+        make: |p| Ok(Route::OboByUserId(p[0].to_owned())),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/app/username/{username}/authenticate",
+        make: |p| Ok(Route::OboByUsername(percent_decode(p[0])?)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/sessionauth/v1/logout",
+        make: |_| Ok(Route::Logout(TokenFamily::Session)),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/keyauth/v1/logout",
+        make: |_| Ok(Route::Logout(TokenFamily::KeyManager)),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/pod/v2/sessioninfo",
+        make: |_| Ok(Route::SessionInfo),
+    },
+    RouteDef {
+        method: GET,
+        pattern: "/pod/v1/users/{uid}/sessions",
+        make: |p| Ok(Route::ListUserSessions(p[0].to_owned())),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/pod/v1/users/{uid}/sessions/logout",
+        make: |p| Ok(Route::LogoutUser(p[0].to_owned())),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/pod/v1/users/{uid}/sessions/{sessionId}/logout",
+        make: |p| Ok(Route::LogoutUserSession(p[0].to_owned(), p[1].to_owned())),
+    },
+    RouteDef {
+        method: POST,
+        pattern: "/pod/v1/apps/{appId}/sessions/logout",
+        make: |p| Ok(Route::LogoutApp(percent_decode(p[0])?)),
+    },
+];
+
+/// Whether a pattern segment is a `{parameter}`.
+fn is_param(segment: &str) -> bool {
+    segment.starts_with('{') && segment.ends_with('}')
+}
+
+/// Resolves a request to its route: 404 for an unknown path, 405 (with `Allow`) for a known
+/// path with another method.
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
-    const GET: &str = "GET";
-    const POST: &str = "POST";
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
-    let (allow, route) = match segments.as_slice() {
-        ["health"] | ["health", "live"] => (GET, Route::Live),
-        ["health", "ready"] => (GET, Route::Ready),
-        ["metrics"] => (GET, Route::Metrics),
-        ["login", "pubkey", "authenticate"] => (POST, Route::RsaAuthenticate(TokenFamily::Session)),
-        ["relay", "pubkey", "authenticate"] => {
-            (POST, Route::RsaAuthenticate(TokenFamily::KeyManager))
+    let mut params: Vec<&str> = Vec::with_capacity(2);
+    for def in ROUTES {
+        params.clear();
+        let mut pattern = def.pattern[1..].split('/');
+        let mut matched = true;
+        for segment in &segments {
+            match pattern.next() {
+                Some(p) if is_param(p) => params.push(segment),
+                Some(p) if p == *segment => {}
+                _ => {
+                    matched = false;
+                    break;
+                }
+            }
         }
-        ["login", "pubkey", "app", "authenticate"] => (POST, Route::RsaAppAuthenticate),
-        ["login", "pubkey", "app", "user", uid, "authenticate"] => {
-            (POST, Route::RsaOboByUserId((*uid).to_owned()))
+        if !matched || pattern.next().is_some() {
+            continue;
         }
-        ["login", "pubkey", "app", "username", name, "authenticate"] => {
-            (POST, Route::RsaOboByUsername(percent_decode(name)?))
+        if method.as_str() != def.method {
+            return Err(ApiError::MethodNotAllowed { allow: def.method });
         }
-        ["sessionauth", "v1", "authenticate", "extensionApp"] => (POST, Route::CertExtensionApp),
-        ["login", "v1", "pubkey", "app", "authenticate", "extensionApp"] => {
-            (POST, Route::RsaExtensionApp)
-        }
-        ["sessionauth", "v1", "app", "pod", "certificate"] | ["pod", "v1", "podcert"] => {
-            (GET, Route::PodCertificate)
-        }
-        ["login", "idm", "tokens"] => (POST, Route::AccessToken),
-        ["login", "idm", "keys"] => (GET, Route::Jwks),
-        ["sessionauth", "v1", "authenticate"] | ["session", "authenticate"] => {
-            (POST, Route::Authenticate(TokenFamily::Session))
-        }
-        ["keyauth", "v1", "authenticate"] => (POST, Route::Authenticate(TokenFamily::KeyManager)),
-        ["sessionauth", "v1", "app", "authenticate"] => (POST, Route::AppAuthenticate),
-        ["sessionauth", "v1", "app", "user", uid, "authenticate"] => {
-            (POST, Route::OboByUserId((*uid).to_owned()))
-        }
-        ["sessionauth", "v1", "app", "username", name, "authenticate"] => {
-            (POST, Route::OboByUsername(percent_decode(name)?))
-        }
-        ["sessionauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::Session)),
-        ["keyauth", "v1", "logout"] => (POST, Route::Logout(TokenFamily::KeyManager)),
-        ["pod", "v2", "sessioninfo"] => (GET, Route::SessionInfo),
-        ["pod", "v1", "users", uid, "sessions"] => (GET, Route::ListUserSessions((*uid).into())),
-        ["pod", "v1", "users", uid, "sessions", "logout"] => {
-            (POST, Route::LogoutUser((*uid).into()))
-        }
-        ["pod", "v1", "users", uid, "sessions", sid, "logout"] => {
-            (POST, Route::LogoutUserSession((*uid).into(), (*sid).into()))
-        }
-        ["pod", "v1", "apps", app, "sessions", "logout"] => {
-            (POST, Route::LogoutApp(percent_decode(app)?))
-        }
-        _ => return Err(ApiError::NotFound(format!("No such endpoint: {path}"))),
-    };
-    if method.as_str() != allow {
-        return Err(ApiError::MethodNotAllowed { allow });
+        return (def.make)(&params);
     }
-    Ok(route)
+    Err(ApiError::NotFound(format!("No such endpoint: {path}")))
 }
 
 /// What the fuzz targets drive of the HTTP layer: routing and path decoding of `path`, and the
@@ -534,6 +663,84 @@ fn trace_id(headers: &HeaderMap) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `docs/openapi.json` is a valid OpenAPI 3.1 document of the router: every routed method and
+    /// path is in it, every one in it is routed, with its path parameters declared, and each
+    /// pattern is reached by its own row (no row shadows another).
+    #[test]
+    fn openapi_document_matches_the_router() {
+        let text = include_str!("../../docs/openapi.json");
+        let spec =
+            oas3::from_json(text).expect("docs/openapi.json is a valid OpenAPI 3.1 document");
+        assert_eq!(spec.info.version, env!("CARGO_PKG_VERSION"));
+        let doc: serde_json::Value = serde_json::from_str(text).unwrap();
+        let methods = [
+            "get", "put", "post", "delete", "patch", "head", "options", "trace",
+        ];
+        let mut documented = std::collections::BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                if !methods.contains(&method.as_str()) {
+                    continue;
+                }
+                documented.insert((method.to_uppercase(), path.clone()));
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "path")
+                    .map(|p| p["name"].as_str().unwrap())
+                    .collect();
+                let in_path: Vec<&str> = path[1..]
+                    .split('/')
+                    .filter(|s| is_param(s))
+                    .map(|s| &s[1..s.len() - 1])
+                    .collect();
+                assert_eq!(declared, in_path, "{method} {path}: path parameters");
+            }
+        }
+        let routed: std::collections::BTreeSet<_> = ROUTES
+            .iter()
+            .map(|def| (def.method.to_owned(), def.pattern.to_owned()))
+            .collect();
+        let missing: Vec<_> = routed.difference(&documented).collect();
+        let unrouted: Vec<_> = documented.difference(&routed).collect();
+        assert!(
+            missing.is_empty(),
+            "routed but not in docs/openapi.json: {missing:?}"
+        );
+        assert!(
+            unrouted.is_empty(),
+            "in docs/openapi.json but not routed: {unrouted:?}"
+        );
+        assert_eq!(
+            routed.len(),
+            ROUTES.len(),
+            "a method and pattern routed twice"
+        );
+
+        for def in ROUTES {
+            let path = def
+                .pattern
+                .split('/')
+                .map(|s| if is_param(s) { "1001" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let own = (def.make)(&["1001", "1001"]).unwrap();
+            let method = Method::from_bytes(def.method.as_bytes()).unwrap();
+            assert_eq!(route(&method, &path).unwrap(), own, "{path}");
+            let other = if method == Method::GET {
+                Method::POST
+            } else {
+                Method::GET
+            };
+            assert_eq!(
+                route(&other, &path).unwrap_err().status(),
+                hyper::StatusCode::METHOD_NOT_ALLOWED,
+                "{other} {path}"
+            );
+        }
+    }
 
     /// Known paths route; unknown paths are 404; wrong methods are 405.
     #[test]
