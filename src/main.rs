@@ -101,6 +101,19 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `sessionauth completions bash > /etc/bash_completion.d/sessionauth`.
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) to stdout, or with --dir write sessionauth.1 and one page per
+    /// subcommand (sessionauth-serve.1, ...) into DIR.
+    Man {
+        /// The folder to write the pages into (made if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +180,12 @@ fn main() -> ExitCode {
             .and_then(sessionauth::check::run)
             .map(|report| print!("{report}")),
         Command::Certs { command } => certs(command),
+        Command::Completions { shell } => {
+            let mut cli = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cli, "sessionauth", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +197,20 @@ fn main() -> ExitCode {
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The man pages, generated from the command line's own definition.
+fn man(dir: Option<&Path>) -> Result<(), BoxError> {
+    let cli = <Cli as clap::CommandFactory>::command();
+    match dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(cli, dir)?;
+            println!("man pages written to {}", absolute(dir).display());
+        }
+        None => clap_mangen::Man::new(cli).render(&mut std::io::stdout())?,
+    }
+    Ok(())
+}
 
 fn serve(args: ConfigArgs) -> Result<(), BoxError> {
     let prepared = Prepared::new(args.load()?)?;
