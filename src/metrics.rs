@@ -47,6 +47,7 @@ struct Metrics {
     refusals: Family<Labels2, Counter>,
     created: Family<Labels1, Counter>,
     ended: Family<Labels2, Counter>,
+    live: Family<Labels1, Gauge>,
     handshake_failures: Family<Labels1, Counter>,
     connections_refused: Family<Labels1, Counter>,
     store_ops: HistogramFamily<Labels1>,
@@ -91,6 +92,12 @@ impl Metrics {
             "Sessions ended, per kind and reason",
             ended.clone(),
         );
+        let live = Family::default();
+        registry.register(
+            "sessions_live",
+            "Sessions the store holds, per kind (counted every few seconds, for every node)",
+            live.clone(),
+        );
         let handshake_failures = Family::default();
         registry.register(
             "tls_handshake_failures",
@@ -127,6 +134,7 @@ impl Metrics {
             refusals,
             created,
             ended,
+            live,
             handshake_failures,
             connections_refused,
             store_ops,
@@ -215,6 +223,17 @@ pub(crate) fn session_ended(kind: &'static str, reason: &'static str) {
         m.ended
             .get_or_create(&[("kind", kind), ("reason", reason)])
             .inc();
+    }
+}
+
+/// The sessions the store holds, per kind.
+pub(crate) fn sessions_live(counts: &crate::store::KindCounts) {
+    if let Some(m) = on() {
+        for (kind, n) in counts.labelled() {
+            m.live
+                .get_or_create(&[("kind", kind)])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
 

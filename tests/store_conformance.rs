@@ -19,8 +19,8 @@ use sessionauth::clock::{Clock, Millis, SystemClock};
 use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
-    Census, EmbeddedStore, MemoryStore, PostgresStore, PostgresUrl, RedisStore, RedisUrl, Selector,
-    SessionStore, StoreError, TablePrefix,
+    Census, EmbeddedStore, KindCounts, MemoryStore, PostgresStore, PostgresUrl, RedisStore,
+    RedisUrl, Selector, SessionStore, StoreError, TablePrefix,
 };
 
 use sessionauth::token::{SessionToken, TokenHash};
@@ -108,6 +108,61 @@ async fn expiry_and_purge(store: Arc<dyn Backend>) {
     assert_eq!(sizes, [2, 2, 1]);
     assert_eq!(store.count().await.unwrap(), 1);
     assert_eq!(store.get(&long_key, later).await.unwrap(), Some(long));
+}
+
+/// The per-kind counts follow inserts, removals, the cascade, the cap's evictions and the
+/// purge, and refused inserts leave them as they were.
+async fn live_by_kind_follows_every_write(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let counts = |session, key_manager, app, obo| KindCounts {
+        session,
+        key_manager,
+        app,
+        obo,
+    };
+    assert_eq!(store.live_by_kind(now).await.unwrap(), counts(0, 0, 0, 0));
+    let mut users = Vec::new();
+    for _ in 0..2 {
+        let (k, s) = new_session(user(1001), now, HOUR);
+        store.insert(k, s.clone()).await.unwrap();
+        users.push((k, s));
+    }
+    // A duplicate is refused and not counted.
+    assert!(store.insert(users[0].0, users[0].1.clone()).await.is_err());
+    let (km_key, km) = new_session(
+        SessionKind::KeyManager {
+            user: user_id(1001),
+        },
+        now,
+        HOUR,
+    );
+    store.insert(km_key, km).await.unwrap();
+    let (app_key, app_session) = new_session(app("demo-app"), now, HOUR);
+    store.insert(app_key, app_session.clone()).await.unwrap();
+    for uid in [2001, 2002] {
+        let (k, s) = new_session(obo_of("demo-app", uid, app_session.id), now, HOUR);
+        store.insert(k, s).await.unwrap();
+    }
+    assert_eq!(store.live_by_kind(now).await.unwrap(), counts(2, 1, 1, 2));
+
+    assert_eq!(store.remove(&app_key, now).await.unwrap().len(), 3);
+    assert_eq!(store.live_by_kind(now).await.unwrap(), counts(2, 1, 0, 0));
+    assert_eq!(store.remove(&users[0].0, now).await.unwrap().len(), 1);
+    assert_eq!(store.live_by_kind(now).await.unwrap(), counts(1, 1, 0, 0));
+
+    // The cap evicts one of the user's sessions for the new one: still one.
+    let (k, s) = new_session(user(1001), now, HOUR);
+    assert_eq!(store.insert_capped(k, s, 1).await.unwrap().len(), 1);
+    assert_eq!(store.live_by_kind(now).await.unwrap(), counts(1, 1, 0, 0));
+
+    // Purged sessions leave the counts.
+    for _ in 0..3 {
+        let (k, s) = new_session(user(1003), now, Duration::from_secs(1));
+        store.insert(k, s).await.unwrap();
+    }
+    let later = now.saturating_add(Duration::from_secs(2));
+    assert_eq!(store.purge_expired(later, 10).await.unwrap().ended.len(), 3);
+    assert_eq!(store.live_by_kind(later).await.unwrap(), counts(1, 1, 0, 0));
 }
 
 /// A session is removed once: the second removal finds nothing, and so does a read.
@@ -560,6 +615,7 @@ conformance!(
     cap_evicts_the_oldest_of_the_same_owner,
     cap_evicts_an_app_session_with_what_it_minted,
     probe_succeeds_and_stores_no_session,
+    live_by_kind_follows_every_write,
 );
 
 /// The embedded store's probe fails once the store is closed (its writer gone), as writes do.

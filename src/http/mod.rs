@@ -55,6 +55,11 @@ use crate::signing::SigningKeys;
 
 /// The header clients put their session token in.
 pub const SESSION_TOKEN_HEADER: &str = "sessiontoken";
+/// How long a count of the store's live sessions serves `/metrics` scrapes.
+const LIVE_COUNT_TTL: Duration = Duration::from_secs(1);
+/// How long a scrape waits for the store to count its sessions.
+const LIVE_COUNT_WAIT: Duration = Duration::from_secs(1);
+
 /// The header clients put their trace id in.
 pub const TRACE_ID_HEADER: &str = "x-trace-id";
 
@@ -72,6 +77,8 @@ pub struct Api {
     throttle: throttle::LoginThrottle,
     /// The readiness probe's last result.
     readiness: health::Readiness,
+    /// When the store's live sessions were last counted for `/metrics`.
+    live_counted: parking_lot::Mutex<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -202,6 +209,7 @@ impl Api {
                 limits.failed_logins_per_identity,
             ),
             readiness: health::Readiness::default(),
+            live_counted: parking_lot::Mutex::new(None),
         }
     }
 
@@ -242,6 +250,26 @@ impl Api {
             .and_then(|secs| i64::try_from(secs).ok());
         crate::metrics::crl_next_update(next_update);
         self.crls.swap(crls)
+    }
+
+    /// Updates the live-sessions gauge from the store's counts, at most once per
+    /// [`LIVE_COUNT_TTL`] whatever the number of scrapers, and waiting at most
+    /// [`LIVE_COUNT_WAIT`] for the store (the gauge keeps its last value otherwise).
+    async fn count_live(&self) {
+        {
+            let mut last = self.live_counted.lock();
+            if last.is_some_and(|t| t.elapsed() < LIVE_COUNT_TTL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match tokio::time::timeout(LIVE_COUNT_WAIT, self.sessions.live_by_kind()).await {
+            Ok(Ok(counts)) => crate::metrics::sessions_live(&counts),
+            Ok(Err(e)) => tracing::debug!(error = %e, "live sessions not counted"),
+            Err(_) => {
+                tracing::debug!("live sessions not counted: the store did not answer in time")
+            }
+        }
     }
 
     /// Whether the current CRLs revoke the certificate with this issuer and serial.
@@ -294,7 +322,7 @@ impl Api {
         let (family, result) = match route(req.method(), req.uri().path()) {
             Ok(Route::Live) => ("health", Ok(health::live())),
             Ok(Route::Ready) => ("ready", Ok(health::ready_of(self).await)),
-            Ok(Route::Metrics) => ("metrics", metrics_reply()),
+            Ok(Route::Metrics) => ("metrics", metrics_reply(self).await),
             _ => (
                 "unknown",
                 Err(ApiError::NotFound(
@@ -363,7 +391,7 @@ impl Api {
         match route {
             Route::Live => Ok(health::live()),
             Route::Ready => Ok(health::ready(ctx).await),
-            Route::Metrics => metrics_reply(),
+            Route::Metrics => metrics_reply(ctx.api).await,
             Route::RsaAuthenticate(family) => login::authenticate(ctx, family).await,
             Route::RsaAppAuthenticate => login::app_authenticate(ctx).await,
             Route::RsaOboByUserId(uid) => login::obo_by_user_id(ctx, &uid).await,
@@ -388,12 +416,13 @@ impl Api {
 }
 
 /// `GET /metrics`: the Prometheus metrics (404 with `metrics = false`).
-pub(crate) fn metrics_reply() -> Result<Reply, ApiError> {
+pub(crate) async fn metrics_reply(api: &Api) -> Result<Reply, ApiError> {
     if !crate::metrics::enabled() {
         return Err(ApiError::NotFound(
             "Metrics are turned off (metrics = false)".into(),
         ));
     }
+    api.count_live().await;
     let mut reply = hyper::Response::new(http_body_util::Full::new(Bytes::from(
         crate::metrics::render(),
     )));

@@ -281,6 +281,11 @@ impl Sessions {
         first_error.map_or(Ok(count), Err)
     }
 
+    /// How many sessions the store holds per kind ([`SessionStore::live_by_kind`]).
+    pub async fn live_by_kind(&self) -> Result<crate::store::KindCounts, StoreError> {
+        self.store.live_by_kind(self.now()).await
+    }
+
     /// Whether the store answers and takes a write now ([`SessionStore::probe`]).
     pub async fn probe_store(&self) -> Result<(), StoreError> {
         self.store.probe().await

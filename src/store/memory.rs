@@ -10,7 +10,7 @@ use std::hash::Hash;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Census, Owner, Purged, Selector, SessionStore, StoreError};
+use super::{Census, KindCounts, Owner, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{CredentialId, Session, SessionId, SessionKind};
@@ -111,6 +111,10 @@ impl SessionStore for MemoryStore {
         Ok(if belongs { inner.remove(&key) } else { None })
     }
 
+    async fn live_by_kind(&self, _now: Millis) -> Result<KindCounts, StoreError> {
+        Ok(self.inner.lock().kinds)
+    }
+
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         let mut inner = self.inner.lock();
         // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
@@ -148,6 +152,8 @@ struct Inner {
     by_expiry: BTreeSet<(Millis, [u8; 32])>,
     /// Each owner's sessions, oldest first: what the per-principal cap evicts.
     by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>>,
+    /// How many sessions of each kind are stored.
+    kinds: KindCounts,
 }
 
 impl Inner {
@@ -180,6 +186,7 @@ impl Inner {
             .entry(Owner::of(&session.kind))
             .or_default()
             .insert((session.created, *key.as_bytes()));
+        self.kinds.add(KindCounts::tag_of(&session.kind), 1);
         self.sessions.insert(key, session);
         Ok(())
     }
@@ -187,6 +194,7 @@ impl Inner {
     /// Removes a session and its index entries, expired or not; returns it.
     fn remove(&mut self, key: &TokenHash) -> Option<Session> {
         let session = self.sessions.remove(key)?;
+        self.kinds.sub(KindCounts::tag_of(&session.kind), 1);
         if let Some(user) = session.kind.user() {
             unindex(&mut self.by_user, &user, key);
         }

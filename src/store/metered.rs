@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 
-use super::{Purged, Selector, SessionStore, StoreError};
+use super::{KindCounts, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::UserId;
 use crate::session::{Session, SessionId};
@@ -69,6 +69,10 @@ impl SessionStore for Metered {
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         timed("purge_expired", self.0.purge_expired(now, limit)).await
+    }
+
+    async fn live_by_kind(&self, now: Millis) -> Result<KindCounts, StoreError> {
+        timed("live_by_kind", self.0.live_by_kind(now)).await
     }
 
     async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

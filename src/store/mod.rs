@@ -227,10 +227,82 @@ pub trait SessionStore: Send + Sync + 'static {
         Ok(())
     }
 
+    /// How many sessions the store holds, per kind, for the `sessionauth_sessions_live` gauge.
+    /// Cheap: read from counts the backend keeps as it writes (or, for PostgreSQL, one
+    /// aggregate query), never a scan of the sessions, so the server can ask every few
+    /// seconds. Counts what is stored: a session that has expired counts until the purge
+    /// removes it (PostgreSQL's query counts only live ones).
+    async fn live_by_kind(&self, now: Millis) -> Result<KindCounts, StoreError>;
+
     /// Finishes what is queued and releases the backend (the embedded store lets its engine's
     /// flushes finish and closes its files); later calls fail with `Unavailable`. The server
     /// awaits it at shutdown. Backends with nothing to release keep this default.
     async fn close(&self) {}
+}
+
+/// Sessions per kind, as [`SessionStore::live_by_kind`] counts them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KindCounts {
+    /// A service user's own sessions.
+    pub session: u64,
+    /// Key-manager tokens.
+    pub key_manager: u64,
+    /// Apps' own sessions.
+    pub app: u64,
+    /// On-behalf-of sessions.
+    pub obo: u64,
+}
+
+impl KindCounts {
+    /// Adds `n` to the kind of one-letter tag `tag` (`u`, `k`, `a`, `o`, the tags the backends
+    /// store); other tags are ignored.
+    pub fn add(&mut self, tag: u8, n: u64) {
+        match tag {
+            b'u' => self.session += n,
+            b'k' => self.key_manager += n,
+            b'a' => self.app += n,
+            b'o' => self.obo += n,
+            _ => {}
+        }
+    }
+
+    /// Takes `n` from the kind of tag `tag`, never below zero.
+    pub fn sub(&mut self, tag: u8, n: u64) {
+        let slot = match tag {
+            b'u' => &mut self.session,
+            b'k' => &mut self.key_manager,
+            b'a' => &mut self.app,
+            b'o' => &mut self.obo,
+            _ => return,
+        };
+        *slot = slot.saturating_sub(n);
+    }
+
+    /// The one-letter tag of a session kind.
+    pub fn tag_of(kind: &crate::session::SessionKind) -> u8 {
+        use crate::session::SessionKind;
+        match kind {
+            SessionKind::User { .. } => b'u',
+            SessionKind::KeyManager { .. } => b'k',
+            SessionKind::App { .. } => b'a',
+            SessionKind::OnBehalfOf { .. } => b'o',
+        }
+    }
+
+    /// Each kind with its label (the labels of `sessionauth_sessions_created_total`).
+    pub fn labelled(&self) -> [(&'static str, u64); 4] {
+        [
+            ("session", self.session),
+            ("key_manager", self.key_manager),
+            ("app", self.app),
+            ("obo", self.obo),
+        ]
+    }
+
+    /// All kinds together.
+    pub fn total(&self) -> u64 {
+        self.session + self.key_manager + self.app + self.obo
+    }
 }
 
 /// Whose a session is, for the per-principal cap: a user's own sessions, its key-manager

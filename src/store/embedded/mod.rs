@@ -117,7 +117,7 @@ use fjall::{Database, PersistMode, Readable as _};
 use self::group::{Group, Insertion};
 use self::layout::{decode, encode, hashes_under, user_prefix, Opened, Spaces};
 use self::writer::{queued, Writer};
-use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
+use super::{Census, KindCounts, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::UserId;
 use crate::session::{Session, SessionId};
@@ -323,6 +323,23 @@ impl SessionStore for EmbeddedStore {
                 .transpose()
         })?;
         Ok(found.filter(|s| !s.is_expired(now)))
+    }
+
+    async fn live_by_kind(&self, _now: Millis) -> Result<KindCounts, StoreError> {
+        // The per-owner counts the cap keeps, summed by their kind byte: one entry per owner,
+        // not per session.
+        self.read_blocking(|db| {
+            let mut counts = KindCounts::default();
+            for entry in db.database.snapshot().iter(&db.spaces.owner_count) {
+                let (owner, n) = entry.into_inner().map_err(storage)?;
+                let n = <[u8; 8]>::try_from(&*n).map_or(0, u64::from_be_bytes);
+                if let Some(tag) = owner.first() {
+                    counts.add(*tag, n);
+                }
+            }
+            Ok(counts)
+        })
+        .await
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {

@@ -60,7 +60,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::{Census, OpenError, Owner, Purged, Selector, SessionStore, StoreError};
+use super::{Census, KindCounts, OpenError, Owner, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId, SessionKind};
@@ -318,6 +318,20 @@ impl SessionStore for PostgresStore {
             .await
     }
 
+    async fn live_by_kind(&self, now: Millis) -> Result<KindCounts, StoreError> {
+        let rows = self.query(&self.sql.live_by_kind, &[&millis(now)]).await?;
+        let mut counts = KindCounts::default();
+        for row in &rows {
+            let kind: &str = row.try_get(0).map_err(pg_error)?;
+            let n: i64 = row.try_get(1).map_err(pg_error)?;
+            counts.add(
+                kind.as_bytes().first().copied().unwrap_or(0),
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+        Ok(counts)
+    }
+
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
         let rows = self
             .query(&self.sql.list_user, &[&user.0, &millis(now)])
@@ -433,6 +447,7 @@ struct Sql {
     remove_by_id: String,
     purge: String,
     count: String,
+    live_by_kind: String,
     read_note: String,
     write_note: String,
 }
@@ -519,6 +534,9 @@ impl Sql {
                  ) RETURNING record"
             ),
             count: format!("SELECT count(*) FROM {s}"),
+            live_by_kind: format!(
+                "SELECT kind, count(*) FROM {s} WHERE expires > $1 GROUP BY kind"
+            ),
             read_note: format!("SELECT value FROM {p}notes WHERE name = $1"),
             write_note: format!(
                 "INSERT INTO {p}notes (name, value) VALUES ($1, $2)

@@ -12,6 +12,7 @@
 //! | `P o:<kind>:<user id>:<app id>` | sorted set | token hashes of one owner's sessions (a user's own, its key-manager tokens, an app's own, an app's for one user) by creation time: what the per-principal cap evicts |
 //! | `P n:<name>` | string | a note the server keeps beside the sessions (`applied-directory`: the directory last applied, for revocation) |
 //! | `P c:<credential hex>` | set | token hashes of the sessions minted with a certificate or RSA key: revoking it ends them |
+//! | `P k` | hash | how many sessions of each kind (`u`, `k`, `a`, `o`) are stored, kept by the scripts that add and remove them: the `sessionauth_sessions_live` gauge |
 //! | `P x` | sorted set | token hashes scored by expiry (ms): what the purge sweeps |
 //! | `P probe` | string | `1`, written by the readiness probe, expiring after 60 s |
 //!
@@ -50,7 +51,7 @@ use ::redis::{Client, RedisError, Script};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
-use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
+use super::{Census, KindCounts, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
 use crate::session::{Session, SessionId, SessionKind};
@@ -88,6 +89,7 @@ local function unindex(h, v)
   end
   redis.call('ZREM', p .. 'o:' .. kind .. ':' .. user .. ':' .. (app or ''), h)
   redis.call('DEL', p .. 'i:' .. id)
+  if redis.call('HINCRBY', p .. 'k', kind, -1) < 0 then redis.call('HSET', p .. 'k', kind, 0) end
   return id, kind
 end
 local function drop_read(h, v, now, out)
@@ -145,6 +147,7 @@ if ARGV[8] ~= '' then index(p .. 'a:' .. ARGV[8]) end
 if ARGV[9] ~= '' then index(p .. 'p:' .. ARGV[9]) end
 for c in string.gmatch(ARGV[10], '%x+') do index(p .. 'c:' .. c) end
 redis.call('ZADD', p .. 'x', ARGV[4], h)
+redis.call('HINCRBY', p .. 'k', string.sub(ARGV[11], 1, 1), 1)
 local owner = p .. 'o:' .. ARGV[11]
 redis.call('ZADD', owner, ARGV[12], h)
 keep_alive(owner)
@@ -461,6 +464,21 @@ impl SessionStore for RedisStore {
             .arg(now.as_epoch_millis());
         let values: Vec<Vec<u8>> = self.invoke(&invocation).await?;
         decode_all(&values)
+    }
+
+    async fn live_by_kind(&self, _now: Millis) -> Result<KindCounts, StoreError> {
+        let mut conn = self.connection()?;
+        let mut cmd = ::redis::cmd("HGETALL");
+        cmd.arg(format!("{}k", self.prefix));
+        let fields: Vec<(String, i64)> = bounded(cmd.query_async(&mut conn)).await?;
+        let mut counts = KindCounts::default();
+        for (kind, n) in fields {
+            counts.add(
+                kind.as_bytes().first().copied().unwrap_or(0),
+                u64::try_from(n).unwrap_or(0),
+            );
+        }
+        Ok(counts)
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
