@@ -68,7 +68,7 @@ PORT_OFF=$PORT
 # The servers differ as meant: one serves /metrics, the other answers 404.
 C="$WORK/certs"
 TLS=(--cacert "$C/ca.pem" --cert "$C/bot.user.pem" --key "$C/bot.user-key.pem")
-curl -sf "${TLS[@]}" "https://localhost:$PORT_ON/metrics" | grep -q '^sessionauth_requests' ||
+curl -sf "${TLS[@]}" "https://localhost:$PORT_ON/metrics" | grep -q '^sessionauth_build_info' ||
   { echo "the metrics-on server serves no metrics" >&2; exit 1; }
 [[ $(curl -s -o /dev/null -w '%{http_code}' "${TLS[@]}" "https://localhost:$PORT_OFF/metrics") == 404 ]] ||
   { echo "the metrics-off server serves metrics" >&2; exit 1; }

@@ -345,7 +345,7 @@ pub async fn run(
                 let mut stream = stream;
                 if speaks_plain_http(&stream).await? {
                     answer_plain_http(&mut stream).await;
-                    return Err(std::io::Error::other(PLAIN_HTTP));
+                    return Err(std::io::Error::other(PlainHttp));
                 }
                 let tls = acceptor.accept(stream).await?;
                 let slot = connections
@@ -452,7 +452,9 @@ async fn serve_plain(listener: TcpListener, api: Arc<Api>) {
 }
 
 /// The error a plain-HTTP client's connection ends with (after its 400).
-const PLAIN_HTTP: &str = "plain HTTP on the HTTPS port";
+#[derive(Debug, thiserror::Error)]
+#[error("plain HTTP on the HTTPS port")]
+struct PlainHttp;
 
 /// Whether the client's first byte says plain HTTP (a request line starts with a letter; a TLS
 /// record with 0x16). Waits for that byte.
@@ -494,7 +496,7 @@ async fn answer_plain_http(stream: &mut TcpStream) {
 /// The stable reason code of a failed TLS handshake, for the log.
 fn handshake_failure(e: &std::io::Error) -> &'static str {
     use rustls::{CertificateError, Error};
-    if e.to_string() == PLAIN_HTTP {
+    if e.get_ref().is_some_and(|inner| inner.is::<PlainHttp>()) {
         return "plain_http";
     }
     let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
