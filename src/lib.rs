@@ -15,7 +15,7 @@
 //! | the trust the server runs on (directory, CRLs, TLS) and its reload on SIGHUP | [`trust`] |
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
-//! | the dev PKI generator: CA, file writing, dev RSA key pairs | [`pki`] |
+//! | the dev PKI generator: CA, file writing, PKCS#12 keystores, dev RSA key pairs | [`pki`] |
 //! | registered RSA public keys and their signature checks | [`rsakey`] |
 //! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |

@@ -386,6 +386,7 @@ fn init_files() -> Vec<(String, bool)> {
         ("ca-key.pem".to_owned(), true),
         ("server.pem".to_owned(), false),
         ("server-key.pem".to_owned(), true),
+        ("truststore.p12".to_owned(), false),
     ];
     for name in [
         "bot.user",
@@ -398,6 +399,7 @@ fn init_files() -> Vec<(String, bool)> {
         files.push((format!("{name}.pem"), false));
         files.push((format!("{name}-key.pem"), true));
         files.push((format!("{name}.bundle.pem"), true));
+        files.push((format!("{name}.p12"), true));
     }
     files
 }
