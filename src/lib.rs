@@ -21,6 +21,7 @@
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | what `sessionauth certs issue` advises: the directory entry, reload, first authenticate | [`onboarding`] |
 //! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |
 //!
@@ -50,6 +51,7 @@ pub mod jwt;
 pub mod keyperms;
 pub mod logging;
 pub mod metrics;
+pub mod onboarding;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

@@ -128,6 +128,17 @@ impl P12Args {
     }
 }
 
+/// Where `certs issue` finds the directory the server reads, as `serve` finds it.
+#[derive(Args)]
+struct DirectoryArgs {
+    /// The server's TOML configuration file, whose `directory` is checked for the CN.
+    #[arg(long, env = "SESSIONAUTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The directory file of users and apps (replaces the configuration's `directory`).
+    #[arg(long, env = "SESSIONAUTH_DIRECTORY", value_name = "FILE")]
+    directory: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum CertsCommand {
     /// Make (or complete) the dev PKI: CA (and truststore.p12), server certificate, and a client
@@ -156,7 +167,8 @@ enum CertsCommand {
         #[arg(long, default_value_t = sessionauth::pki::DEFAULT_DEV_BITS)]
         bits: usize,
     },
-    /// Issue a client certificate from the dev CA (PEM, bundle and PKCS#12 keystore).
+    /// Issue a client certificate from the dev CA (PEM, bundle and PKCS#12 keystore), say
+    /// whether the directory knows the CN, and what to do next.
     Issue {
         /// The certificate's CN: a service user's username or an app's id.
         #[arg(long)]
@@ -169,6 +181,8 @@ enum CertsCommand {
         dir: PathBuf,
         #[command(flatten)]
         p12: P12Args,
+        #[command(flatten)]
+        directory: DirectoryArgs,
     },
 }
 
@@ -307,14 +321,39 @@ fn certs(command: CertsCommand) -> Result<(), BoxError> {
         CertsCommand::Rsa { name, dir, bits } => {
             print_report(&sessionauth::pki::make_pair(&dir, &name, bits)?);
         }
-        CertsCommand::Issue { cn, days, dir, p12 } => {
+        CertsCommand::Issue {
+            cn,
+            days,
+            dir,
+            p12,
+            directory,
+        } => {
             let password = p12.password()?;
             let report = sessionauth::pki::issue(&dir, &cn, days, &password)?;
             print_report(&report);
-            println!(
-                "password of the PKCS#12 keystores (.p12) just written: {}",
-                shown_password(&password)
-            );
+            let overrides = Overrides {
+                directory: directory.directory,
+                ..Overrides::default()
+            };
+            let advice = match Config::load(directory.config.as_deref(), &overrides) {
+                Ok(config) => {
+                    let shown = password
+                        .is_default()
+                        .then_some(sessionauth::pki::DEFAULT_P12_PASSWORD);
+                    sessionauth::onboarding::after_issue(&config, &cn, &dir, shown)
+                }
+                Err(e) => sessionauth::onboarding::Advice {
+                    warning: Some(format!(
+                        "cannot check {cn:?} against the directory: {}",
+                        sessionauth::chain::Chain(&e)
+                    )),
+                    steps: String::new(),
+                },
+            };
+            print!("{}", advice.steps);
+            if let Some(warning) = advice.warning {
+                eprintln!("warning: {warning}");
+            }
         }
     }
     Ok(())

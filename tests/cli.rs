@@ -852,3 +852,133 @@ async fn listens_on_ipv6_loopback() {
     resp.assert_status(StatusCode::OK);
     assert!(serving.terminate().await.success());
 }
+
+// --- onboarding: certs issue's warning and next steps, check's fixes ---------------------------
+
+/// The lines of a run's stderr that are warnings.
+fn warning_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("warning:")).collect()
+}
+
+/// `certs issue` for a CN the server's directory does not have succeeds, warns on stderr in one
+/// line (saying when no directory is configured), and walks through the next steps on stdout:
+/// the directory entry, the reload, the first authenticate with the files just written. A CN the
+/// directory has as an active service user draws no warning and nothing to add; a NORMAL user
+/// is warned about.
+#[tokio::test]
+async fn certs_issue_warns_about_a_cn_the_directory_lacks_and_shows_the_next_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let certs = std::fs::canonicalize(tmp.path().join("certs")).unwrap();
+
+    // No directory configured: the embedded sample, which has no newbot.
+    let run = sessionauth(&["certs", "issue", "--cn", "newbot"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let stderr = run.stderr.trim_end();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: \"newbot\" is not in the directory"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no directory is configured"), "{stderr}");
+    for needle in [
+        "Next steps:",
+        "[[user]]",
+        "id = 2004",
+        "username = \"newbot\"",
+        "accountType = \"SYSTEM\"",
+        "[[app]]",
+        "--directory directory.toml",
+        &format!(
+            "curl --cacert {c}/ca.pem --cert {c}/newbot.pem --key {c}/newbot-key.pem -X POST \
+             https://localhost:8443/sessionauth/v1/authenticate",
+            c = certs.display()
+        ),
+        &format!(
+            "--cert-type P12 --cert {}/newbot.p12:changeit",
+            certs.display()
+        ),
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            run.stdout
+        );
+    }
+
+    // A directory file (given as a flag, or through the configuration) that lacks the CN.
+    std::fs::write(
+        tmp.path().join("dir.toml"),
+        "[[user]]\nid = 7\nusername = \"svc\"\naccountType = \"SYSTEM\"\n\n\
+         [[user]]\nid = 9\nusername = \"human\"\naccountType = \"NORMAL\"\n",
+    )
+    .unwrap();
+    let run = sessionauth(
+        &[
+            "certs",
+            "issue",
+            "--cn",
+            "bot.two",
+            "--directory",
+            "dir.toml",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stderr);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("dir.toml"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("no directory is configured"));
+    for needle in ["id = 10", "username = \"bot.two\"", "kill -HUP <pid>"] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            run.stdout
+        );
+    }
+    std::fs::write(
+        tmp.path().join("sessionauth.toml"),
+        "listen = \"127.0.0.1:9443\"\ndirectory = \"dir.toml\"\n[tls]\ncert = \"certs/server.pem\"\n\
+         key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
+    )
+    .unwrap();
+
+    // The CN is an active service user: no warning, nothing to add, the curl on its port.
+    let run = sessionauth(
+        &[
+            "certs",
+            "issue",
+            "--cn",
+            "svc",
+            "--config",
+            "sessionauth.toml",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stderr.trim(), "", "{}", run.stderr);
+    assert!(run.stdout.contains("nothing to add"), "{}", run.stdout);
+    assert!(run
+        .stdout
+        .contains("https://localhost:9443/sessionauth/v1/authenticate"));
+
+    // A NORMAL user cannot authenticate by certificate: warned, with the fix.
+    let run = node::run_with_env(
+        &["certs", "issue", "--cn", "human"],
+        tmp.path(),
+        &[("SESSIONAUTH_CONFIG", "sessionauth.toml")],
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stderr);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("NORMAL"), "{}", warnings[0]);
+    assert!(
+        run.stdout.contains("accountType = \"SYSTEM\""),
+        "{}",
+        run.stdout
+    );
+}
