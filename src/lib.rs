@@ -20,7 +20,7 @@
 //! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
-//! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | `sessionauth check`: validation and expiry warnings, each with the command that fixes it | [`check`] |
 //! | what `sessionauth certs issue` advises: the directory entry, reload, first authenticate | [`onboarding`] |
 //! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |

@@ -982,3 +982,93 @@ async fn certs_issue_warns_about_a_cn_the_directory_lacks_and_shows_the_next_ste
         run.stdout
     );
 }
+
+/// Every warning `check` prints ends with the command that fixes it, and those commands do fix
+/// them: run in a shell (the ones that need no running server), a second `check` has no
+/// warnings left. The warnings: a key others may read, a directory entry without a certificate
+/// (with and without its key), a certificate expiring within 30 days, a signing key not made
+/// yet.
+#[tokio::test]
+async fn check_prints_the_command_that_fixes_each_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("certs");
+    std::fs::write(
+        tmp.path().join("sessionauth.toml"),
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\n[tls]\ncert = \"certs/server.pem\"\n\
+         key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("bot.user-key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("admin.bot.pem")).unwrap();
+    for suffix in [".pem", "-key.pem", ".bundle.pem", ".p12"] {
+        std::fs::remove_file(dir.join(format!("retired.bot{suffix}"))).unwrap();
+    }
+    let soon = Pki::new()
+        .ca
+        .issue_client("demo-app", Validity::days_from_now(5));
+    std::fs::write(dir.join("demo-app.pem"), &soon.cert_pem).unwrap();
+
+    let check = || sessionauth(&["check", "--config", "sessionauth.toml"], tmp.path());
+    let run = check().await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stdout);
+    for (about, fix) in [
+        ("bot.user-key.pem has mode 644", "chmod 600 "),
+        (
+            "\"admin.bot\" has no certificate",
+            "sessionauth certs init --dir ",
+        ),
+        (
+            "\"retired.bot\" has no certificate",
+            "sessionauth certs init --dir ",
+        ),
+        ("demo-app", "sessionauth certs issue --cn demo-app --dir "),
+        ("signing key", "openssl genpkey"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(about) && w.contains(fix)),
+            "no warning about {about:?} with {fix:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert_eq!(warnings.len(), 5, "{}", run.stdout);
+    // The binary under test is `sessionauth` on the PATH the fixes run with.
+    let bin = Path::new(env!("CARGO_BIN_EXE_sessionauth"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for warning in &warnings {
+        let (_, fix) = warning.split_once("; fix: ").expect("a fix");
+        assert!(!fix.contains("<pid>"), "{fix}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", fix])
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{fix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = check().await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("configuration is valid (0 warnings)"),
+        "{}",
+        run.stdout
+    );
+}
