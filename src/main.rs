@@ -373,7 +373,7 @@ fn shown_password(password: &sessionauth::pki::P12Password) -> String {
     if password.is_default() {
         format!("{:?}", sessionauth::pki::DEFAULT_P12_PASSWORD)
     } else {
-        "given with --p12-password (not shown)".to_owned()
+        "the one given (--p12-password or SESSIONAUTH_P12_PASSWORD; not shown)".to_owned()
     }
 }
 

@@ -120,7 +120,7 @@ fn steps(
     let ca = certs.join(crate::pki::CA_CERT);
     let mut out = String::new();
     let password = p12_password.map_or_else(
-        || "the one given with --p12-password".to_owned(),
+        || "the one given (--p12-password or SESSIONAUTH_P12_PASSWORD)".to_owned(),
         |p| format!("{p:?}"),
     );
     let _ = writeln!(
