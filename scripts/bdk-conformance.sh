@@ -10,7 +10,9 @@
 # - starts the server in the background and waits (bounded) for GET /health;
 # - writes the BDK configurations and runs scripts/bdk_conformance.py (certificate mode), then
 #   scripts/bdk_conformance_rsa.py (RSA mode); both also run the session-administration and
-#   app-logout-cascade checks of scripts/bdk_revocation.py. Exit 1 when either run fails.
+#   app-logout-cascade checks of scripts/bdk_revocation.py. Before them, scripts/p12_check.py
+#   loads the PKCS#12 keystores with cryptography and authenticates with one. Exit 1 when any
+#   of these fails.
 #
 # Environment:
 #   SESSIONAUTH_BIN   the binary to test (default: target/release/sessionauth; never built here)
@@ -111,7 +113,8 @@ WORK="$(mktemp -d "${TMPDIR:-/tmp}/bdk-conformance.XXXXXX")"
     die "sessionauth certs init --dir $WORK/certs"
 }
 for f in ca.pem server.pem bot.user.bundle.pem retired.bot.bundle.pem admin.bot.bundle.pem \
-    demo-app.bundle.pem bot.user-rsa.pem retired.bot-rsa.pem admin.bot-rsa.pem demo-app-rsa.pem; do
+    demo-app.bundle.pem bot.user-rsa.pem retired.bot-rsa.pem admin.bot-rsa.pem demo-app-rsa.pem \
+    bot.user.p12 truststore.p12; do
     [[ -s "$WORK/certs/$f" ]] || die "certs init did not create $f"
 done
 pass "dev PKI in $WORK/certs"
@@ -164,6 +167,16 @@ until health_ok; do
     sleep 0.2
 done
 pass "GET /health answers 200 {\"status\":\"UP\"}"
+
+# ---- the PKCS#12 keystores, as a Python client reads them -------------------------------------
+# cryptography (a BDK dependency, so in the venv) loads bot.user.p12 and truststore.p12, and the
+# key and chain taken out of the keystore authenticate, as a PKCS#12 adapter for requests does.
+echo "---- PKCS#12 keystores (cryptography) ----"
+PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -u "$REPO/scripts/p12_check.py" \
+    --certs "$WORK/certs" --port "$PORT" </dev/null || {
+    fail "the PKCS#12 keystores do not load or authenticate in Python"
+    exit 1
+}
 
 # ---- BDK configurations (the documented shape: host, port, trust store, bot, app) -------------
 write_bdk_config() { # $1 file, $2 bot username

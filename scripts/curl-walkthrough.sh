@@ -138,6 +138,17 @@ expect_status "bot.user gets a second session token (bundle --cert, empty JSON b
 token_from BOT_TOKEN2 token
 check "the two session tokens differ" test "$BOT_TOKEN" != "$BOT_TOKEN2"
 
+# The same bot with its PKCS#12 keystore (certificate, key and CA chain in one file, the Java
+# BDK's `bot.certificate` form), password changeit: curl reads it with --cert-type P12.
+expect_status "bot.user gets a session token with its PKCS#12 keystore (--cert-type P12)" 200 \
+    -j name=sessionToken -j "token~$TOKEN_RE" -- \
+    curl "${CA[@]}" --cert-type P12 --cert "$C/bot.user.p12:changeit" -X POST \
+    "$URL/sessionauth/v1/authenticate"
+token_from P12_TOKEN token
+expect_tls_failure "the keystore with a wrong password is refused (by curl)" -- \
+    curl "${CA[@]}" --cert-type P12 --cert "$C/bot.user.p12:wrong" -X POST \
+    "$URL/sessionauth/v1/authenticate"
+
 # The key manager hands out its own kind of token, under /keyauth.
 expect_status "bot.user gets a key-manager token" 200 \
     -j name=keyManagerToken -j "token~$TOKEN_RE" -- \

@@ -14,12 +14,19 @@
 #   <cn>.pem, <cn>-key.pem, <cn>.bundle.pem
 #                                      a client certificate per CN (a service user's username
 #                                      or an app's id), extendedKeyUsage=clientAuth; the bundle
-#                                      holds certificate and key, for the Symphony BDK
-# Keys are PKCS#8, unencrypted, mode 0600 (umask 077); certificates are 0644. Existing files are
-# never overwritten: run again with more CNs to add clients signed by the same CA.
+#                                      holds certificate and key, for the Symphony Python BDK
+#   <cn>.p12                           PKCS#12 keystore: certificate, key and CA, friendly name
+#                                      the CN (AES-256-CBC, PBKDF2, HMAC-SHA256), for the Java
+#                                      BDK's bot.certificate and the legacy SDKs
+#   truststore.p12                     the CA as a PKCS#12 truststore, for the Java BDK's
+#                                      ssl.trustStore: a trusted-certificate entry made with
+#                                      `openssl pkcs12 -jdktrust` (OpenSSL 3.2+) or else keytool
+# Keys are PKCS#8, unencrypted, mode 0600 (umask 077), as are keystores; certificates are 0644.
+# Existing files are never overwritten: run again with more CNs to add clients signed by the
+# same CA.
 #
 # Environment: PKI_KEY_TYPE=ec (P-256, the default) or rsa (2048 bits); PKI_DAYS (leaf validity,
-# default 365); PKI_CA_DAYS (default 3650).
+# default 365); PKI_CA_DAYS (default 3650); PKI_P12_PASSWORD (the keystores', default changeit).
 #
 # Point sessionauth at it with:
 #   [tls]
@@ -149,6 +156,37 @@ make_pki() {
         info "created $DIR/$cn.pem, $DIR/$cn-key.pem, $DIR/$cn.bundle.pem"
     done
 
+    # A PKCS#12 keystore per CN: the certificate, its key and the CA, named by the CN.
+    local pass="pass:${PKI_P12_PASSWORD:-changeit}" shown=changeit
+    [[ -z "${PKI_P12_PASSWORD:-}" ]] || shown="from PKI_P12_PASSWORD"
+    for cn in "$@"; do
+        if [[ -e "$DIR/$cn.p12" ]]; then
+            info "kept    $DIR/$cn.p12"
+            continue
+        fi
+        run openssl pkcs12 -export -in "$DIR/$cn.pem" -inkey "$DIR/$cn-key.pem" \
+            -certfile "$DIR/ca.pem" -name "$cn" -keypbe AES-256-CBC -certpbe AES-256-CBC \
+            -macalg sha256 -passout "$pass" -out "$DIR/$cn.p12"
+        info "created $DIR/$cn.p12 (password $shown)"
+    done
+    # The truststore: Java takes a certificate without a key as trusted only when it carries
+    # Oracle's trusted-key-usage attribute, which `-jdktrust` (OpenSSL 3.2+) or keytool writes.
+    if [[ -e "$DIR/truststore.p12" ]]; then
+        info "kept    $DIR/truststore.p12"
+    elif openssl pkcs12 -help 2>&1 | grep -q -- -jdktrust; then
+        run openssl pkcs12 -export -nokeys -in "$DIR/ca.pem" -name ca -jdktrust anyExtendedKeyUsage \
+            -certpbe AES-256-CBC -macalg sha256 -passout "$pass" -out "$DIR/truststore.p12"
+        info "created $DIR/truststore.p12 (openssl -jdktrust)"
+    elif command -v keytool >/dev/null 2>&1; then
+        run keytool -importcert -noprompt -storetype PKCS12 -keystore "$DIR/truststore.p12" \
+            -storepass "${PKI_P12_PASSWORD:-changeit}" -alias ca -file "$DIR/ca.pem"
+        info "created $DIR/truststore.p12 (keytool)"
+    else
+        run openssl pkcs12 -export -nokeys -in "$DIR/ca.pem" -name ca \
+            -certpbe AES-256-CBC -macalg sha256 -passout "$pass" -out "$DIR/truststore.p12"
+        info "created $DIR/truststore.p12 (this openssl has no -jdktrust and there is no keytool: Java will not see the CA in it; use ca.pem or keytool)"
+    fi
+
     # Check what was made, with openssl's own verifier and purposes.
     run openssl verify -CAfile "$DIR/ca.pem" -purpose sslserver -verify_hostname localhost "$DIR/server.pem"
     for cn in "$@"; do
@@ -188,12 +226,20 @@ selftest_one() {
     cert_has "$pki/bot.user.pem" 'Authority Key Identifier' "client: authority key identifier"
 
     local f mode bad=""
-    for f in "$pki"/*-key.pem "$pki"/*.bundle.pem; do
+    for f in "$pki"/*-key.pem "$pki"/*.bundle.pem "$pki"/*.p12; do
         mode="$(stat -c %a "$f" 2>/dev/null || stat -f %Lp "$f")"
         [[ "$mode" == 600 ]] || bad+=" $(basename "$f"):$mode"
     done
-    [[ -z "$bad" ]] || fail "keys and bundles are mode 0600" "wrong modes:$bad"
-    pass "keys and bundles are mode 0600"
+    [[ -z "$bad" ]] || fail "keys, bundles and keystores are mode 0600" "wrong modes:$bad"
+    pass "keys, bundles and keystores are mode 0600"
+    openssl pkcs12 -info -in "$pki/bot.user.p12" -passin pass:changeit -noout >/dev/null 2>&1 \
+        || fail "openssl pkcs12 -info reads bot.user.p12 with the password changeit"
+    ! openssl pkcs12 -info -in "$pki/bot.user.p12" -passin pass:wrong -noout >/dev/null 2>&1 \
+        || fail "openssl pkcs12 refuses bot.user.p12 with a wrong password"
+    pass "openssl pkcs12 reads bot.user.p12 with changeit, and not with another password"
+    [[ "$(openssl pkcs12 -in "$pki/truststore.p12" -passin pass:changeit -nokeys 2>/dev/null \
+        | grep -c 'BEGIN CERTIFICATE')" == 1 ]] || fail "truststore.p12 holds the CA"
+    pass "truststore.p12 holds the CA"
 
     # Re-running keeps everything and only adds the new CN.
     local before
@@ -222,6 +268,10 @@ selftest_one() {
     sa_secret "$token"
     expect_status "bot.user authenticates with its bundle PEM" 200 -j name=sessionToken -- \
         curl "${CA[@]}" --cert "$pki/bot.user.bundle.pem" -X POST "$SA_BASE/sessionauth/v1/authenticate"
+    sa_secret "$(json_get "$LAST_BODY" token)"
+    expect_status "bot.user authenticates with its openssl-made PKCS#12 keystore" 200 -j name=sessionToken -- \
+        curl "${CA[@]}" --cert-type P12 --cert "$pki/bot.user.p12:changeit" -X POST \
+        "$SA_BASE/sessionauth/v1/authenticate"
     sa_secret "$(json_get "$LAST_BODY" token)"
     expect_status "sessioninfo names bot.user" 200 -j username=bot.user -- \
         curl "${CA[@]}" -H "sessionToken: $token" "$SA_BASE/pod/v2/sessioninfo"

@@ -1,5 +1,6 @@
 //! `sessionauth check`: the start-up validation without serving, plus warnings about
-//! certificates that expire within 30 days and directory entries with no certificate.
+//! certificates that expire within 30 days and directory entries with no certificate. Every
+//! warning ends with `fix: ` and the command that fixes it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::time::Duration;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::clock::{Clock, Millis, SystemClock};
-use crate::config::{Config, SigningKeySource, StoreConfig};
+use crate::config::{Config, DirectorySource, SigningKeySource, StoreConfig};
 use crate::pki::ClientFiles;
 use crate::server::Prepared;
 
@@ -70,8 +71,11 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
     if let SigningKeySource::Default(path) = &config.signing.key {
         if !path.exists() {
             report.warnings.push(format!(
-                "signing key {} does not exist yet: serve makes it on first start",
-                path.display()
+                "signing key {} does not exist yet: serve makes it on first start, or make it \
+                 now; fix: openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out \
+                 {p} && chmod 600 {p}",
+                path.display(),
+                p = quoted(path)
             ));
             config.signing.key = SigningKeySource::Ephemeral;
         }
@@ -106,6 +110,7 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
     expiry_warnings(
         &config.tls.cert_chain,
         "server certificate",
+        &server_fix(config),
         now,
         &mut report,
     )?;
@@ -113,7 +118,7 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
         report
             .checked
             .push(format!("client CA bundle {}", ca.display()));
-        expiry_warnings(ca, "client CA", now, &mut report)?;
+        expiry_warnings(ca, "client CA", &ca_fix(config, ca), now, &mut report)?;
     }
     // Each CRL: who issued it, until when it is current, how many certificates it revokes.
     for line in prepared.crls().summary() {
@@ -122,7 +127,9 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
     for crl in prepared.crls().stale(now) {
         report.warnings.push(format!(
             "CRL {crl} is past its nextUpdate: with tls.crl_stale = \"deny\" (the default) \
-             certificates of its issuer are refused until a current CRL is loaded"
+             certificates of its issuer are refused until a current CRL is loaded; fix: have \
+             its issuer publish a current CRL (with openssl: openssl ca -batch -config \
+             CA.cnf -gencrl -out FILE), then kill -HUP <pid>"
         ));
     }
     // Client certificates are looked for where the dev PKI puts them: beside the first CA bundle.
@@ -154,12 +161,20 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
             expiry_warnings(
                 &files.cert,
                 &format!("certificate of {name}"),
+                &reissue_fix(&certs_dir, &name, &files),
                 now,
                 &mut report,
             )?;
         } else {
+            // `init` makes what is missing for every directory entry (a certificate for a kept
+            // key too, which `issue` refuses), so the fixes of several entries do not collide.
+            let fix = if has_dev_ca(&certs_dir) {
+                init_command(&certs_dir, config)
+            } else {
+                issue_elsewhere(&certs_dir, &files)
+            };
             report.warnings.push(format!(
-                "directory entry {name:?} has no certificate ({} not found)",
+                "directory entry {name:?} has no certificate ({} not found); fix: {fix}",
                 files.cert.display()
             ));
         }
@@ -167,30 +182,134 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
     Ok(report)
 }
 
+/// Whether `dir` holds the dev CA (its key beside its certificate), which `certs` commands
+/// issue from.
+fn has_dev_ca(dir: &Path) -> bool {
+    dir.join(crate::pki::CA_CERT).exists() && dir.join("ca-key.pem").exists()
+}
+
+/// `sessionauth certs init` for the dev PKI in `dir`, with the configured directory file.
+fn init_command(dir: &Path, config: &Config) -> String {
+    let mut command = format!("sessionauth certs init --dir {}", quoted(dir));
+    if let DirectorySource::File(file) = &config.directory {
+        command.push_str(&format!(" --directory {}", quoted(file)));
+    }
+    command
+}
+
+/// How to replace the server certificate: from the dev CA when it is the dev PKI's, else from
+/// whichever CA issued it.
+fn server_fix(config: &Config) -> String {
+    let cert = &config.tls.cert_chain;
+    let dir = cert.parent().unwrap_or(Path::new("."));
+    if cert
+        .file_name()
+        .is_some_and(|n| n == crate::pki::SERVER_CERT)
+        && has_dev_ca(dir)
+    {
+        // init re-issues a certificate missing beside its kept key.
+        format!(
+            "rm {} && {} && kill -HUP <pid>",
+            quoted(cert),
+            init_command(dir, config)
+        )
+    } else {
+        format!(
+            "renew {} (for the key {}) from the CA that issued it, then kill -HUP <pid>",
+            quoted(cert),
+            quoted(&config.tls.key)
+        )
+    }
+}
+
+/// How to replace a client CA: a new dev PKI (every certificate issued again), or the CA's
+/// operator renews it.
+fn ca_fix(config: &Config, ca: &Path) -> String {
+    let dir = ca.parent().unwrap_or(Path::new("."));
+    if has_dev_ca(dir) {
+        format!(
+            "mv {d} {old} && {init} (a new CA: clients must trust the new ca.pem), then \
+             restart the server",
+            d = quoted(dir),
+            old = quoted(&PathBuf::from(format!("{}.old", dir.display()))),
+            init = init_command(dir, config)
+        )
+    } else {
+        format!(
+            "put the renewed CA certificate in {}, then kill -HUP <pid>",
+            quoted(ca)
+        )
+    }
+}
+
+/// How to give `name` a new certificate in place of an expiring or expired one.
+fn reissue_fix(dir: &Path, name: &str, files: &ClientFiles) -> String {
+    if !has_dev_ca(dir) {
+        return issue_elsewhere(dir, files);
+    }
+    let old: Vec<String> = [&files.cert, &files.key, &files.bundle, &files.p12]
+        .into_iter()
+        .filter(|p| p.exists())
+        .map(|p| quoted(p))
+        .collect();
+    format!(
+        "rm {} && sessionauth certs issue --cn {} --dir {}",
+        old.join(" "),
+        quoted(Path::new(name)),
+        quoted(dir)
+    )
+}
+
+/// The fix for a client certificate when `dir` has no dev CA to issue from.
+fn issue_elsewhere(dir: &Path, files: &ClientFiles) -> String {
+    format!(
+        "issue it from the CA of {} (scripts/openssl-pki.sh shows how with openssl) and write \
+         it to {}",
+        quoted(&dir.join(crate::pki::CA_CERT)),
+        quoted(&files.cert)
+    )
+}
+
+/// `path` as one shell word: as it is when that is safe, else single-quoted.
+fn quoted(path: &Path) -> String {
+    let text = path.display().to_string();
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-@:+=,".contains(&b));
+    if plain {
+        text
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
+
 fn expiry_warnings(
     path: &Path,
     what: &str,
+    fix: &str,
     now: Millis,
     report: &mut CheckReport,
 ) -> Result<(), crate::tls::TlsError> {
     for der in crate::tls::read_certs(path)? {
         let Ok((_, cert)) = X509Certificate::from_der(der.as_ref()) else {
-            report
-                .warnings
-                .push(format!("{what} in {} cannot be parsed", path.display()));
+            report.warnings.push(format!(
+                "{what} in {} cannot be parsed; fix: replace it with a PEM certificate",
+                path.display()
+            ));
             continue;
         };
         let not_after = Millis::from_epoch_secs(cert.validity().not_after.timestamp());
         let subject = cert.subject().to_string();
         if not_after <= now {
             report.warnings.push(format!(
-                "{what} {subject:?} in {} has EXPIRED ({})",
+                "{what} {subject:?} in {} has EXPIRED ({}); fix: {fix}",
                 path.display(),
                 cert.validity().not_after
             ));
         } else if not_after < now.saturating_add(EXPIRY_WARNING) {
             report.warnings.push(format!(
-                "{what} {subject:?} in {} expires within 30 days ({})",
+                "{what} {subject:?} in {} expires within 30 days ({}); fix: {fix}",
                 path.display(),
                 cert.validity().not_after
             ));

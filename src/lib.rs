@@ -15,12 +15,13 @@
 //! | the trust the server runs on (directory, CRLs, TLS) and its reload on SIGHUP | [`trust`] |
 //! | the HTTP layer: routing, one file per API family, errors, JSON | [`http`] |
 //! | the accept loop, connection limits and graceful shutdown | [`server`] |
-//! | the dev PKI generator: CA, file writing, dev RSA key pairs | [`pki`] |
+//! | the dev PKI generator: CA, file writing, PKCS#12 keystores, dev RSA key pairs | [`pki`] |
 //! | registered RSA public keys and their signature checks | [`rsakey`] |
 //! | signed JWTs presented to `/login` and `/relay`: claim rules and signature check | [`jwt`] |
 //! | the server's signing key: access tokens, JWKS, the pod certificate | [`signing`] |
 //! | the clock that session expiry is measured against | [`clock`] |
-//! | `sessionauth check`: validation and expiry warnings | [`check`] |
+//! | `sessionauth check`: validation and expiry warnings, each with the command that fixes it | [`check`] |
+//! | what `sessionauth certs issue` advises: the directory entry, reload, first authenticate | [`onboarding`] |
 //! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |
 //!
@@ -50,6 +51,7 @@ pub mod jwt;
 pub mod keyperms;
 pub mod logging;
 pub mod metrics;
+pub mod onboarding;
 pub mod pki;
 pub mod rsakey;
 pub mod server;

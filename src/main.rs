@@ -116,10 +116,47 @@ enum Command {
     },
 }
 
+/// The password of the dev PKI's PKCS#12 keystores.
+#[derive(Args)]
+struct P12Args {
+    /// The password of the PKCS#12 keystores written (<name>.p12, truststore.p12).
+    /// Default: changeit.
+    #[arg(
+        long = "p12-password",
+        env = "SESSIONAUTH_P12_PASSWORD",
+        value_name = "PASS",
+        hide_env_values = true
+    )]
+    password: Option<String>,
+}
+
+impl P12Args {
+    /// The password given, or the default one.
+    fn password(self) -> Result<sessionauth::pki::P12Password, BoxError> {
+        match self.password {
+            None => Ok(sessionauth::pki::P12Password::default()),
+            Some(p) => sessionauth::pki::P12Password::new(p)
+                .ok_or_else(|| "--p12-password must not be empty".into()),
+        }
+    }
+}
+
+/// Where `certs issue` finds the directory the server reads, as `serve` finds it.
+#[derive(Args)]
+struct DirectoryArgs {
+    /// The server's TOML configuration file, whose `directory` is checked for the CN.
+    #[arg(long, env = "SESSIONAUTH_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The directory file of users and apps (replaces the configuration's `directory`).
+    #[arg(long, env = "SESSIONAUTH_DIRECTORY", value_name = "FILE")]
+    directory: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum CertsCommand {
-    /// Make (or complete) the dev PKI: CA, server certificate, and a client certificate and an
-    /// RSA key pair for every service user and app of the directory. Existing keys are kept.
+    /// Make (or complete) the dev PKI: CA (and truststore.p12), server certificate, and a client
+    /// certificate (PEM, bundle and PKCS#12 keystore) and an RSA key pair for every service user
+    /// and app of the directory. Existing keys and keystores are kept.
     Init {
         /// Where to write the files.
         #[arg(long, default_value = "certs")]
@@ -127,6 +164,8 @@ enum CertsCommand {
         /// The directory file whose principals get certificates (default: the embedded sample).
         #[arg(long)]
         directory: Option<PathBuf>,
+        #[command(flatten)]
+        p12: P12Args,
     },
     /// Make a dev RSA key pair: <name>-rsa.pem (private, PKCS#8, 0600) and <name>-rsa.pub.pem.
     /// Refuses when the private key exists.
@@ -141,7 +180,8 @@ enum CertsCommand {
         #[arg(long, default_value_t = sessionauth::pki::DEFAULT_DEV_BITS)]
         bits: usize,
     },
-    /// Issue a client certificate from the dev CA.
+    /// Issue a client certificate from the dev CA (PEM, bundle and PKCS#12 keystore), say
+    /// whether the directory knows the CN, and what to do next.
     Issue {
         /// The certificate's CN: a service user's username or an app's id.
         #[arg(long)]
@@ -152,6 +192,10 @@ enum CertsCommand {
         /// Where the dev CA is, and where to write the files.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
+        #[command(flatten)]
+        p12: P12Args,
+        #[command(flatten)]
+        directory: DirectoryArgs,
     },
 }
 
@@ -281,27 +325,89 @@ fn absolute(path: &Path) -> PathBuf {
 }
 
 fn certs(command: CertsCommand) -> Result<(), BoxError> {
-    let report = match command {
-        CertsCommand::Init { dir, directory } => {
+    match command {
+        CertsCommand::Init {
+            dir,
+            directory,
+            p12,
+        } => {
+            let password = p12.password()?;
             let directory = match directory {
                 Some(p) => sessionauth::directory::Directory::from_file(&p)?,
                 None => sessionauth::directory::Directory::embedded_sample()?,
             };
             let principals = directory.certificate_principals();
-            let mut report = sessionauth::pki::init(&dir, &principals)?;
+            let mut report = sessionauth::pki::init(&dir, &principals, &password)?;
             sessionauth::pki::init_pairs(&dir, &principals, &mut report)?;
-            report
+            print_report(&report);
+            let keystores = report
+                .created
+                .iter()
+                .any(|p| p.extension().is_some_and(|e| e == "p12"));
+            if keystores {
+                println!(
+                    "password of the PKCS#12 keystores (.p12) just written: {}",
+                    shown_password(&password)
+                );
+            }
         }
-        CertsCommand::Rsa { name, dir, bits } => sessionauth::pki::make_pair(&dir, &name, bits)?,
-        CertsCommand::Issue { cn, days, dir } => sessionauth::pki::issue(&dir, &cn, days)?,
-    };
+        CertsCommand::Rsa { name, dir, bits } => {
+            print_report(&sessionauth::pki::make_pair(&dir, &name, bits)?);
+        }
+        CertsCommand::Issue {
+            cn,
+            days,
+            dir,
+            p12,
+            directory,
+        } => {
+            let password = p12.password()?;
+            let report = sessionauth::pki::issue(&dir, &cn, days, &password)?;
+            print_report(&report);
+            let overrides = Overrides {
+                directory: directory.directory,
+                ..Overrides::default()
+            };
+            let advice = match Config::load(directory.config.as_deref(), &overrides) {
+                Ok(config) => {
+                    let shown = password
+                        .is_default()
+                        .then_some(sessionauth::pki::DEFAULT_P12_PASSWORD);
+                    sessionauth::onboarding::after_issue(&config, &cn, &dir, shown)
+                }
+                Err(e) => sessionauth::onboarding::Advice {
+                    warning: Some(format!(
+                        "cannot check {cn:?} against the directory: {}",
+                        sessionauth::chain::Chain(&e)
+                    )),
+                    steps: String::new(),
+                },
+            };
+            print!("{}", advice.steps);
+            if let Some(warning) = advice.warning {
+                eprintln!("warning: {warning}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_report(report: &sessionauth::pki::Report) {
     for path in &report.created {
         println!("created {}", path.display());
     }
     for path in &report.kept {
         println!("kept    {}", path.display());
     }
-    Ok(())
+}
+
+/// The keystore password as the output states it: the default is shown, a given one is not.
+fn shown_password(password: &sessionauth::pki::P12Password) -> String {
+    if password.is_default() {
+        format!("{:?}", sessionauth::pki::DEFAULT_P12_PASSWORD)
+    } else {
+        "the one given (--p12-password or SESSIONAUTH_P12_PASSWORD; not shown)".to_owned()
+    }
 }
 
 /// Reloads the directory, certificates and CRLs on every SIGHUP (what the reload did, or why it

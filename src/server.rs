@@ -112,7 +112,8 @@ impl Prepared {
                     ..config.clone()
                 })?;
                 let principals = directory.certificate_principals();
-                let mut report = crate::pki::init(dir, &principals)?;
+                let mut report =
+                    crate::pki::init(dir, &principals, &crate::pki::P12Password::default())?;
                 crate::rsakey::init_pairs(dir, &principals, &mut report)?;
                 Some(report)
             }

@@ -386,6 +386,7 @@ fn init_files() -> Vec<(String, bool)> {
         ("ca-key.pem".to_owned(), true),
         ("server.pem".to_owned(), false),
         ("server-key.pem".to_owned(), true),
+        ("truststore.p12".to_owned(), false),
     ];
     for name in [
         "bot.user",
@@ -398,6 +399,7 @@ fn init_files() -> Vec<(String, bool)> {
         files.push((format!("{name}.pem"), false));
         files.push((format!("{name}-key.pem"), true));
         files.push((format!("{name}.bundle.pem"), true));
+        files.push((format!("{name}.p12"), true));
     }
     files
 }
@@ -849,4 +851,224 @@ async fn listens_on_ipv6_loopback() {
     .await;
     resp.assert_status(StatusCode::OK);
     assert!(serving.terminate().await.success());
+}
+
+// --- onboarding: certs issue's warning and next steps, check's fixes ---------------------------
+
+/// The lines of a run's stderr that are warnings.
+fn warning_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| l.starts_with("warning:")).collect()
+}
+
+/// `certs issue` for a CN the server's directory does not have succeeds, warns on stderr in one
+/// line (saying when no directory is configured), and walks through the next steps on stdout:
+/// the directory entry, the reload, the first authenticate with the files just written. A CN the
+/// directory has as an active service user draws no warning and nothing to add; a NORMAL user
+/// is warned about.
+#[tokio::test]
+async fn certs_issue_warns_about_a_cn_the_directory_lacks_and_shows_the_next_steps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let certs = std::fs::canonicalize(tmp.path().join("certs")).unwrap();
+
+    // No directory configured: the embedded sample, which has no newbot.
+    let run = sessionauth(&["certs", "issue", "--cn", "newbot"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let stderr = run.stderr.trim_end();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("warning: \"newbot\" is not in the directory"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no directory is configured"), "{stderr}");
+    for needle in [
+        "Next steps:",
+        "[[user]]",
+        "id = 2004",
+        "username = \"newbot\"",
+        "accountType = \"SYSTEM\"",
+        "[[app]]",
+        "--directory directory.toml",
+        &format!(
+            "curl --cacert {c}/ca.pem --cert {c}/newbot.pem --key {c}/newbot-key.pem -X POST \
+             https://localhost:8443/sessionauth/v1/authenticate",
+            c = certs.display()
+        ),
+        &format!(
+            "--cert-type P12 --cert {}/newbot.p12:changeit",
+            certs.display()
+        ),
+    ] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            run.stdout
+        );
+    }
+
+    // A directory file (given as a flag, or through the configuration) that lacks the CN.
+    std::fs::write(
+        tmp.path().join("dir.toml"),
+        "[[user]]\nid = 7\nusername = \"svc\"\naccountType = \"SYSTEM\"\n\n\
+         [[user]]\nid = 9\nusername = \"human\"\naccountType = \"NORMAL\"\n",
+    )
+    .unwrap();
+    let run = sessionauth(
+        &[
+            "certs",
+            "issue",
+            "--cn",
+            "bot.two",
+            "--directory",
+            "dir.toml",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stderr);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("dir.toml"), "{}", warnings[0]);
+    assert!(!warnings[0].contains("no directory is configured"));
+    for needle in ["id = 10", "username = \"bot.two\"", "kill -HUP <pid>"] {
+        assert!(
+            run.stdout.contains(needle),
+            "{needle:?} not in:\n{}",
+            run.stdout
+        );
+    }
+    std::fs::write(
+        tmp.path().join("sessionauth.toml"),
+        "listen = \"127.0.0.1:9443\"\ndirectory = \"dir.toml\"\n[tls]\ncert = \"certs/server.pem\"\n\
+         key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
+    )
+    .unwrap();
+
+    // The CN is an active service user: no warning, nothing to add, the curl on its port.
+    let run = sessionauth(
+        &[
+            "certs",
+            "issue",
+            "--cn",
+            "svc",
+            "--config",
+            "sessionauth.toml",
+        ],
+        tmp.path(),
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.stderr.trim(), "", "{}", run.stderr);
+    assert!(run.stdout.contains("nothing to add"), "{}", run.stdout);
+    assert!(run
+        .stdout
+        .contains("https://localhost:9443/sessionauth/v1/authenticate"));
+
+    // A NORMAL user cannot authenticate by certificate: warned, with the fix.
+    let run = node::run_with_env(
+        &["certs", "issue", "--cn", "human"],
+        tmp.path(),
+        &[("SESSIONAUTH_CONFIG", "sessionauth.toml")],
+    )
+    .await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stderr);
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("NORMAL"), "{}", warnings[0]);
+    assert!(
+        run.stdout.contains("accountType = \"SYSTEM\""),
+        "{}",
+        run.stdout
+    );
+}
+
+/// Every warning `check` prints ends with the command that fixes it, and those commands do fix
+/// them: run in a shell (the ones that need no running server), a second `check` has no
+/// warnings left. The warnings: a key others may read, a directory entry without a certificate
+/// (with and without its key), a certificate expiring within 30 days, a signing key not made
+/// yet.
+#[tokio::test]
+async fn check_prints_the_command_that_fixes_each_warning() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = sessionauth(&["certs", "init", "--dir", "certs"], tmp.path()).await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let dir = tmp.path().join("certs");
+    std::fs::write(
+        tmp.path().join("sessionauth.toml"),
+        "listen = \"127.0.0.1:0\"\nstore = \"memory\"\n[tls]\ncert = \"certs/server.pem\"\n\
+         key = \"certs/server-key.pem\"\nclient_ca = [\"certs/ca.pem\"]\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        dir.join("bot.user-key.pem"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    std::fs::remove_file(dir.join("admin.bot.pem")).unwrap();
+    for suffix in [".pem", "-key.pem", ".bundle.pem", ".p12"] {
+        std::fs::remove_file(dir.join(format!("retired.bot{suffix}"))).unwrap();
+    }
+    let soon = Pki::new()
+        .ca
+        .issue_client("demo-app", Validity::days_from_now(5));
+    std::fs::write(dir.join("demo-app.pem"), &soon.cert_pem).unwrap();
+
+    let check = || sessionauth(&["check", "--config", "sessionauth.toml"], tmp.path());
+    let run = check().await;
+    assert!(run.status.success(), "{}", run.stderr);
+    let warnings = warning_lines(&run.stdout);
+    for (about, fix) in [
+        ("bot.user-key.pem has mode 644", "chmod 600 "),
+        (
+            "\"admin.bot\" has no certificate",
+            "sessionauth certs init --dir ",
+        ),
+        (
+            "\"retired.bot\" has no certificate",
+            "sessionauth certs init --dir ",
+        ),
+        ("demo-app", "sessionauth certs issue --cn demo-app --dir "),
+        ("signing key", "openssl genpkey"),
+    ] {
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(about) && w.contains(fix)),
+            "no warning about {about:?} with {fix:?}:\n{}",
+            run.stdout
+        );
+    }
+    assert_eq!(warnings.len(), 5, "{}", run.stdout);
+    // The binary under test is `sessionauth` on the PATH the fixes run with.
+    let bin = Path::new(env!("CARGO_BIN_EXE_sessionauth"))
+        .parent()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    for warning in &warnings {
+        let (_, fix) = warning.split_once("; fix: ").expect("a fix");
+        assert!(!fix.contains("<pid>"), "{fix}");
+        let out = std::process::Command::new("sh")
+            .args(["-c", fix])
+            .current_dir(tmp.path())
+            .env("PATH", &path)
+            .output()
+            .expect("sh");
+        assert!(
+            out.status.success(),
+            "{fix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let run = check().await;
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stdout.contains("configuration is valid (0 warnings)"),
+        "{}",
+        run.stdout
+    );
 }

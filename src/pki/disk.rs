@@ -52,6 +52,23 @@ pub(crate) fn create_public_or_read(path: &Path, contents: &str) -> Result<Outco
     create_or_read(path, contents, 0o644)
 }
 
+/// Writes a new binary file (a PKCS#12 keystore): mode 0600 when `secret`, else 0644, never
+/// replacing an existing file (that is [`PkiError::KeyExists`]).
+pub(crate) fn write_new_bytes(path: &Path, contents: &[u8], secret: bool) -> Result<(), PkiError> {
+    if create_bytes(path, contents, secret)? {
+        Ok(())
+    } else {
+        Err(PkiError::KeyExists(path.to_owned()))
+    }
+}
+
+/// Writes a new binary file as [`write_new_bytes`] does; `false` when the file existed already
+/// (it is kept as it is).
+pub(crate) fn create_bytes(path: &Path, contents: &[u8], secret: bool) -> Result<bool, PkiError> {
+    let mode = if secret { 0o600 } else { 0o644 };
+    publish(path, contents, mode).map_err(|e| io(path, e))
+}
+
 /// Creates a folder and its parents, when missing.
 pub(crate) fn create_dir(dir: &Path) -> Result<(), PkiError> {
     fs::create_dir_all(dir).map_err(|source| io(dir, source))
@@ -172,6 +189,17 @@ mod tests {
             Err(PkiError::KeyExists(_))
         ));
         assert_eq!(read(&secret).unwrap(), "s");
+        let (p12, trust) = (dir.path().join("k.p12"), dir.path().join("t.p12"));
+        write_new_bytes(&p12, b"\x30\x00", true).unwrap();
+        assert_eq!(mode(&p12), 0o600);
+        assert!(matches!(
+            write_new_bytes(&p12, b"other", true),
+            Err(PkiError::KeyExists(_))
+        ));
+        assert!(create_bytes(&trust, b"t", false).unwrap());
+        assert!(!create_bytes(&trust, b"other", false).unwrap());
+        assert_eq!(mode(&trust) & 0o600, 0o600);
+        assert_eq!(fs::read(&trust).unwrap(), b"t");
         assert!(matches!(
             read(&dir.path().join("absent")),
             Err(PkiError::Io { .. })
@@ -191,7 +219,7 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name())
             .collect();
-        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
     }
 
     /// Many threads creating one file at once: exactly one creates it, every other reads that

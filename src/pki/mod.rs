@@ -1,10 +1,10 @@
-//! The dev PKI: a CA, a server certificate for `localhost`, client certificates, and RSA key
-//! pairs for the principals of a directory.
+//! The dev PKI: a CA, a server certificate for `localhost`, client certificates (PEM, and
+//! PKCS#12 keystores), and RSA key pairs for the principals of a directory.
 //!
 //! [`Ca`] works in memory (tests use it to make their PKI at run time); [`init`] and [`issue`]
 //! keep the dev PKI in a folder, and [`init_pairs`] and [`make_pair`] the principals' dev RSA key
-//! pairs beside it. Keys are written with mode 0600 and never overwritten: [`init`] completes
-//! what is missing and keeps the rest.
+//! pairs beside it. Keys (and keystores, which hold them) are written with mode 0600 and never
+//! overwritten: [`init`] completes what is missing and keeps the rest.
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +13,11 @@ use rsa::pkcs8::der::zeroize::Zeroizing;
 
 mod ca;
 pub(crate) mod disk;
+mod keystore;
 mod rsa_pairs;
 
 pub use ca::{Ca, Issued, Validity};
+pub use keystore::{P12Password, DEFAULT_P12_PASSWORD};
 pub use rsa_pairs::{init_pairs, make_pair, RsaKeyError, DEFAULT_DEV_BITS};
 pub(crate) use rsa_pairs::{DevKeyPair, KeyPairFiles};
 
@@ -75,13 +77,20 @@ pub enum PkiError {
     TooManyDays(u32),
     /// A name whose files would be another principal's, or the dev PKI's own.
     #[error(
-        "{0:?} cannot get dev PKI files: ca, server and signing name the PKI's own files, and a \
+        "{0:?} cannot get dev PKI files: ca, server, signing and truststore name the PKI's own \
+         files, and a \
          name ending in -key, -rsa, -rsa.pub or .bundle would share another principal's files"
     )]
     ReservedName(String),
     /// The random source failed.
     #[error("the operating system's random source failed")]
     Random,
+    /// A PKCS#12 keystore could not be made.
+    #[error("PKCS#12 keystore")]
+    Keystore(#[from] p12_keystore::error::Error),
+    /// A PEM text that should hold a certificate holds none.
+    #[error("the {0} is not a PEM certificate")]
+    NoPemCertificate(&'static str),
 }
 
 /// What [`init`], [`issue`], [`init_pairs`] or [`make_pair`] did.
@@ -93,16 +102,29 @@ pub struct Report {
     pub kept: Vec<PathBuf>,
 }
 
-/// Makes (or completes) the dev PKI in `dir`: the CA, a server certificate for `localhost`,
-/// `127.0.0.1` and `::1`, and a client certificate with bundle for each of `principals`.
-/// Existing keys are kept; a certificate missing beside an existing key is re-issued for it.
-pub fn init(dir: &Path, principals: &[String]) -> Result<Report, PkiError> {
+/// Makes (or completes) the dev PKI in `dir`: the CA and `truststore.p12`, a server certificate
+/// for `localhost`, `127.0.0.1` and `::1`, and a client certificate with bundle and PKCS#12
+/// keystore (protected by `password`) for each of `principals`. Existing keys and keystores are
+/// kept; a certificate missing beside an existing key is re-issued for it.
+pub fn init(dir: &Path, principals: &[String], password: &P12Password) -> Result<Report, PkiError> {
     let mut report = Report::default();
     for name in principals {
         check_name(name)?;
     }
     disk::create_dir(dir)?;
     let ca = load_or_make_ca(dir, &mut report)?;
+    let truststore = dir.join(keystore::TRUSTSTORE);
+    if truststore.exists()
+        || !disk::create_bytes(
+            &truststore,
+            &keystore::truststore(ca.cert_pem(), password)?,
+            false,
+        )?
+    {
+        report.kept.push(truststore);
+    } else {
+        report.created.push(truststore);
+    }
 
     let (cert, key) = (dir.join(SERVER_CERT), dir.join(SERVER_KEY));
     complete_leaf(&cert, &key, None, &mut report, |k| {
@@ -121,20 +143,51 @@ pub fn init(dir: &Path, principals: &[String]) -> Result<Report, PkiError> {
             &mut report,
             |k| ca.issue_client_for(k, name, Validity::days_from_now(DEFAULT_CLIENT_DAYS)),
         )?;
+        complete_keystore(&files, name, &ca, password, &mut report)?;
     }
     Ok(report)
 }
 
-/// Issues a client certificate for `cn` from the dev CA in `dir`, valid for `days`.
-/// Refuses when a key for `cn` exists already.
-pub fn issue(dir: &Path, cn: &str, days: u32) -> Result<Report, PkiError> {
+/// Writes `<name>.p12` from the certificate and key on disk, unless it exists.
+fn complete_keystore(
+    files: &ClientFiles,
+    name: &str,
+    ca: &Ca,
+    password: &P12Password,
+    report: &mut Report,
+) -> Result<(), PkiError> {
+    if files.p12.exists() {
+        report.kept.push(files.p12.clone());
+        return Ok(());
+    }
+    let p12 = keystore::client_keystore(
+        &disk::read(&files.cert)?,
+        &Zeroizing::new(disk::read(&files.key)?),
+        ca.cert_pem(),
+        name,
+        password,
+    )?;
+    if disk::create_bytes(&files.p12, &p12, true)? {
+        report.created.push(files.p12.clone());
+    } else {
+        report.kept.push(files.p12.clone());
+    }
+    Ok(())
+}
+
+/// Issues a client certificate for `cn` from the dev CA in `dir`, valid for `days`, with its
+/// bundle and its PKCS#12 keystore (protected by `password`). Refuses when a key or keystore
+/// for `cn` exists already.
+pub fn issue(dir: &Path, cn: &str, days: u32, password: &P12Password) -> Result<Report, PkiError> {
     check_name(cn)?;
     if days == 0 {
         return Err(PkiError::ZeroDays);
     }
     let files = ClientFiles::new(dir, cn);
-    if files.key.exists() {
-        return Err(PkiError::KeyExists(files.key));
+    for secret in [&files.key, &files.p12] {
+        if secret.exists() {
+            return Err(PkiError::KeyExists(secret.clone()));
+        }
     }
     let ca = load_ca(dir)?.ok_or_else(|| PkiError::NoCa(dir.to_owned()))?;
     let validity = Validity::checked_days_from_now(days).ok_or(PkiError::TooManyDays(days))?;
@@ -146,6 +199,15 @@ pub fn issue(dir: &Path, cn: &str, days: u32) -> Result<Report, PkiError> {
     report.created.push(files.cert.clone());
     disk::write_secret(&files.bundle, &issued.bundle_pem())?;
     report.created.push(files.bundle);
+    let p12 = keystore::client_keystore(
+        &issued.cert_pem,
+        issued.key_pem(),
+        ca.cert_pem(),
+        cn,
+        password,
+    )?;
+    disk::write_new_bytes(&files.p12, &p12, true)?;
+    report.created.push(files.p12);
     Ok(report)
 }
 
@@ -158,6 +220,8 @@ pub(crate) struct ClientFiles {
     pub(crate) key: PathBuf,
     /// `<name>.bundle.pem`: certificate and key together.
     pub(crate) bundle: PathBuf,
+    /// `<name>.p12`: certificate, key and CA as a PKCS#12 keystore.
+    pub(crate) p12: PathBuf,
 }
 
 impl ClientFiles {
@@ -167,6 +231,7 @@ impl ClientFiles {
             cert: dir.join(format!("{name}.pem")),
             key: dir.join(format!("{name}-key.pem")),
             bundle: dir.join(format!("{name}.bundle.pem")),
+            p12: dir.join(format!("{name}.p12")),
         }
     }
 }
@@ -182,12 +247,13 @@ fn check_name(name: &str) -> Result<(), PkiError> {
     if !ok {
         return Err(PkiError::BadName(name.to_owned()));
     }
-    // A principal's files are <name>.pem, <name>-key.pem, <name>.bundle.pem, <name>-rsa.pem and
-    // <name>-rsa.pub.pem, beside ca(-key).pem, server(-key).pem and signing-key.pem. These rules
+    // A principal's files are <name>.pem, <name>-key.pem, <name>.bundle.pem, <name>.p12,
+    // <name>-rsa.pem and <name>-rsa.pub.pem, beside ca(-key).pem, server(-key).pem,
+    // signing-key.pem and truststore.p12. These rules
     // keep every name's files apart from every other's (a user named `ca` would otherwise be
     // handed the CA's key in its bundle).
     let lower = name.to_ascii_lowercase();
-    let reserved = matches!(lower.as_str(), "ca" | "server" | "signing")
+    let reserved = matches!(lower.as_str(), "ca" | "server" | "signing" | "truststore")
         || RESERVED_SUFFIXES.iter().any(|s| lower.ends_with(s));
     if reserved {
         return Err(PkiError::ReservedName(name.to_owned()));
@@ -329,13 +395,14 @@ mod tests {
     fn init_makes_files_and_never_overwrites_keys() {
         let dir = tempfile::tempdir().unwrap();
         let names = vec!["bot.user".to_string(), "demo-app".to_string()];
-        let first = init(dir.path(), &names).unwrap();
-        assert_eq!(first.created.len(), 2 + 2 + 2 * 3);
+        let first = init(dir.path(), &names, &P12Password::default()).unwrap();
+        assert_eq!(first.created.len(), 2 + 1 + 2 + 2 * 4);
         for f in [
             "ca-key.pem",
             "server-key.pem",
             "bot.user-key.pem",
             "demo-app.bundle.pem",
+            "demo-app.p12",
         ] {
             let mode = std::os::unix::fs::PermissionsExt::mode(
                 &fs::metadata(dir.path().join(f)).unwrap().permissions(),
@@ -344,7 +411,7 @@ mod tests {
         }
         let key_before = fs::read(dir.path().join("bot.user-key.pem")).unwrap();
         fs::remove_file(dir.path().join("bot.user.pem")).unwrap();
-        let second = init(dir.path(), &names).unwrap();
+        let second = init(dir.path(), &names, &P12Password::default()).unwrap();
         assert_eq!(second.created, vec![dir.path().join("bot.user.pem")]);
         assert_eq!(
             fs::read(dir.path().join("bot.user-key.pem")).unwrap(),
@@ -365,7 +432,7 @@ mod tests {
                     let (dir, names, barrier) = (dir.path(), &names, &barrier);
                     s.spawn(move || {
                         barrier.wait();
-                        init(dir, names)
+                        init(dir, names, &P12Password::default())
                     })
                 })
                 .collect();
@@ -415,21 +482,27 @@ mod tests {
     #[test]
     fn issue_refuses_existing_key_and_bad_names() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(issue(dir.path(), "x", 1), Err(PkiError::NoCa(_))));
-        init(dir.path(), &[]).unwrap();
-        issue(dir.path(), "new.bot", 30).unwrap();
         assert!(matches!(
-            issue(dir.path(), "new.bot", 30),
+            issue(dir.path(), "x", 1, &P12Password::default()),
+            Err(PkiError::NoCa(_))
+        ));
+        init(dir.path(), &[], &P12Password::default()).unwrap();
+        issue(dir.path(), "new.bot", 30, &P12Password::default()).unwrap();
+        assert!(matches!(
+            issue(dir.path(), "new.bot", 30, &P12Password::default()),
             Err(PkiError::KeyExists(_))
         ));
         for bad in ["../evil", ".hidden", "a b", ""] {
             assert!(
-                matches!(issue(dir.path(), bad, 1), Err(PkiError::BadName(_))),
+                matches!(
+                    issue(dir.path(), bad, 1, &P12Password::default()),
+                    Err(PkiError::BadName(_))
+                ),
                 "{bad}"
             );
         }
         assert!(matches!(
-            issue(dir.path(), "ok", 0),
+            issue(dir.path(), "ok", 0, &P12Password::default()),
             Err(PkiError::ZeroDays)
         ));
     }
@@ -440,13 +513,14 @@ mod tests {
     #[test]
     fn colliding_names_and_endless_validity_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        init(dir.path(), &[]).unwrap();
+        init(dir.path(), &[], &P12Password::default()).unwrap();
         let ca_key = fs::read(dir.path().join(CA_KEY)).unwrap();
         for bad in [
             "ca",
             "CA",
             "server",
             "signing",
+            "truststore",
             "x-key",
             "ca-key",
             "x-rsa",
@@ -454,12 +528,15 @@ mod tests {
             "x.bundle",
         ] {
             assert!(
-                matches!(issue(dir.path(), bad, 1), Err(PkiError::ReservedName(_))),
+                matches!(
+                    issue(dir.path(), bad, 1, &P12Password::default()),
+                    Err(PkiError::ReservedName(_))
+                ),
                 "{bad}"
             );
             assert!(
                 matches!(
-                    init(dir.path(), &[bad.to_owned()]),
+                    init(dir.path(), &[bad.to_owned()], &P12Password::default()),
                     Err(PkiError::ReservedName(_))
                 ),
                 "{bad}"
@@ -471,10 +548,10 @@ mod tests {
             check_name(fine).unwrap();
         }
         assert!(matches!(
-            issue(dir.path(), "long.lived", 4_000_000),
+            issue(dir.path(), "long.lived", 4_000_000, &P12Password::default()),
             Err(PkiError::TooManyDays(4_000_000))
         ));
         assert!(!dir.path().join("long.lived-key.pem").exists());
-        issue(dir.path(), "long.lived", 3650).unwrap();
+        issue(dir.path(), "long.lived", 3650, &P12Password::default()).unwrap();
     }
 }

@@ -30,7 +30,7 @@ pub struct Run {
 
 /// Every environment variable the binary reads: the tests' own environment never reaches it;
 /// a test that means to set one passes it.
-pub const ENV_VARS: [&str; 8] = [
+pub const ENV_VARS: [&str; 9] = [
     "SESSIONAUTH_CONFIG",
     "SESSIONAUTH_LISTEN",
     "SESSIONAUTH_DIRECTORY",
@@ -39,6 +39,7 @@ pub const ENV_VARS: [&str; 8] = [
     "SESSIONAUTH_STORE",
     "SESSIONAUTH_LOG",
     "SESSIONAUTH_LOG_FORMAT",
+    "SESSIONAUTH_P12_PASSWORD",
 ];
 
 fn command(args: &[&str], cwd: &Path) -> Command {

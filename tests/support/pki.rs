@@ -258,6 +258,15 @@ impl Identity {
         Self { chain, key }
     }
 
+    /// From DER: the certificate chain (leaf first) and a PKCS#8 key (what a PKCS#12
+    /// keystore holds).
+    pub fn from_der(chain: Vec<Vec<u8>>, pkcs8_key: Vec<u8>) -> Self {
+        Self {
+            chain: chain.into_iter().map(CertificateDer::from).collect(),
+            key: PrivateKeyDer::Pkcs8(pkcs8_key.into()),
+        }
+    }
+
     /// From one PEM holding the certificate and its key (the BDK's bundle file).
     pub fn from_bundle(pem: &str) -> Self {
         Self::from_pem(pem, pem)
