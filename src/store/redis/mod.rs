@@ -29,26 +29,46 @@
 //!
 //! # Failures
 //!
-//! The connection is made on first use and re-made in the background after a failure
-//! (`redis::aio::ConnectionManager`); start-up never waits for Redis. Every operation is bounded
-//! by [`OP_TIMEOUT`]: when Redis is unreachable, calls fail fast with
-//! [`StoreError::Unavailable`] (503), never with a success, and succeed again once Redis is back,
-//! without a restart.
+//! The connection is made on first use and re-made after a failure; start-up never waits for
+//! Redis. Every operation is bounded by [`OP_TIMEOUT`]: when Redis is unreachable, calls fail
+//! fast with [`StoreError::Unavailable`] (503), never with a success, and succeed again once
+//! Redis is back, without a restart.
+//!
+//! With a `redis+sentinel://` URL the primary is the one the Sentinels name
+//! (`SENTINEL MASTERS`, then `ROLE` on the node to check that it is a master; `link.rs`). When
+//! an operation finds the connection broken or silent, or the server answers as a replica
+//! (`READONLY`) or as a node that lost its primary (`MASTERDOWN`, `MOVED`, …), it fails with 503
+//! and the next operation asks the Sentinels again: a failover is ridden out without a restart,
+//! and while no primary is known every operation answers 503.
+//!
+//! # Replicas
+//!
+//! With a [`ReplicaWait`] (the default for Sentinel: one replica, 500 ms), every write is
+//! followed by `WAIT <replicas> <timeout>` on the same connection, and succeeds only when that
+//! many replicas acknowledged it: a session is handed out, or a logout confirmed, only once a
+//! replica that Sentinel may promote holds it. When fewer acknowledge in time the operation
+//! fails with 503 (the write may still reach them: a session nobody was given, or a logout the
+//! client will retry). `WAIT` does not make Redis strongly consistent: Sentinel promotes the
+//! replica with the most data, which holds every acknowledged write unless the replicas that
+//! acknowledged it fail too; `redis_wait_replicas` set to the number of replicas closes that gap
+//! at the price of failing writes while any replica is down.
 //!
 //! The scripts build key names from the prefix, so the keys of one deployment must live on one
-//! Redis primary (standalone or replicated; not Redis Cluster).
+//! Redis primary (standalone, replicated, or behind Sentinel; not Redis Cluster).
 
+mod link;
 mod url;
 
-pub use url::RedisUrl;
+pub use url::{InvalidRedisUrl, RedisUrl};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::aio::ConnectionManager;
+use ::redis::{RedisError, RedisResult, Script};
 use async_trait::async_trait;
-use parking_lot::Mutex;
+
+use link::Link;
 
 use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
@@ -62,6 +82,50 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long Redis keeps a session past its end, for the purge to record it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
+/// The longest a lookup of the primary through Sentinel may take.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many replicas must acknowledge each write (`WAIT`), and how long to wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// At least one.
+    replicas: u32,
+    /// Above zero, at most [`ReplicaWait::MAX_TIMEOUT`].
+    timeout: Duration,
+}
+
+impl ReplicaWait {
+    /// The longest wait accepted: a request waits this long at most for its replicas.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+    /// What a Sentinel URL gets unless configured otherwise: one replica, 500 ms.
+    pub const SENTINEL_DEFAULT: Self = Self {
+        replicas: 1,
+        timeout: Duration::from_millis(500),
+    };
+
+    /// `replicas` (at least 1) within `timeout` (above zero, at most
+    /// [`ReplicaWait::MAX_TIMEOUT`]); `None` otherwise.
+    pub fn new(replicas: u32, timeout: Duration) -> Option<Self> {
+        let fits = replicas >= 1 && !timeout.is_zero() && timeout <= Self::MAX_TIMEOUT;
+        fits.then_some(Self { replicas, timeout })
+    }
+
+    /// How many replicas.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    /// How long.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The default for `url`: [`ReplicaWait::SENTINEL_DEFAULT`] for Sentinel, none for one
+    /// server (whose replicas, if any, nobody promotes automatically).
+    pub fn default_for(url: &RedisUrl) -> Option<Self> {
+        url.is_sentinel().then_some(Self::SENTINEL_DEFAULT)
+    }
+}
 
 /// Reads a stored session's header; removes a session read as `v` with its index entries and,
 /// for an app session, the live on-behalf-of sessions minted with it (`drop_read`, appending
@@ -244,10 +308,9 @@ return out
 
 /// Sessions in Redis; see the module documentation for what is guaranteed.
 pub struct RedisStore {
-    client: Client,
+    link: Link,
     prefix: String,
-    /// Made on first use, inside the runtime; it reconnects by itself afterwards.
-    conn: Mutex<Option<ConnectionManager>>,
+    wait: Option<ReplicaWait>,
     scripts: Scripts,
 }
 
@@ -264,24 +327,26 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Sets up the client for `url`, writing keys under `prefix`. Does not connect: the
-    /// connection is made on first use, so a Redis that is down at start-up delays nothing
-    /// (requests answer 503 until it is reachable).
+    /// Sets up the client for `url`, writing keys under `prefix`, waiting for replicas as
+    /// [`ReplicaWait::default_for`] the URL says. Does not connect: the connection is made on
+    /// first use, so a Redis that is down at start-up delays nothing (requests answer 503 until
+    /// it is reachable).
     pub fn open(url: &RedisUrl, prefix: &str) -> Result<Self, OpenError> {
         // A `rediss://` client builds its TLS configuration from rustls's process-wide default
         // provider, which the binary makes ours once, in `main`
         // (`tls::install_process_default`); this constructor changes no process-wide state.
-        let client = Client::open(url.expose()).map_err(OpenError::Redis)?;
+        let link = Link::open(url)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
         Ok(Self {
-            client,
+            link,
             prefix: prefix.to_owned(),
-            conn: Mutex::new(None),
+            wait: ReplicaWait::default_for(url),
             scripts: Scripts {
                 insert: with_drop(INSERT),
                 remove: with_drop(REMOVE),
@@ -293,24 +358,80 @@ impl RedisStore {
         })
     }
 
-    /// The shared, self-reconnecting connection, made on first use.
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.conn.lock();
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(redis_error)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+    /// The same store, waiting for `wait`'s replicas after every write (or for none).
+    pub fn with_replica_wait(self, wait: Option<ReplicaWait>) -> Self {
+        Self { wait, ..self }
     }
 
-    /// Runs `script` with the prefix as the first argument, bounded by [`OP_TIMEOUT`].
+    /// Runs `op` on the primary, bounded by [`OP_TIMEOUT`]. A failure that says the primary may
+    /// be gone makes the next operation look for it again (Sentinel).
+    async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let (conn, generation) = self.link.connection().await?;
+        self.settle(generation, tokio::time::timeout(OP_TIMEOUT, op(conn)).await)
+    }
+
+    /// [`RedisStore::on_primary`] for an operation that writes: then, with a [`ReplicaWait`],
+    /// `WAIT` on the same connection, failing (503) when too few replicas acknowledge in time.
+    async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let (conn, generation) = self.link.connection().await?;
+        let value = self.settle(
+            generation,
+            tokio::time::timeout(OP_TIMEOUT, op(conn.clone())).await,
+        )?;
+        let Some(wait) = self.wait else {
+            return Ok(value);
+        };
+        let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut conn = conn;
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(timeout_ms);
+        let acked: u32 = self.settle(
+            generation,
+            tokio::time::timeout(wait.timeout + IO_TIMEOUT, cmd.query_async(&mut conn)).await,
+        )?;
+        if acked < wait.replicas {
+            // An isolated old primary looks exactly like this: ask Sentinel again.
+            self.link.forget(generation, None);
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of {} Redis replicas acknowledged the write within {timeout_ms} ms",
+                wait.replicas
+            )));
+        }
+        Ok(value)
+    }
+
+    /// An operation's outcome as the store reports it; a failure that may mean the primary is
+    /// gone is reported to the link.
+    fn settle<T>(
+        &self,
+        generation: u64,
+        outcome: Result<RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.link.forget(generation, Some(&e));
+                Err(redis_error(e))
+            }
+            Err(_) => {
+                self.link.forget(generation, None);
+                Err(StoreError::Unavailable(format!(
+                    "Redis did not answer within {}s",
+                    OP_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// Runs `script` (a write) with the prefix as the first argument.
     async fn run<T: ::redis::FromRedisValue>(
         &self,
         script: &Script,
@@ -324,13 +445,22 @@ impl RedisStore {
         self.invoke(&invocation).await
     }
 
-    /// Runs a prepared script invocation, bounded by [`OP_TIMEOUT`].
+    /// Runs a prepared script invocation that writes.
     async fn invoke<T: ::redis::FromRedisValue>(
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connection()?;
-        bounded(invocation.invoke_async(&mut conn)).await
+        self.write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a prepared script invocation that only reads: no `WAIT`.
+    async fn invoke_read<T: ::redis::FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.on_primary(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     fn session_key(&self, key: &TokenHash) -> String {
@@ -342,54 +472,40 @@ impl RedisStore {
     }
 }
 
-/// Awaits one Redis call, at most [`OP_TIMEOUT`].
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, RedisError>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(OP_TIMEOUT, call).await {
-        Ok(result) => result.map_err(redis_error),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "Redis did not answer within {}s",
-            OP_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut conn = self.connection()?;
-        let key = format!("{}n:{name}", self.prefix);
-        bounded(::redis::cmd("GET").arg(key).query_async(&mut conn)).await
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(format!("{}n:{name}", self.prefix));
+        let cmd = &cmd;
+        self.on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let key = format!("{}n:{name}", self.prefix);
-        bounded(
-            ::redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut conn),
-        )
-        .await
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(format!("{}n:{name}", self.prefix)).arg(value);
+        let cmd = &cmd;
+        self.write(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
-    /// `PING`, then a one-key write that expires by itself (`<prefix>probe`, 60 s): fails when
-    /// Redis is unreachable, and when it takes no writes (a replica, a full `maxmemory` with
-    /// `noeviction`).
+    /// `PING`, then a one-key write that expires by itself (`<prefix>probe`, 60 s), waited for
+    /// as every write is: fails when Redis is unreachable, when it takes no writes (a replica, a
+    /// full `maxmemory` with `noeviction`), when no primary is known, and when too few replicas
+    /// acknowledge.
     async fn probe(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let _: String = bounded(::redis::cmd("PING").query_async(&mut conn)).await?;
-        bounded(
-            ::redis::cmd("SET")
-                .arg(format!("{}probe", self.prefix))
-                .arg("1")
-                .arg("PX")
-                .arg(60_000)
-                .query_async(&mut conn),
-        )
-        .await
+        let _: String = self
+            .on_primary(|mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
+            .await?;
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(format!("{}probe", self.prefix))
+            .arg("1")
+            .arg("PX")
+            .arg(60_000);
+        let cmd = &cmd;
+        self.write(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn insert_capped(
@@ -446,10 +562,12 @@ impl SessionStore for RedisStore {
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("GET");
         cmd.arg(self.session_key(key));
-        let value: Option<Vec<u8>> = bounded(cmd.query_async(&mut conn)).await?;
+        let cmd = &cmd;
+        let value: Option<Vec<u8>> = self
+            .on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await?;
         live(value.as_deref().map(decode).transpose()?, now)
     }
 
@@ -464,9 +582,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let values: Vec<Vec<u8>> = self
-            .run(&self.scripts.list_user, &[user.0.to_string()])
-            .await?;
+        let mut invocation = self.scripts.list_user.prepare_invoke();
+        invocation.arg(&self.prefix).arg(user.0);
+        let values: Vec<Vec<u8>> = self.invoke_read(&invocation).await?;
         decode_live(&values, now)
     }
 
@@ -528,10 +646,11 @@ impl SessionStore for RedisStore {
 #[async_trait]
 impl Census for RedisStore {
     async fn count(&self) -> Result<usize, StoreError> {
-        let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("ZCARD");
         cmd.arg(format!("{}x", self.prefix));
-        bounded(cmd.query_async(&mut conn)).await
+        let cmd = &cmd;
+        self.on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 }
 
@@ -644,10 +763,11 @@ fn backend(source: Arc<dyn std::error::Error + Send + Sync>) -> StoreError {
     }
 }
 
-/// Connection failures are "unavailable" (503 with that word); anything else Redis says is
-/// a backend error (also 503), its text kept for the log.
+/// Connection failures, and answers that say this is not (or no longer) a primary, are
+/// "unavailable" (503 with that word); anything else Redis says is a backend error (also 503),
+/// its text kept for the log.
 fn redis_error(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    if link::primary_lost(&e) {
         StoreError::Unavailable(format!("Redis is unreachable: {e}"))
     } else {
         StoreError::Backend {

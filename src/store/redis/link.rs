@@ -1,0 +1,193 @@
+//! How the Redis store reaches the primary: one configured server, or the primary that
+//! Sentinel names now, found again after a failover.
+//!
+//! A [`Link`] hands out a connection with the generation it belongs to; an operation that fails
+//! in a way that says "this is no longer the primary" (the connection broke or timed out, or the
+//! server answered `READONLY`, `MASTERDOWN`, `MOVED`, …) reports it with [`Link::forget`], and
+//! the next operation asks Sentinel again. Nothing is retried here: the failed operation answers
+//! 503 and the client retries, so that a write is never applied twice.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
+use ::redis::{Client, RedisError, TlsMode};
+use parking_lot::Mutex;
+
+use super::url::{SentinelTarget, Target};
+use super::{redis_error, RedisUrl, DISCOVERY_TIMEOUT, IO_TIMEOUT};
+use crate::store::{OpenError, StoreError};
+
+/// The way to the primary.
+pub(super) enum Link {
+    /// One server; the connection manager reconnects to it by itself.
+    Server {
+        client: Client,
+        /// Made on first use, inside the runtime.
+        conn: Mutex<Option<ConnectionManager>>,
+    },
+    /// The primary Sentinel names.
+    Sentinel(SentinelLink),
+}
+
+/// Finds the primary through Sentinel, and keeps one connection to it until an operation says
+/// it is no longer the primary.
+pub(super) struct SentinelLink {
+    service: String,
+    node: SentinelNodeConnectionInfo,
+    /// One discovery at a time: concurrent operations that find no primary wait for the one
+    /// lookup instead of each asking every Sentinel. An async mutex, held across the lookup on
+    /// purpose; [`SentinelLink::current`] is never held across an await.
+    sentinel: tokio::sync::Mutex<Sentinel>,
+    current: Mutex<Option<(u64, ConnectionManager)>>,
+    generations: AtomicU64,
+}
+
+impl Link {
+    /// Sets up the way to what `url` names; connects nothing.
+    pub(super) fn open(url: &RedisUrl) -> Result<Self, OpenError> {
+        match url.target() {
+            Target::Server => Ok(Self::Server {
+                client: Client::open(url.expose()).map_err(OpenError::Redis)?,
+                conn: Mutex::new(None),
+            }),
+            Target::Sentinel(target) => Ok(Self::Sentinel(SentinelLink::open(target)?)),
+        }
+    }
+
+    /// A connection to the primary and its generation; for Sentinel, found first when none is
+    /// known (bounded by [`DISCOVERY_TIMEOUT`]; no primary known is `Unavailable`).
+    pub(super) async fn connection(&self) -> Result<(ConnectionManager, u64), StoreError> {
+        match self {
+            Self::Server { client, conn } => {
+                let mut slot = conn.lock();
+                if let Some(conn) = &*slot {
+                    return Ok((conn.clone(), 0));
+                }
+                let made = ConnectionManager::new_lazy_with_config(client.clone(), config())
+                    .map_err(redis_error)?;
+                *slot = Some(made.clone());
+                Ok((made, 0))
+            }
+            Self::Sentinel(link) => link.connection().await,
+        }
+    }
+
+    /// Reports that an operation on generation `generation` failed with `error`: when the error
+    /// says the server is (or may be) no longer the primary, the next operation looks again.
+    pub(super) fn forget(&self, generation: u64, error: Option<&RedisError>) {
+        if let Self::Sentinel(link) = self {
+            if error.is_none_or(primary_lost) {
+                link.forget(generation, error);
+            }
+        }
+    }
+}
+
+impl SentinelLink {
+    fn open(target: &SentinelTarget) -> Result<Self, OpenError> {
+        let sentinel = Sentinel::build(target.sentinels.clone()).map_err(OpenError::Redis)?;
+        let mut node =
+            SentinelNodeConnectionInfo::default().set_redis_connection_info(target.node.clone());
+        if target.tls {
+            node = node.set_tls_mode(TlsMode::Secure);
+        }
+        Ok(Self {
+            service: target.service.clone(),
+            node,
+            sentinel: tokio::sync::Mutex::new(sentinel),
+            current: Mutex::new(None),
+            generations: AtomicU64::new(1),
+        })
+    }
+
+    async fn connection(&self) -> Result<(ConnectionManager, u64), StoreError> {
+        if let Some((generation, conn)) = &*self.current.lock() {
+            return Ok((conn.clone(), *generation));
+        }
+        let found = tokio::time::timeout(DISCOVERY_TIMEOUT, self.discover()).await;
+        match found {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "no Redis primary for {:?}: Sentinel did not name a reachable one within {}ms",
+                self.service,
+                DISCOVERY_TIMEOUT.as_millis()
+            ))),
+        }
+    }
+
+    /// Asks the Sentinels for the primary (the crate checks that the node it names answers
+    /// `ROLE` as a master), and connects to it.
+    async fn discover(&self) -> Result<(ConnectionManager, u64), StoreError> {
+        let mut sentinel = self.sentinel.lock().await;
+        // Another operation may have found it while this one waited.
+        if let Some((generation, conn)) = &*self.current.lock() {
+            return Ok((conn.clone(), *generation));
+        }
+        let unavailable = |e: RedisError| {
+            StoreError::Unavailable(format!(
+                "no Redis primary known for {:?} through Sentinel: {e}",
+                self.service
+            ))
+        };
+        let client = sentinel
+            .async_master_for(&self.service, Some(&self.node))
+            .await
+            .map_err(unavailable)?;
+        let addr = client.get_connection_info().addr().to_string();
+        let conn = ConnectionManager::new_with_config(client, config())
+            .await
+            .map_err(unavailable)?;
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed);
+        *self.current.lock() = Some((generation, conn.clone()));
+        tracing::info!(service = %self.service, primary = %addr, "redis: primary found through Sentinel");
+        Ok((conn, generation))
+    }
+
+    fn forget(&self, generation: u64, error: Option<&RedisError>) {
+        let mut current = self.current.lock();
+        if matches!(&*current, Some((g, _)) if *g == generation) {
+            *current = None;
+            drop(current);
+            match error {
+                Some(e) => {
+                    tracing::warn!(service = %self.service, error = %e, "redis: the primary failed; asking Sentinel again")
+                }
+                None => {
+                    tracing::warn!(service = %self.service, "redis: the primary did not answer in time; asking Sentinel again")
+                }
+            }
+        }
+    }
+}
+
+/// The connection manager's settings: every attempt and answer bounded by [`IO_TIMEOUT`].
+fn config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(std::time::Duration::from_millis(500))
+}
+
+/// Whether `e` says the server may no longer be the primary: the connection is gone or silent,
+/// or the server refuses as a replica, a node that lost its primary, or a cluster node would.
+pub(super) fn primary_lost(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || matches!(
+            e.code(),
+            Some(
+                "READONLY"
+                    | "MASTERDOWN"
+                    | "MOVED"
+                    | "ASK"
+                    | "CLUSTERDOWN"
+                    | "LOADING"
+                    | "TRYAGAIN"
+                    | "NOREPLICAS"
+            )
+        )
+}
