@@ -1,9 +1,10 @@
 //! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
-//! database in a temporary folder), Redis and PostgreSQL.
+//! database in a temporary folder), Redis, Redis behind Sentinel and PostgreSQL.
 //!
 //! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`), the
-//! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`): they are ignored unless
-//! the ignored tests are included, and then fail without their server. Each case writes under
+//! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`), the Sentinel cases a
+//! set of Redis servers and Sentinels the test starts itself (`redis-server` on the `PATH`):
+//! they are ignored unless the ignored tests are included, and then fail without their server. Each case writes under
 //! its own random key or table prefix and deletes what it wrote afterwards.
 
 // A failed expectation in a test is a panic, in helpers too.
@@ -26,6 +27,7 @@ use sessionauth::store::{
 use sessionauth::token::{SessionToken, TokenHash};
 use support::postgres::TestPostgres;
 use support::redis::TestRedis;
+use support::sentinel::SentinelSet;
 
 /// A backend under test: the server's trait plus the count the checks read.
 trait Backend: SessionStore + Census {}
@@ -521,6 +523,23 @@ macro_rules! conformance {
                     super::$case(std::sync::Arc::new(store)).await;
                 }
             )*
+        }
+        mod sentinel {
+            /// Every case in turn on one set of Redis servers and Sentinels that the test
+            /// starts (`support::sentinel`), each case under its own key prefix, every write
+            /// waiting for a replica (the Sentinel default).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
+            async fn every_case() {
+                let set = super::SentinelSet::start().await;
+                let url = super::RedisUrl::parse(&set.url()).unwrap();
+                assert!(url.is_sentinel());
+                $(
+                    let prefix = concat!(stringify!($case), ":");
+                    let store = super::RedisStore::open(&url, prefix).unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
+                )*
+            }
         }
         mod postgres {
             $(

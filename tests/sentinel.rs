@@ -1,0 +1,247 @@
+//! Redis behind Sentinel: a server rides out the loss of its primary.
+//!
+//! The test starts its own Redis servers and Sentinels on free loopback ports
+//! (`support::sentinel`), so it needs `redis-server` on the `PATH`. It is ignored unless the
+//! ignored tests are included (as `.ci/run` does), and then fails without `redis-server`. The
+//! store conformance suite runs on Sentinel too (`store_conformance.rs`, `sentinel::every_case`).
+
+// A failed expectation in a test is a panic, in helpers too.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use parking_lot::Mutex;
+use support::redis::toml_string;
+use support::sentinel::{SentinelSet, DOWN_AFTER, FAILOVER_TIMEOUT};
+use support::*;
+
+/// Concurrent clients driving the load.
+const CLIENTS: usize = 6;
+/// Sessions acknowledged before the primary is killed.
+const BEFORE_KILL: usize = 200;
+/// Sessions acknowledged after service is back, before the load stops.
+const AFTER_RECOVERY: usize = 200;
+/// How long a client waits after a 503 before it tries again (as a real client backs off).
+const BACKOFF: Duration = Duration::from_millis(20);
+
+/// What the clients saw: what they were told succeeded, and when.
+#[derive(Default)]
+struct Ledger {
+    /// Tokens whose authenticate answered 200, not logged out since.
+    live: Vec<String>,
+    /// Tokens whose logout answered 200.
+    logged_out: Vec<String>,
+    /// Tokens whose logout answered 503: their fate is unknown, so nothing is asserted.
+    uncertain: Vec<String>,
+    /// When each request that answered 200 was sent.
+    successes: Vec<Instant>,
+    /// When each request that answered 503 was sent.
+    unavailable: Vec<Instant>,
+    /// Anything other than 200 and 503 (and 401 nowhere): the test fails on any.
+    unexpected: Vec<String>,
+}
+
+/// Killing the primary (SIGKILL) under authenticate and logout load loses no acknowledged
+/// session and no acknowledged logout; while no primary is known requests answer 503 (never
+/// another status); service comes back, through the primary Sentinel promotes, within a bound
+/// derived from the Sentinel timeouts, without a restart; the readiness probe follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
+async fn a_killed_primary_loses_no_acknowledged_session_or_logout() {
+    let set = SentinelSet::start().await;
+    let store = format!(
+        "store = {}\nredis_prefix = \"failover:\"\n",
+        toml_string(&set.url())
+    );
+    let server = Arc::new(
+        Site::new(Backend::Memory)
+            .start(
+                &Options::default()
+                    .store(&store)
+                    .limit("max_sessions_per_user = 0"),
+            )
+            .await,
+    );
+    server
+        .request(None, Req::get("/health/ready"))
+        .await
+        .assert_status(StatusCode::OK);
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| tokio::spawn(client(server.clone(), ledger.clone(), stop.clone())))
+        .collect();
+
+    let acked = |ledger: &Mutex<Ledger>| {
+        let l = ledger.lock();
+        l.live.len() + l.logged_out.len() + l.uncertain.len()
+    };
+    let started = Instant::now();
+    while acked(&ledger) < BEFORE_KILL {
+        assert!(started.elapsed() < WAIT, "no load before the kill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let old = set.primary;
+    let killed_at = Instant::now();
+    set.kill(old);
+
+    // Back within the bound: the first success of a request sent after the outage began (the
+    // first 503 after the kill; requests in flight at the kill may still succeed), and then
+    // some load served by the new primary.
+    let bound = DOWN_AFTER + 2 * FAILOVER_TIMEOUT + Duration::from_secs(10);
+    let (back_at, after) = loop {
+        let (first, count) = {
+            let l = ledger.lock();
+            let outage = l
+                .unavailable
+                .iter()
+                .filter(|t| **t >= killed_at)
+                .min()
+                .copied();
+            let after: Vec<Instant> = match outage {
+                Some(outage) => l
+                    .successes
+                    .iter()
+                    .filter(|t| **t > outage)
+                    .copied()
+                    .collect(),
+                None => Vec::new(),
+            };
+            (after.iter().min().copied(), after.len())
+        };
+        if let (Some(first), true) = (first, count >= AFTER_RECOVERY) {
+            break (first, count);
+        }
+        assert!(
+            killed_at.elapsed() < bound + Duration::from_secs(5),
+            "service did not come back within {bound:?} of the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let recovered = back_at.saturating_duration_since(killed_at);
+    say(&format!(
+        "sentinel failover: service back {recovered:?} after the primary was killed \
+         ({after} successes after it)"
+    ));
+    assert!(
+        recovered < bound,
+        "back after {recovered:?}, bound {bound:?}"
+    );
+    let new = set.primary_now().expect("a Sentinel names a primary");
+    assert_ne!(new, old, "Sentinel still names the killed primary");
+
+    let ledger = std::mem::take(&mut *ledger.lock());
+    assert!(
+        ledger.unexpected.is_empty(),
+        "statuses other than 200 and 503: {:?}",
+        &ledger.unexpected[..ledger.unexpected.len().min(10)]
+    );
+    let last_503 = ledger.unavailable.iter().max().copied();
+    assert!(last_503.is_some(), "the kill caused no 503 at all");
+
+    // Every acknowledged session is valid, every acknowledged logout logged out, on the new
+    // primary, through the same server (no restart).
+    let mut conn = server.connect(None).await.unwrap();
+    let mut lost = Vec::new();
+    for token in &ledger.live {
+        let r = conn.send(Req::get(SESSIONINFO).token(token)).await.unwrap();
+        if r.status != StatusCode::OK {
+            lost.push(format!("session {}: {}", &token[..8], r.status));
+        }
+    }
+    for token in &ledger.logged_out {
+        let r = conn.send(Req::get(SESSIONINFO).token(token)).await.unwrap();
+        if r.status != StatusCode::UNAUTHORIZED {
+            lost.push(format!("logout {}: {}", &token[..8], r.status));
+        }
+    }
+    say(&format!(
+        "sentinel failover: {} live sessions and {} logouts checked, {} logouts uncertain, \
+         {} 503s, the last sent {:?} after the kill",
+        ledger.live.len(),
+        ledger.logged_out.len(),
+        ledger.uncertain.len(),
+        ledger.unavailable.len(),
+        last_503.map(|t| t.saturating_duration_since(killed_at)),
+    ));
+    assert!(lost.is_empty(), "acknowledged changes lost: {lost:?}");
+    assert!(!ledger.logged_out.is_empty(), "no logout was acknowledged");
+    server
+        .request(None, Req::get("/health/ready"))
+        .await
+        .assert_status(StatusCode::OK);
+}
+
+/// One client: authenticates, and every fourth request logs out the last session it made, on one keep-alive
+/// connection (made again when it breaks), until told to stop.
+async fn client(server: Arc<TestServer>, ledger: Arc<Mutex<Ledger>>, stop: Arc<AtomicBool>) {
+    let bot = server.pki.client("bot.user");
+    let mut conn = None;
+    let mut mine: Vec<String> = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        if conn.is_none() {
+            conn = server.connect(Some(&bot)).await.ok();
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let logout = n.is_multiple_of(4) && !mine.is_empty();
+        let req = match (logout, mine.last()) {
+            (true, Some(token)) => Req::post(LOGOUT).token(token),
+            _ => Req::post(AUTH),
+        };
+        let sent = Instant::now();
+        let Ok(resp) = c.send(req).await else {
+            conn = None;
+            continue;
+        };
+        let unavailable = {
+            let mut l = ledger.lock();
+            match (resp.status, logout) {
+                (StatusCode::OK, false) => {
+                    let token = token_of(&resp);
+                    mine.push(token.clone());
+                    l.live.push(token);
+                    l.successes.push(sent);
+                    false
+                }
+                (StatusCode::OK, true) => {
+                    let token = mine.pop().unwrap();
+                    l.live.retain(|t| *t != token);
+                    l.logged_out.push(token);
+                    l.successes.push(sent);
+                    false
+                }
+                (StatusCode::SERVICE_UNAVAILABLE, logout) => {
+                    resp.assert_json_content_type();
+                    l.unavailable.push(sent);
+                    if logout {
+                        let token = mine.pop().unwrap();
+                        l.live.retain(|t| *t != token);
+                        l.uncertain.push(token);
+                    }
+                    true
+                }
+                (status, _) => {
+                    l.unexpected.push(format!("{status}: {}", resp.text()));
+                    false
+                }
+            }
+        };
+        if unavailable {
+            tokio::time::sleep(BACKOFF).await;
+        }
+    }
+}
