@@ -778,18 +778,15 @@ fn resolve_store(
             if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err("redis_prefix must be non-empty, without spaces".into());
             }
-            let default = ReplicaWait::default_for(&url).unwrap_or(ReplicaWait::SENTINEL_DEFAULT);
-            let replicas = redis.wait_replicas.unwrap_or(if url.is_sentinel() {
-                default.replicas()
-            } else {
-                0
-            });
-            let timeout = redis.wait_timeout.unwrap_or(default.timeout());
+            let replicas = redis
+                .wait_replicas
+                .unwrap_or(ReplicaWait::default_for(&url).map_or(0, |w| w.replicas()));
+            let timeout = redis
+                .wait_timeout
+                .unwrap_or(ReplicaWait::FAILOVER_DEFAULT.timeout());
             let wait = match replicas {
                 0 if redis.wait_timeout.is_some() => {
-                    return Err(
-                        "redis_wait_timeout needs redis_wait_replicas of 1 or more".into(),
-                    )
+                    return Err("redis_wait_timeout needs redis_wait_replicas of 1 or more".into())
                 }
                 0 => None,
                 n => Some(ReplicaWait::new(n, timeout).ok_or_else(|| {
@@ -813,7 +810,8 @@ fn resolve_store(
         _ => {
             return Err(
                 "store must be \"memory\", \"embedded\", a redis://, rediss://, \
-                 redis+sentinel:// or rediss+sentinel:// URL, or a postgres:// or postgresql:// URL"
+                 redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster:// \
+                 URL, or a postgres:// or postgresql:// URL"
                     .into(),
             )
         }
@@ -824,7 +822,7 @@ fn resolve_store(
     if let Some(key) = redis.first_set() {
         if !matches!(config, StoreConfig::Redis { .. }) {
             return Err(format!(
-                "{key} applies only to a redis://, rediss:// or redis+sentinel:// store"
+                "{key} applies only to a redis://, redis+sentinel:// or redis+cluster:// store"
             ));
         }
     }
@@ -843,6 +841,8 @@ pub(crate) fn is_redis_url(store: &str) -> bool {
         "rediss://",
         "redis+sentinel://",
         "rediss+sentinel://",
+        "redis+cluster://",
+        "rediss+cluster://",
     ]
     .iter()
     .any(|scheme| store.starts_with(scheme))
@@ -1070,7 +1070,7 @@ mod tests {
             }
         };
         let sentinel = "store = \"redis+sentinel://u:p@10.0.0.1:26379,10.0.0.2/svc/2\"";
-        assert_eq!(wait_of(sentinel), Some(ReplicaWait::SENTINEL_DEFAULT));
+        assert_eq!(wait_of(sentinel), Some(ReplicaWait::FAILOVER_DEFAULT));
         assert_eq!(wait_of("store = \"redis://h\""), None);
         assert_eq!(
             wait_of(&format!(
@@ -1084,7 +1084,11 @@ mod tests {
         );
         assert_eq!(
             wait_of("store = \"redis://h\"\nredis_wait_replicas = 1"),
-            Some(ReplicaWait::SENTINEL_DEFAULT)
+            Some(ReplicaWait::FAILOVER_DEFAULT)
+        );
+        assert_eq!(
+            wait_of("store = \"redis+cluster://h:7000,h:7001\""),
+            Some(ReplicaWait::FAILOVER_DEFAULT)
         );
     }
 

@@ -1,9 +1,10 @@
 //! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
-//! database in a temporary folder), Redis, Redis behind Sentinel and PostgreSQL.
+//! database in a temporary folder), Redis, Redis behind Sentinel, Redis Cluster and PostgreSQL.
 //!
 //! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`), the
 //! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`), the Sentinel cases a
-//! set of Redis servers and Sentinels the test starts itself (`redis-server` on the `PATH`):
+//! set of Redis servers and Sentinels the test starts itself, the Cluster cases a six-node
+//! cluster it starts itself (`redis-server` and `redis-cli` on the `PATH`):
 //! they are ignored unless the ignored tests are included, and then fail without their server. Each case writes under
 //! its own random key or table prefix and deletes what it wrote afterwards.
 
@@ -27,6 +28,7 @@ use sessionauth::store::{
 use sessionauth::token::{SessionToken, TokenHash};
 use support::postgres::TestPostgres;
 use support::redis::TestRedis;
+use support::redis_cluster::RedisCluster;
 use support::sentinel::SentinelSet;
 
 /// A backend under test: the server's trait plus the count the checks read.
@@ -534,6 +536,23 @@ macro_rules! conformance {
                 let set = super::SentinelSet::start().await;
                 let url = super::RedisUrl::parse(&set.url()).unwrap();
                 assert!(url.is_sentinel());
+                $(
+                    let prefix = concat!(stringify!($case), ":");
+                    let store = super::RedisStore::open(&url, prefix).unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
+                )*
+            }
+        }
+        mod cluster {
+            /// Every case in turn on one six-node Redis Cluster that the test starts
+            /// (`support::redis_cluster`), each case under its own key prefix (made a hash tag,
+            /// so that its keys share a slot), every write waiting for the slot's replica.
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs redis-server and redis-cli (the test starts its own cluster)"]
+            async fn every_case() {
+                let cluster = super::RedisCluster::start().await;
+                let url = super::RedisUrl::parse(&cluster.url()).unwrap();
+                assert!(url.is_cluster());
                 $(
                     let prefix = concat!(stringify!($case), ":");
                     let store = super::RedisStore::open(&url, prefix).unwrap();

@@ -1,5 +1,6 @@
-//! How the Redis store reaches the primary: one configured server, or the primary that
-//! Sentinel names now, found again after a failover.
+//! How the Redis store reaches the primary: one configured server, the primary that Sentinel
+//! names now (found again after a failover), or a Redis Cluster (whose client follows `MOVED`
+//! and failovers by itself).
 //!
 //! A [`Link`] hands out a connection with the generation it belongs to; an operation that fails
 //! in a way that says "this is no longer the primary" (the connection broke or timed out, or the
@@ -9,9 +10,11 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use ::redis::cluster::ClusterClient;
+use ::redis::cluster_async::ClusterConnection;
 use ::redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
-use ::redis::{Client, RedisError, TlsMode};
+use ::redis::{Client, Cmd, Pipeline, RedisError, RedisFuture, TlsMode, Value};
 use parking_lot::Mutex;
 
 use super::url::{SentinelTarget, Target};
@@ -28,6 +31,48 @@ pub(super) enum Link {
     },
     /// The primary Sentinel names.
     Sentinel(SentinelLink),
+    /// A Redis Cluster.
+    Cluster {
+        client: ClusterClient,
+        /// Made on first use (one attempt at a time); it follows the cluster by itself after.
+        conn: tokio::sync::Mutex<Option<ClusterConnection>>,
+    },
+}
+
+/// A connection to the primary: to one server, or to a cluster (which routes each command to
+/// its key's primary).
+#[derive(Clone)]
+pub(super) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
 }
 
 /// Finds the primary through Sentinel, and keeps one connection to it until an operation says
@@ -52,24 +97,55 @@ impl Link {
                 conn: Mutex::new(None),
             }),
             Target::Sentinel(target) => Ok(Self::Sentinel(SentinelLink::open(target)?)),
+            Target::Cluster(nodes) => Ok(Self::Cluster {
+                client: ClusterClient::builder(nodes.clone())
+                    .connection_timeout(IO_TIMEOUT)
+                    .response_timeout(IO_TIMEOUT)
+                    .retries(2)
+                    .build()
+                    .map_err(OpenError::Redis)?,
+                conn: tokio::sync::Mutex::new(None),
+            }),
         }
     }
 
     /// A connection to the primary and its generation; for Sentinel, found first when none is
     /// known (bounded by [`DISCOVERY_TIMEOUT`]; no primary known is `Unavailable`).
-    pub(super) async fn connection(&self) -> Result<(ConnectionManager, u64), StoreError> {
+    pub(super) async fn connection(&self) -> Result<(Conn, u64), StoreError> {
         match self {
             Self::Server { client, conn } => {
                 let mut slot = conn.lock();
                 if let Some(conn) = &*slot {
-                    return Ok((conn.clone(), 0));
+                    return Ok((Conn::Single(conn.clone()), 0));
                 }
                 let made = ConnectionManager::new_lazy_with_config(client.clone(), config())
                     .map_err(redis_error)?;
                 *slot = Some(made.clone());
-                Ok((made, 0))
+                Ok((Conn::Single(made), 0))
             }
-            Self::Sentinel(link) => link.connection().await,
+            Self::Sentinel(link) => {
+                let (conn, generation) = link.connection().await?;
+                Ok((Conn::Single(conn), generation))
+            }
+            Self::Cluster { client, conn } => {
+                // An async mutex, held across the first connection on purpose: one attempt at
+                // a time.
+                let mut slot = conn.lock().await;
+                if let Some(conn) = &*slot {
+                    return Ok((Conn::Cluster(conn.clone()), 0));
+                }
+                let made = tokio::time::timeout(DISCOVERY_TIMEOUT, client.get_async_connection())
+                    .await
+                    .map_err(|_| {
+                        StoreError::Unavailable(format!(
+                            "the Redis Cluster did not answer within {}ms",
+                            DISCOVERY_TIMEOUT.as_millis()
+                        ))
+                    })?
+                    .map_err(redis_error)?;
+                *slot = Some(made.clone());
+                Ok((Conn::Cluster(made), 0))
+            }
         }
     }
 

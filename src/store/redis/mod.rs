@@ -53,8 +53,15 @@
 //! acknowledged it fail too; `redis_wait_replicas` set to the number of replicas closes that gap
 //! at the price of failing writes while any replica is down.
 //!
-//! The scripts build key names from the prefix, so the keys of one deployment must live on one
-//! Redis primary (standalone, replicated, or behind Sentinel; not Redis Cluster).
+//! # Redis Cluster
+//!
+//! With a `redis+cluster://` URL the prefix is made a hash tag (`sessionauth:` becomes
+//! `{sessionauth:}`; a prefix that holds a `{…}` tag is kept), so every key of the deployment
+//! hashes to one slot. Each script declares one key, `<prefix>x`, by which the cluster client
+//! routes it to that slot's primary; the other keys a script touches are built from the prefix
+//! (a session's index entries are only known once its header is read), and, sharing the tag,
+//! live on the same node, where a script may use them. `WAIT` goes to the same primary. The
+//! cost: one shard holds every session; a cluster buys automatic failover, not write scaling.
 
 mod link;
 mod url;
@@ -64,11 +71,11 @@ pub use url::{InvalidRedisUrl, RedisUrl};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
-use ::redis::{RedisError, RedisResult, Script};
+use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use ::redis::{Cmd, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 
-use link::Link;
+use link::{Conn, Link};
 
 use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
@@ -97,8 +104,8 @@ pub struct ReplicaWait {
 impl ReplicaWait {
     /// The longest wait accepted: a request waits this long at most for its replicas.
     pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
-    /// What a Sentinel URL gets unless configured otherwise: one replica, 500 ms.
-    pub const SENTINEL_DEFAULT: Self = Self {
+    /// What a Sentinel or Cluster URL gets unless configured otherwise: one replica, 500 ms.
+    pub const FAILOVER_DEFAULT: Self = Self {
         replicas: 1,
         timeout: Duration::from_millis(500),
     };
@@ -120,10 +127,11 @@ impl ReplicaWait {
         self.timeout
     }
 
-    /// The default for `url`: [`ReplicaWait::SENTINEL_DEFAULT`] for Sentinel, none for one
-    /// server (whose replicas, if any, nobody promotes automatically).
+    /// The default for `url`: [`ReplicaWait::FAILOVER_DEFAULT`] for Sentinel and Cluster,
+    /// whose replicas are promoted when a primary fails; none for one server (whose replicas,
+    /// if any, nobody promotes automatically).
     pub fn default_for(url: &RedisUrl) -> Option<Self> {
-        url.is_sentinel().then_some(Self::SENTINEL_DEFAULT)
+        (url.is_sentinel() || url.is_cluster()).then_some(Self::FAILOVER_DEFAULT)
     }
 }
 
@@ -181,6 +189,8 @@ local function drop(h)
 end
 ";
 
+/// Every script: KEYS[1] is `<prefix>x` (for routing; see the module documentation).
+///
 /// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty, parent
 /// session id or empty, credential hexes (comma-separated) or empty, owner tag (`<kind>:<user
 /// id or nothing>:<app id or nothing>`), created ms, how many of the owner's sessions to keep
@@ -310,6 +320,8 @@ return out
 pub struct RedisStore {
     link: Link,
     prefix: String,
+    /// The cluster hash slot every key lives in (the prefix's hash tag); 0 outside a cluster.
+    slot: u16,
     wait: Option<ReplicaWait>,
     scripts: Scripts,
 }
@@ -343,9 +355,15 @@ impl RedisStore {
         // (`tls::install_process_default`); this constructor changes no process-wide state.
         let link = Link::open(url)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
+        let prefix = if url.is_cluster() {
+            cluster_prefix(prefix)
+        } else {
+            prefix.to_owned()
+        };
         Ok(Self {
             link,
-            prefix: prefix.to_owned(),
+            slot: key_slot(prefix.as_bytes()),
+            prefix,
             wait: ReplicaWait::default_for(url),
             scripts: Scripts {
                 insert: with_drop(INSERT),
@@ -367,7 +385,7 @@ impl RedisStore {
     /// be gone makes the next operation look for it again (Sentinel).
     async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
         let (conn, generation) = self.link.connection().await?;
@@ -378,7 +396,7 @@ impl RedisStore {
     /// `WAIT` on the same connection, failing (503) when too few replicas acknowledge in time.
     async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = RedisResult<T>>,
     {
         let (conn, generation) = self.link.connection().await?;
@@ -390,12 +408,11 @@ impl RedisStore {
             return Ok(value);
         };
         let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
-        let mut conn = conn;
         let mut cmd = ::redis::cmd("WAIT");
         cmd.arg(wait.replicas).arg(timeout_ms);
         let acked: u32 = self.settle(
             generation,
-            tokio::time::timeout(wait.timeout + IO_TIMEOUT, cmd.query_async(&mut conn)).await,
+            tokio::time::timeout(wait.timeout + IO_TIMEOUT, acked(conn, cmd, self.slot)).await,
         )?;
         if acked < wait.replicas {
             // An isolated old primary looks exactly like this: ask Sentinel again.
@@ -431,14 +448,24 @@ impl RedisStore {
         }
     }
 
+    /// A script invocation with its one declared key, `<prefix>x` (the expiry index, which
+    /// every script that writes touches; in a cluster it routes the script to the slot of every
+    /// key it touches), and the prefix as the first argument.
+    fn prepare<'a>(&self, script: &'a Script) -> ::redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(format!("{}x", self.prefix))
+            .arg(&self.prefix);
+        invocation
+    }
+
     /// Runs `script` (a write) with the prefix as the first argument.
     async fn run<T: ::redis::FromRedisValue>(
         &self,
         script: &Script,
         args: &[String],
     ) -> Result<T, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix);
+        let mut invocation = self.prepare(script);
         for arg in args {
             invocation.arg(arg);
         }
@@ -534,9 +561,8 @@ impl SessionStore for RedisStore {
             .map(|p| p.0.to_string())
             .unwrap_or_default();
         let credential = credential_list(&session);
-        let mut invocation = self.scripts.insert.prepare_invoke();
+        let mut invocation = self.prepare(&self.scripts.insert);
         invocation
-            .arg(&self.prefix)
             .arg(hex(&key).as_str())
             .arg(value)
             .arg(session.expires.as_epoch_millis())
@@ -572,18 +598,15 @@ impl SessionStore for RedisStore {
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut invocation = self.scripts.remove.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(hex(key).as_str())
-            .arg(now.as_epoch_millis());
+        let mut invocation = self.prepare(&self.scripts.remove);
+        invocation.arg(hex(key).as_str()).arg(now.as_epoch_millis());
         let values: Vec<Vec<u8>> = self.invoke(&invocation).await?;
         decode_all(&values)
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut invocation = self.scripts.list_user.prepare_invoke();
-        invocation.arg(&self.prefix).arg(user.0);
+        let mut invocation = self.prepare(&self.scripts.list_user);
+        invocation.arg(user.0);
         let values: Vec<Vec<u8>> = self.invoke_read(&invocation).await?;
         decode_live(&values, now)
     }
@@ -652,6 +675,59 @@ impl Census for RedisStore {
         self.on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
             .await
     }
+}
+
+/// The number of replicas that acknowledged, from `WAIT` on the connection the write went
+/// through: in a cluster, on the primary of the keys' slot.
+async fn acked(mut conn: Conn, cmd: Cmd, slot: u16) -> RedisResult<u32> {
+    match &mut conn {
+        Conn::Cluster(cluster) => {
+            let to = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+            let value = cluster
+                .route_command(cmd, RoutingInfo::SingleNode(to))
+                .await?;
+            Ok(::redis::from_redis_value(value)?)
+        }
+        Conn::Single(_) => cmd.query_async(&mut conn).await,
+    }
+}
+
+/// The key prefix in a cluster: `prefix` itself when it holds a hash tag (`{…}`), else the
+/// whole prefix made the tag (`sessionauth:` → `{sessionauth:}`), so that every key of the
+/// deployment hashes to one slot and each script's keys live together.
+fn cluster_prefix(prefix: &str) -> String {
+    if hash_tag(prefix.as_bytes()).is_some() {
+        prefix.to_owned()
+    } else {
+        format!("{{{prefix}}}")
+    }
+}
+
+/// The part of `key` Redis Cluster hashes: between the first `{` and the next `}`, when that is
+/// not empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|b| *b == b'{')?;
+    let rest = key.get(open + 1..)?;
+    let close = rest.iter().position(|b| *b == b'}')?;
+    rest.get(..close).filter(|tag| !tag.is_empty())
+}
+
+/// Redis Cluster's hash slot of `key`: CRC16 (XMODEM) of its hash tag, or of all of it, modulo
+/// 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for byte in hashed {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 fn live(session: Option<Session>, now: Millis) -> Result<Option<Session>, StoreError> {
@@ -781,6 +857,24 @@ fn redis_error(e: RedisError) -> StoreError {
 mod tests {
     use super::*;
     use crate::session::CredentialId;
+
+    /// Cluster slots as Redis computes them (`CLUSTER KEYSLOT`), hash tags included; a prefix
+    /// without a tag is made one.
+    #[test]
+    fn cluster_slots_and_prefixes() {
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(cluster_prefix("sessionauth:"), "{sessionauth:}");
+        assert_eq!(cluster_prefix("{sa}:"), "{sa}:");
+        assert_eq!(cluster_prefix("a{}b"), "{a{}b}");
+        let p = cluster_prefix("sessionauth:");
+        assert_eq!(
+            key_slot(format!("{p}s:00ff").as_bytes()),
+            key_slot(format!("{p}x").as_bytes())
+        );
+    }
 
     /// A header that announces an app id longer than anything (found by fuzzing: the length
     /// overflowed the offset) is an error, not a panic.

@@ -4,6 +4,7 @@
 //! |---|---|
 //! | `redis://[user:password@]host[:port][/db]`, `rediss://…` | one Redis server (standalone, or a primary whose failover someone else handles) |
 //! | `redis+sentinel://[user:password@]host[:port][,host[:port]…]/service[/db][?sentinel_username=…&sentinel_password=…]`, `rediss+sentinel://…` | the primary that these Sentinels name for `service`; the user and password are the data nodes' (an ACL user is kept), the query's are the Sentinels' own |
+//! | `redis+cluster://[user:password@]host[:port][,host[:port]…]`, `rediss+cluster://…` | a Redis Cluster, found from these seed nodes |
 
 use std::fmt;
 
@@ -11,12 +12,15 @@ use ::redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, RedisConnectio
 
 /// The port a Sentinel listens on when the URL names none.
 const SENTINEL_PORT: u16 = 26379;
+/// The port a Redis server listens on when the URL names none.
+const REDIS_PORT: u16 = 6379;
 
 /// A text that is not a usable Redis URL; shown with its password hidden.
 #[derive(Debug, thiserror::Error)]
 #[error(
     "{url} is not a valid Redis URL ({why}; expected redis://[user:password@]host[:port][/db] \
-     or redis+sentinel://[user:password@]host:port[,host:port…]/service[/db])"
+     , redis+sentinel://[user:password@]host:port[,host:port…]/service[/db] \
+     or redis+cluster://[user:password@]host:port[,host:port…])"
 )]
 pub struct InvalidRedisUrl {
     url: Redacted,
@@ -39,6 +43,8 @@ pub(crate) enum Target {
     Server,
     /// A primary found through Sentinel.
     Sentinel(SentinelTarget),
+    /// A Redis Cluster: its seed nodes, each with the login (and TLS) to use.
+    Cluster(Vec<ConnectionInfo>),
 }
 
 /// The parts of a `redis+sentinel://` URL.
@@ -66,6 +72,10 @@ impl RedisUrl {
             Target::Sentinel(parse_sentinel(rest, false).map_err(invalid)?)
         } else if let Some(rest) = text.strip_prefix("rediss+sentinel://") {
             Target::Sentinel(parse_sentinel(rest, true).map_err(invalid)?)
+        } else if let Some(rest) = text.strip_prefix("redis+cluster://") {
+            Target::Cluster(parse_cluster(rest, false).map_err(invalid)?)
+        } else if let Some(rest) = text.strip_prefix("rediss+cluster://") {
+            Target::Cluster(parse_cluster(rest, true).map_err(invalid)?)
         } else if text.starts_with("redis://") || text.starts_with("rediss://") {
             ::redis::Client::open(text).map_err(|_| invalid("the Redis client refuses it"))?;
             Target::Server
@@ -93,9 +103,44 @@ impl RedisUrl {
         matches!(self.target, Target::Sentinel(_))
     }
 
+    /// Whether the URL names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.target, Target::Cluster(_))
+    }
+
     pub(crate) fn target(&self) -> &Target {
         &self.target
     }
+}
+
+/// `[userinfo@]hosts[/]`, after the scheme: each host becomes `redis://[userinfo@]host`.
+fn parse_cluster(rest: &str, tls: bool) -> Result<Vec<ConnectionInfo>, &'static str> {
+    if rest.contains(['?', '#']) {
+        return Err("a query or fragment is not allowed");
+    }
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.contains('/') {
+        return Err("a cluster has no database to select");
+    }
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+        None => (String::new(), authority),
+    };
+    let scheme = if tls { "rediss" } else { "redis" };
+    hosts
+        .split(',')
+        .map(|host| {
+            let (name, port) = split_host_port(host, REDIS_PORT)?;
+            let name = if name.contains(':') {
+                format!("[{name}]")
+            } else {
+                name.to_owned()
+            };
+            format!("{scheme}://{userinfo}{name}:{port}")
+                .into_connection_info()
+                .map_err(|_| "bad node address, user or password")
+        })
+        .collect()
 }
 
 /// `hosts/service[/db][?query]`, after the scheme.
@@ -142,7 +187,7 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, &'static str>
     }
     let mut sentinels = Vec::new();
     for host in hosts.split(',') {
-        let (name, port) = split_host_port(host)?;
+        let (name, port) = split_host_port(host, SENTINEL_PORT)?;
         let addr = if tls {
             ConnectionAddr::TcpTls {
                 host: name.to_owned(),
@@ -168,8 +213,8 @@ fn parse_sentinel(rest: &str, tls: bool) -> Result<SentinelTarget, &'static str>
 }
 
 /// `host[:port]` or `[v6][:port]`.
-fn split_host_port(text: &str) -> Result<(&str, u16), &'static str> {
-    let bad = "bad Sentinel address (host:port)";
+fn split_host_port(text: &str, default_port: u16) -> Result<(&str, u16), &'static str> {
+    let bad = "bad host address (host:port)";
     let (host, port) = if let Some(v6) = text.strip_prefix('[') {
         let (host, after) = v6.split_once(']').ok_or(bad)?;
         match after.strip_prefix(':') {
@@ -188,7 +233,7 @@ fn split_host_port(text: &str) -> Result<(&str, u16), &'static str> {
     }
     let port = match port {
         Some(p) => p.parse().map_err(|_| bad)?,
-        None => SENTINEL_PORT,
+        None => default_port,
     };
     Ok((host, port))
 }
@@ -321,6 +366,33 @@ mod tests {
 
         let url = RedisUrl::parse("rediss+sentinel://h:1/svc").unwrap();
         assert!(url.is_tls() && url.is_sentinel());
+    }
+
+    /// A Cluster URL lists its seed nodes, each with the URL's login; no database, no query.
+    #[test]
+    fn cluster_url_parses_and_is_redacted() {
+        let url = RedisUrl::parse("redis+cluster://app:hunter2@10.0.0.1:7000,10.0.0.2/").unwrap();
+        assert!(url.is_cluster() && !url.is_sentinel() && !url.is_tls());
+        let Target::Cluster(nodes) = url.target() else {
+            panic!("not cluster")
+        };
+        let addrs: Vec<String> = nodes.iter().map(|n| n.addr().to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:7000", "10.0.0.2:6379"]);
+        for n in nodes {
+            assert_eq!(n.redis_settings().username(), Some("app"));
+            assert_eq!(n.redis_settings().password(), Some("hunter2"));
+        }
+        assert!(!format!("{url} {url:?}").contains("hunter2"));
+        assert!(RedisUrl::parse("rediss+cluster://h:1").unwrap().is_tls());
+        for text in [
+            "redis+cluster://u:hunter2@h:1/0",
+            "redis+cluster://u:hunter2@h:1?x=y",
+            "redis+cluster://u:hunter2@h:x",
+            "redis+cluster://u:hunter2@",
+        ] {
+            let err = RedisUrl::parse(text).unwrap_err().to_string();
+            assert!(!err.contains("hunter2"), "{err}");
+        }
     }
 
     /// A Sentinel URL without a service, with a bad port or database, or with an unknown query
