@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use parking_lot::Mutex;
+use support::node::Node;
 use support::redis::toml_string;
 use support::sentinel::{SentinelSet, DOWN_AFTER, FAILOVER_TIMEOUT};
 use support::*;
@@ -180,6 +181,75 @@ async fn a_killed_primary_loses_no_acknowledged_session_or_logout() {
         .request(None, Req::get("/health/ready"))
         .await
         .assert_status(StatusCode::OK);
+}
+
+/// Two server processes on one Sentinel set share sessions and logouts; after the primary is
+/// killed each finds the promoted replica by itself (no restart), and what either acknowledged
+/// before holds on both: the kept session valid, the logged-out one a 401, and a session made
+/// on one after the failover valid on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
+async fn two_nodes_share_sessions_across_a_failover() {
+    let set = SentinelSet::start().await;
+    let site = Site::new(Backend::Memory);
+    let store = format!(
+        "store = {}\nredis_prefix = \"nodes:\"\n",
+        toml_string(&set.url())
+    );
+    let options = Options::default().store(&store);
+    let a = Node::start(&site.write_config_as("a.toml", &options, "127.0.0.1:0")).await;
+    let b = Node::start(&site.write_config_as("b.toml", &options, "127.0.0.1:0")).await;
+    let mut on_a = open(&site, &a, "bot.user").await;
+    let mut on_b = open(&site, &b, "bot.user").await;
+
+    let kept = token_of(&on_a.send(Req::post(AUTH)).await.unwrap());
+    let ended = token_of(&on_b.send(Req::post(AUTH)).await.unwrap());
+    let out = on_a.send(Req::post(LOGOUT).token(&ended)).await.unwrap();
+    out.assert_status(StatusCode::OK);
+    let info = on_b.send(Req::get(SESSIONINFO).token(&kept)).await.unwrap();
+    info.assert_status(StatusCode::OK);
+
+    set.kill(set.primary);
+    let bound = DOWN_AFTER + 2 * FAILOVER_TIMEOUT + Duration::from_secs(10);
+    let after = authenticate_until_ok(&mut on_b, bound).await;
+    authenticate_until_ok(&mut on_a, bound).await;
+    for conn in [&mut on_a, &mut on_b] {
+        for token in [&kept, &after] {
+            let info = conn.send(Req::get(SESSIONINFO).token(token)).await.unwrap();
+            info.assert_status(StatusCode::OK);
+        }
+        let info = conn
+            .send(Req::get(SESSIONINFO).token(&ended))
+            .await
+            .unwrap();
+        info.assert_status(StatusCode::UNAUTHORIZED);
+    }
+    drop((a, b));
+}
+
+/// A keep-alive connection to `node`, presenting `cn`'s certificate from `site`'s CA.
+async fn open(site: &Site, node: &Node, cn: &str) -> Conn {
+    let id = site.pki().client(cn);
+    let tls = client_config(site.pki().ca.cert_pem(), Some(&id), ClientTls::Default).unwrap();
+    Conn::open(node.addr, tls).await.unwrap()
+}
+
+/// Authenticates until it succeeds (every failure meanwhile a 503), at most `bound`; returns
+/// the token.
+async fn authenticate_until_ok(conn: &mut Conn, bound: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let r = conn.send(Req::post(AUTH)).await.unwrap();
+        if r.status == StatusCode::OK {
+            return token_of(&r);
+        }
+        r.assert_error(StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            started.elapsed() < bound,
+            "no success within {bound:?} of the kill"
+        );
+        tokio::time::sleep(BACKOFF).await;
+    }
 }
 
 /// One client: authenticates, and every fourth request logs out the last session it made, on one keep-alive
