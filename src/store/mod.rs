@@ -122,7 +122,7 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenEr
         StoreConfig::Redis { url, prefix, wait } => {
             let replicas = wait.map_or(0, |w| w.replicas());
             tracing::info!(%url, %prefix, wait_replicas = replicas, "session store: redis (connects on first use)");
-            Arc::new(RedisStore::open(url, prefix)?.with_replica_wait(*wait))
+            Arc::new(RedisStore::open_with(url, prefix, *wait)?)
         }
         StoreConfig::Postgres { url, prefix } => {
             tracing::info!(%url, %prefix, "session store: postgres (connects on first use)");

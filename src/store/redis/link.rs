@@ -4,11 +4,13 @@
 //!
 //! A [`Link`] hands out a connection with the generation it belongs to; an operation that fails
 //! in a way that says "this is no longer the primary" (the connection broke or timed out, or the
-//! server answered `READONLY`, `MASTERDOWN`, `MOVED`, …) reports it with [`Link::forget`], and
+//! server answered `READONLY`, `MASTERDOWN`, `MOVED`, …, or too few replicas acknowledged a
+//! write) reports it with [`Link::forget`], and
 //! the next operation asks Sentinel again. Nothing is retried here: the failed operation answers
 //! 503 and the client retries, so that a write is never applied twice.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::cluster::ClusterClient;
@@ -26,6 +28,7 @@ pub(super) enum Link {
     /// One server; the connection manager reconnects to it by itself.
     Server {
         client: Client,
+        config: ConnectionManagerConfig,
         /// Made on first use, inside the runtime.
         conn: Mutex<Option<ConnectionManager>>,
     },
@@ -80,6 +83,7 @@ impl ConnectionLike for Conn {
 pub(super) struct SentinelLink {
     service: String,
     node: SentinelNodeConnectionInfo,
+    config: ConnectionManagerConfig,
     /// One discovery at a time: concurrent operations that find no primary wait for the one
     /// lookup instead of each asking every Sentinel. An async mutex, held across the lookup on
     /// purpose; [`SentinelLink::current`] is never held across an await.
@@ -89,18 +93,23 @@ pub(super) struct SentinelLink {
 }
 
 impl Link {
-    /// Sets up the way to what `url` names; connects nothing.
-    pub(super) fn open(url: &RedisUrl) -> Result<Self, OpenError> {
+    /// Sets up the way to what `url` names, each answer awaited at most `response_timeout`;
+    /// connects nothing.
+    pub(super) fn open(url: &RedisUrl, response_timeout: Duration) -> Result<Self, OpenError> {
         match url.target() {
             Target::Server => Ok(Self::Server {
                 client: Client::open(url.expose()).map_err(OpenError::Redis)?,
+                config: config(response_timeout),
                 conn: Mutex::new(None),
             }),
-            Target::Sentinel(target) => Ok(Self::Sentinel(SentinelLink::open(target)?)),
+            Target::Sentinel(target) => Ok(Self::Sentinel(SentinelLink::open(
+                target,
+                config(response_timeout),
+            )?)),
             Target::Cluster(nodes) => Ok(Self::Cluster {
                 client: ClusterClient::builder(nodes.clone())
                     .connection_timeout(IO_TIMEOUT)
-                    .response_timeout(IO_TIMEOUT)
+                    .response_timeout(response_timeout)
                     .retries(2)
                     .build()
                     .map_err(OpenError::Redis)?,
@@ -113,12 +122,16 @@ impl Link {
     /// known (bounded by [`DISCOVERY_TIMEOUT`]; no primary known is `Unavailable`).
     pub(super) async fn connection(&self) -> Result<(Conn, u64), StoreError> {
         match self {
-            Self::Server { client, conn } => {
+            Self::Server {
+                client,
+                config,
+                conn,
+            } => {
                 let mut slot = conn.lock();
                 if let Some(conn) = &*slot {
                     return Ok((Conn::Single(conn.clone()), 0));
                 }
-                let made = ConnectionManager::new_lazy_with_config(client.clone(), config())
+                let made = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
                     .map_err(redis_error)?;
                 *slot = Some(made.clone());
                 Ok((Conn::Single(made), 0))
@@ -149,19 +162,41 @@ impl Link {
         }
     }
 
-    /// Reports that an operation on generation `generation` failed with `error`: when the error
-    /// says the server is (or may be) no longer the primary, the next operation looks again.
-    pub(super) fn forget(&self, generation: u64, error: Option<&RedisError>) {
+    /// Reports that an operation on generation `generation` failed: when the failure says the
+    /// server is (or may be) no longer the primary, the next operation looks again.
+    pub(super) fn forget(&self, generation: u64, why: Lost<'_>) {
         if let Self::Sentinel(link) = self {
-            if error.is_none_or(primary_lost) {
-                link.forget(generation, error);
+            if !matches!(why, Lost::Error(e) if !primary_lost(e)) {
+                link.forget(generation, why);
             }
         }
     }
 }
 
+/// How an operation failed, as far as the way to the primary goes.
+#[derive(Clone, Copy)]
+pub(super) enum Lost<'a> {
+    /// Redis (or the connection) said this.
+    Error(&'a RedisError),
+    /// No answer in time.
+    Silent,
+    /// Fewer replicas acknowledged a write than required: an old primary cut off from its
+    /// replicas looks exactly like this.
+    Replicas,
+}
+
+impl std::fmt::Display for Lost<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Error(e) => write!(f, "{e}"),
+            Self::Silent => f.write_str("no answer in time"),
+            Self::Replicas => f.write_str("too few replicas acknowledged a write"),
+        }
+    }
+}
+
 impl SentinelLink {
-    fn open(target: &SentinelTarget) -> Result<Self, OpenError> {
+    fn open(target: &SentinelTarget, config: ConnectionManagerConfig) -> Result<Self, OpenError> {
         let sentinel = Sentinel::build(target.sentinels.clone()).map_err(OpenError::Redis)?;
         let mut node =
             SentinelNodeConnectionInfo::default().set_redis_connection_info(target.node.clone());
@@ -171,6 +206,7 @@ impl SentinelLink {
         Ok(Self {
             service: target.service.clone(),
             node,
+            config,
             sentinel: tokio::sync::Mutex::new(sentinel),
             current: Mutex::new(None),
             generations: AtomicU64::new(1),
@@ -211,7 +247,7 @@ impl SentinelLink {
             .await
             .map_err(unavailable)?;
         let addr = client.get_connection_info().addr().to_string();
-        let conn = ConnectionManager::new_with_config(client, config())
+        let conn = ConnectionManager::new_with_config(client, self.config.clone())
             .await
             .map_err(unavailable)?;
         let generation = self.generations.fetch_add(1, Ordering::Relaxed);
@@ -220,30 +256,24 @@ impl SentinelLink {
         Ok((conn, generation))
     }
 
-    fn forget(&self, generation: u64, error: Option<&RedisError>) {
+    fn forget(&self, generation: u64, why: Lost<'_>) {
         let mut current = self.current.lock();
         if matches!(&*current, Some((g, _)) if *g == generation) {
             *current = None;
             drop(current);
-            match error {
-                Some(e) => {
-                    tracing::warn!(service = %self.service, error = %e, "redis: the primary failed; asking Sentinel again")
-                }
-                None => {
-                    tracing::warn!(service = %self.service, "redis: the primary did not answer in time; asking Sentinel again")
-                }
-            }
+            tracing::warn!(service = %self.service, reason = %why, "redis: the primary failed; asking Sentinel again");
         }
     }
 }
 
-/// The connection manager's settings: every attempt and answer bounded by [`IO_TIMEOUT`].
-fn config() -> ConnectionManagerConfig {
+/// The connection manager's settings: every attempt bounded by [`IO_TIMEOUT`], every answer by
+/// `response_timeout`.
+fn config(response_timeout: Duration) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(IO_TIMEOUT))
-        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(response_timeout))
         .set_number_of_retries(1)
-        .set_max_delay(std::time::Duration::from_millis(500))
+        .set_max_delay(Duration::from_millis(500))
 }
 
 /// Whether `e` says the server may no longer be the primary: the connection is gone or silent,

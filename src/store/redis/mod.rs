@@ -75,7 +75,7 @@ use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAd
 use ::redis::{Cmd, RedisError, RedisResult, Script};
 use async_trait::async_trait;
 
-use link::{Conn, Link};
+use link::{Conn, Link, Lost};
 
 use super::{Census, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
@@ -350,10 +350,23 @@ impl RedisStore {
     /// first use, so a Redis that is down at start-up delays nothing (requests answer 503 until
     /// it is reachable).
     pub fn open(url: &RedisUrl, prefix: &str) -> Result<Self, OpenError> {
+        Self::open_with(url, prefix, ReplicaWait::default_for(url))
+    }
+
+    /// [`RedisStore::open`], every write waiting for `wait`'s replicas (or for none). An answer
+    /// is awaited [`IO_TIMEOUT`], or the replica wait and a quarter second when that is longer.
+    pub fn open_with(
+        url: &RedisUrl,
+        prefix: &str,
+        wait: Option<ReplicaWait>,
+    ) -> Result<Self, OpenError> {
         // A `rediss://` client builds its TLS configuration from rustls's process-wide default
         // provider, which the binary makes ours once, in `main`
         // (`tls::install_process_default`); this constructor changes no process-wide state.
-        let link = Link::open(url)?;
+        let response_timeout = wait.map_or(IO_TIMEOUT, |w| {
+            IO_TIMEOUT.max(w.timeout + Duration::from_millis(250))
+        });
+        let link = Link::open(url, response_timeout)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
         let prefix = if url.is_cluster() {
             cluster_prefix(prefix)
@@ -364,7 +377,7 @@ impl RedisStore {
             link,
             slot: key_slot(prefix.as_bytes()),
             prefix,
-            wait: ReplicaWait::default_for(url),
+            wait,
             scripts: Scripts {
                 insert: with_drop(INSERT),
                 remove: with_drop(REMOVE),
@@ -374,11 +387,6 @@ impl RedisStore {
                 list_user: Script::new(LIST_USER),
             },
         })
-    }
-
-    /// The same store, waiting for `wait`'s replicas after every write (or for none).
-    pub fn with_replica_wait(self, wait: Option<ReplicaWait>) -> Self {
-        Self { wait, ..self }
     }
 
     /// Runs `op` on the primary, bounded by [`OP_TIMEOUT`]. A failure that says the primary may
@@ -416,7 +424,7 @@ impl RedisStore {
         )?;
         if acked < wait.replicas {
             // An isolated old primary looks exactly like this: ask Sentinel again.
-            self.link.forget(generation, None);
+            self.link.forget(generation, Lost::Replicas);
             return Err(StoreError::Unavailable(format!(
                 "{acked} of {} Redis replicas acknowledged the write within {timeout_ms} ms",
                 wait.replicas
@@ -435,11 +443,11 @@ impl RedisStore {
         match outcome {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => {
-                self.link.forget(generation, Some(&e));
+                self.link.forget(generation, Lost::Error(&e));
                 Err(redis_error(e))
             }
             Err(_) => {
-                self.link.forget(generation, None);
+                self.link.forget(generation, Lost::Silent);
                 Err(StoreError::Unavailable(format!(
                     "Redis did not answer within {}s",
                     OP_TIMEOUT.as_secs()
