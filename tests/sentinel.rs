@@ -55,10 +55,7 @@ struct Ledger {
 #[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
 async fn a_killed_primary_loses_no_acknowledged_session_or_logout() {
     let set = SentinelSet::start().await;
-    let store = format!(
-        "store = {}\nredis_prefix = \"failover:\"\n",
-        toml_string(&set.url())
-    );
+    let store = store_lines(&set, "failover:");
     let server = Arc::new(
         Site::new(Backend::Memory)
             .start(
@@ -192,10 +189,7 @@ async fn a_killed_primary_loses_no_acknowledged_session_or_logout() {
 async fn two_nodes_share_sessions_across_a_failover() {
     let set = SentinelSet::start().await;
     let site = Site::new(Backend::Memory);
-    let store = format!(
-        "store = {}\nredis_prefix = \"nodes:\"\n",
-        toml_string(&set.url())
-    );
+    let store = store_lines(&set, "nodes:");
     let options = Options::default().store(&store);
     let a = Node::start(&site.write_config_as("a.toml", &options, "127.0.0.1:0")).await;
     let b = Node::start(&site.write_config_as("b.toml", &options, "127.0.0.1:0")).await;
@@ -225,6 +219,17 @@ async fn two_nodes_share_sessions_across_a_failover() {
         info.assert_status(StatusCode::UNAUTHORIZED);
     }
     drop((a, b));
+}
+
+/// The store lines for `set` under `prefix`: every write waits for one replica, as by default,
+/// but within 2 s rather than 500 ms, so that a machine busy with the rest of the suite does not
+/// turn a slow acknowledgement into a 503 where the test expects a success.
+fn store_lines(set: &SentinelSet, prefix: &str) -> String {
+    format!(
+        "store = {}\nredis_prefix = {}\nredis_wait_timeout = \"2s\"\n",
+        toml_string(&set.url()),
+        toml_string(prefix)
+    )
 }
 
 /// A keep-alive connection to `node`, presenting `cn`'s certificate from `site`'s CA.

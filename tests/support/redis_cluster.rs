@@ -113,16 +113,27 @@ impl RedisCluster {
         }
     }
 
-    /// Every node sees the cluster as `ok`, and every replica is synced with its primary.
+    /// Every node sees the cluster as `ok`, and each of the three primaries has its replica
+    /// online (a replica synced, not only assigned).
     fn is_ready(&self) -> bool {
-        self.ports.iter().all(|&port| {
+        let mut primaries_with_replica = 0;
+        for &port in &self.ports {
             let ok = query::<String>(port, &["CLUSTER", "INFO"])
                 .is_some_and(|info| info.contains("cluster_state:ok"));
-            let synced = query::<String>(port, &["INFO", "replication"]).is_some_and(|info| {
-                !info.contains("role:slave") || info.contains("master_link_status:up")
-            });
-            ok && synced
-        })
+            let Some(replication) = query::<String>(port, &["INFO", "replication"]) else {
+                return false;
+            };
+            if !ok {
+                return false;
+            }
+            if replication.contains("role:master")
+                && replication.contains("connected_slaves:1")
+                && replication.contains("state=online")
+            {
+                primaries_with_replica += 1;
+            }
+        }
+        primaries_with_replica == 3
     }
 }
 
