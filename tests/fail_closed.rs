@@ -99,6 +99,36 @@ async fn sentinel_store_without_sentinels_is_unavailable() {
     );
 }
 
+/// A Cluster store whose seed nodes all refuse connections fails every operation, the probe
+/// included, with `Unavailable`, quickly; none succeeds.
+#[tokio::test]
+async fn cluster_store_without_nodes_is_unavailable() {
+    let (a, b) = (closed_port().await, closed_port().await);
+    let url = RedisUrl::parse(&format!("redis+cluster://127.0.0.1:{a},127.0.0.1:{b}")).unwrap();
+    let store = RedisStore::open(&url, "t:").unwrap();
+    let now = SystemClock.now();
+    let key = TokenHash::from_bytes([7; 32]);
+    let started = Instant::now();
+    let results: Vec<(&str, Result<(), StoreError>)> = vec![
+        ("get", store.get(&key, now).await.map(drop)),
+        ("remove", store.remove(&key, now).await.map(drop)),
+        ("write_note", store.write_note("n", vec![1]).await),
+        ("probe", store.probe().await),
+        ("count", store.count().await.map(drop)),
+    ];
+    for (op, result) in results {
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{op}: {result:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// A server whose PostgreSQL is down starts at once, and answers 503 JSON to authenticate,
 /// app authenticate, session info and logout; the certificate checks still come first.
 #[tokio::test]
