@@ -20,8 +20,9 @@ const START_WAIT: Duration = Duration::from_secs(30);
 pub struct RedisCluster {
     /// The nodes' client ports.
     pub ports: Vec<u16>,
-    procs: Vec<Child>,
-    _dir: tempfile::TempDir,
+    bus: Vec<u16>,
+    procs: Vec<(u16, Child)>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisCluster {
@@ -31,34 +32,16 @@ impl RedisCluster {
         let dir = tempfile::tempdir().expect("temporary folder");
         let all = free_ports(12);
         let (ports, bus) = all.split_at(6);
-        let mut procs = Vec::new();
-        for (port, bus) in ports.iter().zip(bus) {
-            let log = std::fs::File::create(dir.path().join(format!("redis-{port}.log")))
-                .map_or_else(|_| Stdio::null(), Stdio::from);
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args([
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-port",
-                    &bus.to_string(),
-                ])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--cluster-node-timeout", "2000"])
-                .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
-                .args(["--repl-diskless-sync-delay", "0"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(log)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
-            procs.push(child);
-        }
+        let procs = ports
+            .iter()
+            .zip(bus)
+            .map(|(port, bus)| (*port, spawn(dir.path(), *port, *bus)))
+            .collect();
         let cluster = Self {
             ports: ports.to_vec(),
+            bus: bus.to_vec(),
             procs,
-            _dir: dir,
+            dir,
         };
         cluster
             .wait_for(|c| {
@@ -102,6 +85,51 @@ impl RedisCluster {
         format!("redis+cluster://{}", hosts.join(","))
     }
 
+    /// Kills the node on `port` with SIGKILL.
+    pub fn kill(&mut self, port: u16) {
+        if let Some((_, child)) = self.procs.iter_mut().find(|(p, _)| *p == port) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the node on `port` again (after [`RedisCluster::kill`]), with its cluster
+    /// configuration file: it rejoins, as a replica when its slots were failed over.
+    pub fn restart(&mut self, port: u16) {
+        let Some(i) = self.ports.iter().position(|p| *p == port) else {
+            return;
+        };
+        let dir = self.dir.path().to_owned();
+        let bus = self.bus[i];
+        if let Some(slot) = self.procs.iter_mut().find(|(p, _)| *p == port) {
+            // The old child was killed and waited for by `kill`; the new one is waited for at
+            // drop.
+            slot.1 = spawn(&dir, port, bus);
+        }
+    }
+
+    /// The port of the primary that serves `key`'s slot now, as the first node that answers
+    /// among `ports` says (`CLUSTER KEYSLOT`, `CLUSTER NODES`).
+    pub fn primary_of(&self, key: &str, ports: &[u16]) -> Option<u16> {
+        ports.iter().find_map(|&port| {
+            let slot: u16 = query(port, &["CLUSTER", "KEYSLOT", key])?;
+            let nodes: String = query(port, &["CLUSTER", "NODES"])?;
+            nodes.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split(' ').collect();
+                let flags = fields.get(2)?;
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let serves = fields.iter().skip(8).any(|range| {
+                    let (start, end) = range.split_once('-').unwrap_or((range, range));
+                    matches!((start.parse::<u16>(), end.parse::<u16>()), (Ok(s), Ok(e)) if s <= slot && slot <= e)
+                });
+                let addr = fields.get(1)?.split('@').next()?;
+                serves.then(|| addr.rsplit(':').next()?.parse().ok())?
+            })
+        })
+    }
+
     async fn wait_for(&self, ready: impl Fn(&Self) -> bool) {
         let started = Instant::now();
         while !ready(self) {
@@ -139,11 +167,38 @@ impl RedisCluster {
 
 impl Drop for RedisCluster {
     fn drop(&mut self) {
-        for child in &mut self.procs {
+        for (_, child) in &mut self.procs {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
+}
+
+/// A cluster node on `port` (cluster bus on `bus`), its files in `dir`.
+fn spawn(dir: &std::path::Path, port: u16, bus: u16) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("redis-{port}.log")))
+        .map_or_else(|_| Stdio::null(), Stdio::from);
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-port",
+            &bus.to_string(),
+        ])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", "2000"])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--repl-diskless-sync-delay", "0"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(log)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"))
 }
 
 /// One command to the node on `port`, bounded; `None` when it fails.
