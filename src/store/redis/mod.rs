@@ -525,14 +525,12 @@ impl SessionStore for RedisStore {
             .await
     }
 
-    /// `PING`, then a one-key write that expires by itself (`<prefix>probe`, 60 s), waited for
-    /// as every write is: fails when Redis is unreachable, when it takes no writes (a replica, a
-    /// full `maxmemory` with `noeviction`), when no primary is known, and when too few replicas
-    /// acknowledge.
+    /// A one-key write that expires by itself (`<prefix>probe`, 60 s), waited for as every
+    /// write is: fails when Redis is unreachable, when it takes no writes (a replica, a full
+    /// `maxmemory` with `noeviction`), when no primary is known, and when too few replicas
+    /// acknowledge. (No `PING` first: in a cluster it goes to every primary, and readiness
+    /// would follow shards that hold no session.)
     async fn probe(&self) -> Result<(), StoreError> {
-        let _: String = self
-            .on_primary(|mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
-            .await?;
         let mut cmd = ::redis::cmd("SET");
         cmd.arg(format!("{}probe", self.prefix))
             .arg("1")
