@@ -16,9 +16,14 @@ use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
 use parking_lot::Mutex;
+use sessionauth::clock::{Clock, SystemClock};
+use sessionauth::directory::UserId;
+use sessionauth::session::{Session, SessionId, SessionKind};
+use sessionauth::store::{RedisStore, RedisUrl, SessionStore, StoreError};
+use sessionauth::token::SessionToken;
 use support::node::Node;
 use support::redis::toml_string;
-use support::sentinel::{SentinelSet, DOWN_AFTER, FAILOVER_TIMEOUT};
+use support::sentinel::{Acl, SentinelSet, DOWN_AFTER, FAILOVER_TIMEOUT};
 use support::*;
 
 /// Concurrent clients driving the load.
@@ -219,6 +224,49 @@ async fn two_nodes_share_sessions_across_a_failover() {
         info.assert_status(StatusCode::UNAUTHORIZED);
     }
     drop((a, b));
+}
+
+/// The data nodes require an ACL user (their default user is off): the URL's user name reaches
+/// them, through Sentinel's lookup and the `ROLE` check, and the store works; the same password
+/// without the user name (the default user) is refused, and that is `Unavailable`, never a
+/// success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
+async fn the_urls_acl_user_reaches_the_data_nodes() {
+    let acl = Acl {
+        user: "sessionauth",
+        password: "s3cret",
+    };
+    let set = SentinelSet::start_with(Some(acl)).await;
+    let hosts = set.url();
+    let hosts = hosts.strip_prefix("redis+sentinel://").unwrap();
+    let with_user =
+        RedisUrl::parse(&format!("redis+sentinel://sessionauth:s3cret@{hosts}")).unwrap();
+    let store = RedisStore::open(&with_user, "acl:").unwrap();
+    let now = SystemClock.now();
+    let key = SessionToken::generate().unwrap().hash();
+    let session = Session {
+        id: SessionId::generate().unwrap(),
+        kind: SessionKind::User { user: UserId(1001) },
+        created: now,
+        expires: now.saturating_add(Duration::from_secs(3600)),
+        client_ip: None,
+        user_agent: None,
+        credential: None,
+        chain: Vec::new(),
+        fingerprint: None,
+    };
+    store.insert(key, session.clone()).await.unwrap();
+    assert_eq!(store.get(&key, now).await.unwrap(), Some(session));
+    store.probe().await.unwrap();
+
+    let without_user = RedisUrl::parse(&format!("redis+sentinel://:s3cret@{hosts}")).unwrap();
+    let refused = RedisStore::open(&without_user, "acl:").unwrap();
+    match refused.get(&key, now).await {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("the default user got {other:?}"),
+    }
+    assert!(refused.probe().await.is_err());
 }
 
 /// The store lines for `set` under `prefix`: every write waits for one replica, as by default,

@@ -25,6 +25,16 @@ pub const FAILOVER_TIMEOUT: Duration = Duration::from_millis(3000);
 /// other and of both replicas).
 const START_WAIT: Duration = Duration::from_secs(30);
 
+/// An ACL user the data nodes require instead of the default user (which is turned off), and
+/// with which the replicas and the Sentinels log in to them.
+#[derive(Clone, Copy)]
+pub struct Acl {
+    /// The user name.
+    pub user: &'static str,
+    /// Its password.
+    pub password: &'static str,
+}
+
 /// Three Redis servers and three Sentinels on loopback; see the module documentation.
 pub struct SentinelSet {
     /// The port of the server that started as the primary.
@@ -33,6 +43,7 @@ pub struct SentinelSet {
     pub replicas: [u16; 2],
     /// The Sentinels' ports.
     pub sentinels: [u16; 3],
+    acl: Option<Acl>,
     procs: Mutex<Vec<(u16, Child)>>,
     _dir: tempfile::TempDir,
 }
@@ -41,6 +52,11 @@ impl SentinelSet {
     /// Starts the set and waits (bounded) until it is ready. Panics when `redis-server` is
     /// missing or the set does not come up.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// [`SentinelSet::start`], the data nodes requiring `acl`'s user when given.
+    pub async fn start_with(acl: Option<Acl>) -> Self {
         let dir = tempfile::tempdir().expect("temporary folder");
         let ports = free_ports(6);
         let (primary, replicas, sentinels) = (
@@ -49,10 +65,22 @@ impl SentinelSet {
             [ports[3], ports[4], ports[5]],
         );
         let mut procs = Vec::new();
-        procs.push((primary, spawn_server(dir.path(), primary, None)));
+        procs.push((
+            primary,
+            spawn_server(dir.path(), port_args(primary, None, acl)),
+        ));
         for port in replicas {
-            procs.push((port, spawn_server(dir.path(), port, Some(primary))));
+            procs.push((
+                port,
+                spawn_server(dir.path(), port_args(port, Some(primary), acl)),
+            ));
         }
+        let sentinel_auth = acl.map_or_else(String::new, |acl| {
+            format!(
+                "sentinel auth-user {SERVICE} {}\nsentinel auth-pass {SERVICE} {}\n",
+                acl.user, acl.password
+            )
+        });
         for port in sentinels {
             let conf = dir.path().join(format!("sentinel-{port}.conf"));
             std::fs::write(
@@ -62,7 +90,7 @@ impl SentinelSet {
                      sentinel monitor {SERVICE} 127.0.0.1 {primary} 2\n\
                      sentinel down-after-milliseconds {SERVICE} {down}\n\
                      sentinel failover-timeout {SERVICE} {failover}\n\
-                     sentinel parallel-syncs {SERVICE} 2\n",
+                     sentinel parallel-syncs {SERVICE} 2\n{sentinel_auth}",
                     dir = dir.path().display(),
                     down = DOWN_AFTER.as_millis(),
                     failover = FAILOVER_TIMEOUT.as_millis(),
@@ -83,6 +111,7 @@ impl SentinelSet {
             primary,
             replicas,
             sentinels,
+            acl,
             procs: Mutex::new(procs),
             _dir: dir,
         };
@@ -112,7 +141,11 @@ impl SentinelSet {
     /// The primary's port as the first answering Sentinel names it now.
     pub fn primary_now(&self) -> Option<u16> {
         self.sentinels.iter().find_map(|&port| {
-            let addr: Vec<String> = query(port, &["SENTINEL", "get-master-addr-by-name", SERVICE])?;
+            let addr: Vec<String> = query(
+                port,
+                None,
+                &["SENTINEL", "get-master-addr-by-name", SERVICE],
+            )?;
             addr.get(1)?.parse().ok()
         })
     }
@@ -136,13 +169,13 @@ impl SentinelSet {
 
     fn is_ready(&self) -> bool {
         let synced = self.replicas.iter().all(|&port| {
-            query::<String>(port, &["INFO", "replication"])
+            query::<String>(port, self.acl, &["INFO", "replication"])
                 .is_some_and(|info| info.contains("master_link_status:up"))
         });
         synced
             && self.sentinels.iter().all(|&port| {
                 let Some(master) =
-                    query::<HashMap<String, String>>(port, &["SENTINEL", "MASTER", SERVICE])
+                    query::<HashMap<String, String>>(port, None, &["SENTINEL", "MASTER", SERVICE])
                 else {
                     return false;
                 };
@@ -162,8 +195,9 @@ impl Drop for SentinelSet {
 }
 
 /// One command to the server on `port`, bounded; `None` when it fails.
-fn query<T: ::redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
-    let client = ::redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+fn query<T: ::redis::FromRedisValue>(port: u16, acl: Option<Acl>, args: &[&str]) -> Option<T> {
+    let login = acl.map_or_else(String::new, |a| format!("{}:{}@", a.user, a.password));
+    let client = ::redis::Client::open(format!("redis://{login}127.0.0.1:{port}")).ok()?;
     let mut conn = client
         .get_connection_with_timeout(Duration::from_secs(1))
         .ok()?;
@@ -175,18 +209,49 @@ fn query<T: ::redis::FromRedisValue>(port: u16, args: &[&str]) -> Option<T> {
     cmd.query(&mut conn).ok()
 }
 
-/// A Redis server on `port`, a replica of `primary` when given: nothing saved to disk, and a
+/// The arguments of a Redis server on `port`: a replica of `primary` when given, requiring
+/// `acl`'s user (the default user off) when given.
+fn port_args(port: u16, primary: Option<u16>, acl: Option<Acl>) -> (u16, Vec<String>) {
+    let mut args = Vec::new();
+    if let Some(primary) = primary {
+        args.extend([
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.to_string(),
+        ]);
+    }
+    if let Some(acl) = acl {
+        // Each word its own argument: redis-server joins them into the config line.
+        args.extend([
+            "--user".into(),
+            "default".into(),
+            "off".into(),
+            "--user".into(),
+            acl.user.into(),
+            "on".into(),
+            format!(">{}", acl.password),
+            "~*".into(),
+            "&*".into(),
+            "+@all".into(),
+            "--masteruser".into(),
+            acl.user.into(),
+            "--masterauth".into(),
+            acl.password.into(),
+        ]);
+    }
+    (port, args)
+}
+
+/// A Redis server on a port with extra arguments ([`port_args`]): nothing saved to disk, and a
 /// replica synced at once (no diskless-sync delay).
-fn spawn_server(dir: &Path, port: u16, primary: Option<u16>) -> Child {
+fn spawn_server(dir: &Path, (port, extra): (u16, Vec<String>)) -> Child {
     let mut cmd = Command::new("redis-server");
     cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
         .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
-        .arg(dir);
-    if let Some(primary) = primary {
-        cmd.args(["--replicaof", "127.0.0.1", &primary.to_string()]);
-    }
+        .arg(dir)
+        .args(&extra);
     cmd.stdout(log_file(&dir.join(format!("redis-{port}.log"))))
         .stderr(Stdio::null())
         .spawn()
