@@ -43,15 +43,15 @@
 //!
 //! # Replicas
 //!
-//! With a [`ReplicaWait`] (the default for Sentinel: one replica, 500 ms), every write is
-//! followed by `WAIT <replicas> <timeout>` on the same connection, and succeeds only when that
+//! With a [`ReplicaWait`] (the default for Sentinel and Cluster: one replica, 500 ms), every write
+//! is followed by `WAIT <replicas> <timeout>` on the same connection, and succeeds only when that
 //! many replicas acknowledged it: a session is handed out, or a logout confirmed, only once a
-//! replica that Sentinel may promote holds it. When fewer acknowledge in time the operation
-//! fails with 503 (the write may still reach them: a session nobody was given, or a logout the
-//! client will retry). `WAIT` does not make Redis strongly consistent: Sentinel promotes the
-//! replica with the most data, which holds every acknowledged write unless the replicas that
-//! acknowledged it fail too; `redis_wait_replicas` set to the number of replicas closes that gap
-//! at the price of failing writes while any replica is down.
+//! replica that Sentinel may promote holds it. When fewer acknowledge in time the operation fails
+//! with 503 (the write may still reach them: a session nobody was given, or a logout the client
+//! will retry). `WAIT` does not make Redis strongly consistent: Sentinel promotes the replica with
+//! the most data, which holds every acknowledged write unless the replicas that acknowledged it
+//! fail too; `redis_wait_replicas` set to the number of replicas closes that gap at the price of
+//! failing writes while any replica is down.
 //!
 //! # Redis Cluster
 //!
@@ -320,7 +320,8 @@ return out
 pub struct RedisStore {
     link: Link,
     prefix: String,
-    /// The cluster hash slot every key lives in (the prefix's hash tag); 0 outside a cluster.
+    /// The cluster hash slot of the prefix, where every key lives in a cluster (where `WAIT`
+    /// is sent); unused outside one.
     slot: u16,
     wait: Option<ReplicaWait>,
     scripts: Scripts,
