@@ -9,6 +9,12 @@
 //!   data directory (through [`EmbeddedStore`], so with the same group commit), to measure
 //!   start-up time and memory with a large store.
 //!
+//! - `store_bench redis`: the store API straight at a Redis URL of any form (`redis://`,
+//!   `redis+sentinel://`, `redis+cluster://`), no HTTP: `--tasks` concurrent inserts for
+//!   `--duration` seconds, then every session removed, each write waiting for
+//!   `--wait-replicas` replicas (the URL's default when absent): what a replica wait or a
+//!   cluster costs a store operation. Keys go under a random prefix, removed by the run.
+//!
 //! Output ends with one `RESULT key=value ...` line for scripts.
 
 use std::net::SocketAddr;
@@ -27,7 +33,9 @@ use rustls::pki_types::ServerName;
 use sessionauth::clock::{Clock as _, SystemClock};
 use sessionauth::directory::UserId;
 use sessionauth::session::{Session, SessionId, SessionKind};
-use sessionauth::store::{Census as _, EmbeddedStore, SessionStore as _};
+use sessionauth::store::{
+    Census as _, EmbeddedStore, RedisStore, RedisUrl, ReplicaWait, SessionStore as _,
+};
 use sessionauth::token::SessionToken;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -59,6 +67,21 @@ enum Cmd {
         /// Seconds of authenticate load (the logout phase then takes what it takes).
         #[arg(long, default_value_t = 10)]
         duration: u64,
+    },
+    /// Insert, then remove, sessions straight through a Redis store.
+    Redis {
+        /// The store URL (redis://, redis+sentinel://, redis+cluster://).
+        #[arg(long)]
+        url: String,
+        /// Concurrent operations.
+        #[arg(long, default_value_t = 32)]
+        tasks: usize,
+        /// Seconds of inserts (the removal phase then takes what it takes).
+        #[arg(long, default_value_t = 5)]
+        duration: u64,
+        /// Replicas each write waits for (0: none); the URL's default when absent.
+        #[arg(long)]
+        wait_replicas: Option<u32>,
     },
     /// Fill an embedded store with live sessions.
     Fill {
@@ -102,6 +125,12 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::Fill { data_dir, sessions } => fill(&data_dir, sessions).await,
+            Cmd::Redis {
+                url,
+                tasks,
+                duration,
+                wait_replicas,
+            } => redis(&url, tasks, Duration::from_secs(duration), wait_replicas).await,
         }
     });
     match result {
@@ -209,6 +238,85 @@ async fn http(
         auth_errors + logout_errors
     );
     Ok(auth_errors + logout_errors == 0)
+}
+
+async fn redis(
+    url: &str,
+    tasks: usize,
+    duration: Duration,
+    wait_replicas: Option<u32>,
+) -> Result<bool, BoxError> {
+    let url = RedisUrl::parse(url)?;
+    let wait = match wait_replicas {
+        None => ReplicaWait::default_for(&url),
+        Some(0) => None,
+        Some(n) => ReplicaWait::new(n, Duration::from_millis(500)),
+    };
+    let prefix = format!("store-bench:{}:", SessionId::generate()?.0);
+    let store = Arc::new(RedisStore::open_with(&url, &prefix, wait)?);
+    let now = SystemClock.now();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..tasks)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut keys = Vec::new();
+                while started.elapsed() < duration {
+                    let session = Session {
+                        id: SessionId::generate()?,
+                        kind: SessionKind::User { user: UserId(1001) },
+                        created: now,
+                        expires: now.saturating_add(Duration::from_secs(3600)),
+                        client_ip: None,
+                        user_agent: Some("store_bench redis".into()),
+                        credential: None,
+                        chain: Vec::new(),
+                        fingerprint: None,
+                    };
+                    let key = SessionToken::generate()?.hash();
+                    store.insert(key, session).await?;
+                    keys.push(key);
+                }
+                Ok::<_, BoxError>(keys)
+            })
+        })
+        .collect();
+    let mut per_task = Vec::new();
+    for w in workers {
+        per_task.push(w.await??);
+    }
+    let inserted: usize = per_task.iter().map(Vec::len).sum();
+    let insert_rps = inserted as f64 / started.elapsed().as_secs_f64();
+    let removing = Instant::now();
+    let workers: Vec<_> = per_task
+        .into_iter()
+        .map(|keys| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut ended = 0usize;
+                for key in keys {
+                    ended += store.remove(&key, now).await?.len();
+                }
+                Ok::<_, BoxError>(ended)
+            })
+        })
+        .collect();
+    let mut removed = 0;
+    for w in workers {
+        removed += w.await??;
+    }
+    let remove_rps = removed as f64 / removing.elapsed().as_secs_f64();
+    let left = store.count().await?;
+    println!(
+        "{url}: {inserted} inserts at {insert_rps:.0}/s, {removed} removals at {remove_rps:.0}/s, \
+         {tasks} tasks, replica wait {:?}, {left} left",
+        wait.map(|w| w.replicas())
+    );
+    println!(
+        "RESULT insert_rps={insert_rps:.0} remove_rps={remove_rps:.0} inserted={inserted} \
+         removed={removed}"
+    );
+    Ok(removed == inserted && left == 0)
 }
 
 async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {

@@ -92,9 +92,15 @@ pub fn run(mut config: Config) -> Result<CheckReport, Box<dyn std::error::Error 
             "session store: embedded, {}",
             data_dir.join(crate::store::embedded::DB_DIR).display()
         ),
-        StoreConfig::Redis { url, prefix } => {
-            format!("session store: redis {url}, key prefix {prefix:?}")
-        }
+        StoreConfig::Redis { url, prefix, wait } => match wait {
+            Some(w) => format!(
+                "session store: redis {url}, key prefix {prefix:?}, every write waits for {} \
+                 replica(s) within {}",
+                w.replicas(),
+                humantime::format_duration(w.timeout())
+            ),
+            None => format!("session store: redis {url}, key prefix {prefix:?}"),
+        },
         StoreConfig::Postgres { url, prefix } => {
             format!(
                 "session store: postgres {url}, table prefix {:?}",

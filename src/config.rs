@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::crl::{CrlSource, CrlStale};
-use crate::store::{PostgresUrl, RedisUrl, TablePrefix};
+use crate::store::{PostgresUrl, RedisUrl, ReplicaWait, TablePrefix};
 
 mod overrides;
 
@@ -145,12 +145,15 @@ pub(crate) enum StoreConfig {
         /// The folder that holds the database file.
         data_dir: PathBuf,
     },
-    /// `"redis://…"` or `"rediss://…"`: shared by every node that names the same Redis.
+    /// `"redis://…"`, `"rediss://…"`, `"redis+sentinel://…"` or `"rediss+sentinel://…"`:
+    /// shared by every node that names the same Redis.
     Redis {
-        /// The server's URL (it may carry a password: never printed).
+        /// The server's (or the Sentinels') URL (it may carry a password: never printed).
         url: RedisUrl,
         /// The prefix of every key written.
         prefix: String,
+        /// The replicas every write waits for (`redis_wait_replicas`, `redis_wait_timeout`).
+        wait: Option<ReplicaWait>,
     },
     /// `"postgres://…"` or `"postgresql://…"`: shared by every node that names the same
     /// database.
@@ -398,7 +401,30 @@ struct RawConfig {
     store: Option<String>,
     data_dir: Option<PathBuf>,
     redis_prefix: Option<String>,
+    redis_wait_replicas: Option<u32>,
+    redis_wait_timeout: Option<HumanDuration>,
     postgres_table_prefix: Option<String>,
+}
+
+/// The keys that apply to a Redis store only.
+#[derive(Default)]
+pub(crate) struct RawRedis {
+    prefix: Option<String>,
+    wait_replicas: Option<u32>,
+    wait_timeout: Option<Duration>,
+}
+
+impl RawRedis {
+    /// The first of the keys that is set, by name.
+    fn first_set(&self) -> Option<&'static str> {
+        [
+            (self.prefix.is_some(), "redis_prefix"),
+            (self.wait_replicas.is_some(), "redis_wait_replicas"),
+            (self.wait_timeout.is_some(), "redis_wait_timeout"),
+        ]
+        .into_iter()
+        .find_map(|(set, name)| set.then_some(name))
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -475,6 +501,13 @@ impl<'de> Deserialize<'de> for HumanDuration {
 }
 
 impl RawConfig {
+    /// Forgets the keys that apply to a Redis store only (a `--store` of another kind).
+    fn drop_redis_keys(&mut self) {
+        self.redis_prefix = None;
+        self.redis_wait_replicas = None;
+        self.redis_wait_timeout = None;
+    }
+
     /// Reads and parses the file at `path`, without validating it.
     fn read(path: &Path) -> Result<Self, ConfigError> {
         let text = crate::files::read_text_capped(path, crate::files::MAX_TOML_BYTES).map_err(
@@ -623,7 +656,11 @@ impl RawConfig {
             self.store,
             self.data_dir.map(at),
             at(DEFAULT_DATA_DIR.into()),
-            self.redis_prefix,
+            RawRedis {
+                prefix: self.redis_prefix,
+                wait_replicas: self.redis_wait_replicas,
+                wait_timeout: self.redis_wait_timeout.map(|d| d.0),
+            },
             self.postgres_table_prefix,
         )
         .map_err(invalid)?;
@@ -716,14 +753,14 @@ impl RawSigning {
     }
 }
 
-/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent),
-/// `redis_prefix` and `postgres_table_prefix` together: a key that does not apply to the chosen
-/// store is refused rather than silently ignored.
+/// Reads `store`, `data_dir` (already resolved; `default_data_dir` when absent), the `redis_…`
+/// keys and `postgres_table_prefix` together: a key that does not apply to the chosen store is
+/// refused rather than silently ignored.
 fn resolve_store(
     store: Option<String>,
     data_dir: Option<PathBuf>,
     default_data_dir: PathBuf,
-    redis_prefix: Option<String>,
+    redis: RawRedis,
     postgres_table_prefix: Option<String>,
 ) -> Result<StoreConfig, String> {
     let store = store.as_deref().unwrap_or("embedded");
@@ -732,15 +769,34 @@ fn resolve_store(
         "embedded" => StoreConfig::Embedded {
             data_dir: data_dir.clone().unwrap_or(default_data_dir),
         },
-        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+        url if is_redis_url(url) => {
             let url = RedisUrl::parse(url).map_err(|e| format!("store: {e}"))?;
-            let prefix = redis_prefix
+            let prefix = redis
+                .prefix
                 .clone()
                 .unwrap_or_else(|| DEFAULT_REDIS_PREFIX.into());
             if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err("redis_prefix must be non-empty, without spaces".into());
             }
-            StoreConfig::Redis { url, prefix }
+            let replicas = redis
+                .wait_replicas
+                .unwrap_or(ReplicaWait::default_for(&url).map_or(0, |w| w.replicas()));
+            let timeout = redis
+                .wait_timeout
+                .unwrap_or(ReplicaWait::FAILOVER_DEFAULT.timeout());
+            let wait = match replicas {
+                0 if redis.wait_timeout.is_some() => {
+                    return Err("redis_wait_timeout needs redis_wait_replicas of 1 or more".into())
+                }
+                0 => None,
+                n => Some(ReplicaWait::new(n, timeout).ok_or_else(|| {
+                    format!(
+                        "redis_wait_timeout must be above zero and at most {}",
+                        humantime::format_duration(ReplicaWait::MAX_TIMEOUT)
+                    )
+                })?),
+            };
+            StoreConfig::Redis { url, prefix, wait }
         }
         url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let url = PostgresUrl::parse(url).map_err(|e| format!("store: {e}"))?;
@@ -753,8 +809,9 @@ fn resolve_store(
         // The value is not echoed: a mistyped URL may hold a password.
         _ => {
             return Err(
-                "store must be \"memory\", \"embedded\", a redis:// or rediss:// URL, \
-                 or a postgres:// or postgresql:// URL"
+                "store must be \"memory\", \"embedded\", a redis://, rediss://, \
+                 redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster:// \
+                 URL, or a postgres:// or postgresql:// URL"
                     .into(),
             )
         }
@@ -762,8 +819,12 @@ fn resolve_store(
     if data_dir.is_some() && !matches!(config, StoreConfig::Embedded { .. }) {
         return Err("data_dir applies only to store = \"embedded\"".into());
     }
-    if redis_prefix.is_some() && !matches!(config, StoreConfig::Redis { .. }) {
-        return Err("redis_prefix applies only to a redis:// or rediss:// store".into());
+    if let Some(key) = redis.first_set() {
+        if !matches!(config, StoreConfig::Redis { .. }) {
+            return Err(format!(
+                "{key} applies only to a redis://, redis+sentinel:// or redis+cluster:// store"
+            ));
+        }
     }
     if postgres_table_prefix.is_some() && !matches!(config, StoreConfig::Postgres { .. }) {
         return Err(
@@ -771,6 +832,20 @@ fn resolve_store(
         );
     }
     Ok(config)
+}
+
+/// Whether `store` names a Redis store (one server, or Sentinel).
+pub(crate) fn is_redis_url(store: &str) -> bool {
+    [
+        "redis://",
+        "rediss://",
+        "redis+sentinel://",
+        "rediss+sentinel://",
+        "redis+cluster://",
+        "rediss+cluster://",
+    ]
+    .iter()
+    .any(|scheme| store.starts_with(scheme))
 }
 
 #[cfg(test)]
@@ -956,7 +1031,7 @@ mod tests {
         let text =
             format!("store = \"redis://127.0.0.1:6379/2\"\nredis_prefix = \"sa1:\"\n{MINIMAL}");
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
-        let StoreConfig::Redis { url, prefix } = c.store else {
+        let StoreConfig::Redis { url, prefix, .. } = c.store else {
             panic!("not redis: {:?}", c.store);
         };
         assert_eq!(url.expose(), "redis://127.0.0.1:6379/2");
@@ -964,7 +1039,7 @@ mod tests {
         let text = format!("store = \"rediss://redis.example:6380\"\n{MINIMAL}");
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
         assert!(
-            matches!(c.store, StoreConfig::Redis { ref url, ref prefix } if url.is_tls() && prefix == DEFAULT_REDIS_PREFIX)
+            matches!(c.store, StoreConfig::Redis { ref url, ref prefix, .. } if url.is_tls() && prefix == DEFAULT_REDIS_PREFIX)
         );
         let text = format!(
             "store = \"postgres://postgres@127.0.0.1:5432/test\"\n\
@@ -980,6 +1055,40 @@ mod tests {
         let c = Config::from_toml(&text, Path::new(".")).unwrap();
         assert!(
             matches!(c.store, StoreConfig::Postgres { ref prefix, .. } if *prefix == TablePrefix::default())
+        );
+    }
+
+    /// A Sentinel URL waits for one replica within 500 ms unless told otherwise; a plain Redis
+    /// URL waits for none unless told; `redis_wait_replicas = 0` turns the wait off.
+    #[test]
+    fn redis_replica_wait_defaults_and_settings() {
+        let wait_of = |lines: &str| {
+            let text = format!("{lines}\n{MINIMAL}");
+            match Config::from_toml(&text, Path::new(".")).unwrap().store {
+                StoreConfig::Redis { wait, .. } => wait,
+                other => panic!("not redis: {other:?}"),
+            }
+        };
+        let sentinel = "store = \"redis+sentinel://u:p@10.0.0.1:26379,10.0.0.2/svc/2\"";
+        assert_eq!(wait_of(sentinel), Some(ReplicaWait::FAILOVER_DEFAULT));
+        assert_eq!(wait_of("store = \"redis://h\""), None);
+        assert_eq!(
+            wait_of(&format!(
+                "{sentinel}\nredis_wait_replicas = 2\nredis_wait_timeout = \"2s\""
+            )),
+            ReplicaWait::new(2, Duration::from_secs(2))
+        );
+        assert_eq!(
+            wait_of(&format!("{sentinel}\nredis_wait_replicas = 0")),
+            None
+        );
+        assert_eq!(
+            wait_of("store = \"redis://h\"\nredis_wait_replicas = 1"),
+            Some(ReplicaWait::FAILOVER_DEFAULT)
+        );
+        assert_eq!(
+            wait_of("store = \"redis+cluster://h:7000,h:7001\""),
+            Some(ReplicaWait::FAILOVER_DEFAULT)
         );
     }
 
@@ -1023,6 +1132,26 @@ mod tests {
                 "redis_prefix",
             ),
             ("store = \"redis://h\"\nredis_prefix = \"\"", "redis_prefix"),
+            (
+                "store = \"memory\"\nredis_wait_replicas = 1",
+                "redis_wait_replicas applies only",
+            ),
+            (
+                "store = \"redis+sentinel://u:hunter2@h:1/svc\"\nredis_wait_timeout = \"0s\"",
+                "redis_wait_timeout must be above zero",
+            ),
+            (
+                "store = \"redis+sentinel://u:hunter2@h:1/svc\"\nredis_wait_timeout = \"1m\"",
+                "redis_wait_timeout must be above zero",
+            ),
+            (
+                "store = \"redis://u:hunter2@h\"\nredis_wait_timeout = \"1s\"",
+                "needs redis_wait_replicas",
+            ),
+            (
+                "store = \"redis+sentinel://u:hunter2@h:1\"",
+                "not a valid Redis URL",
+            ),
         ] {
             let text = format!("{line}\n{MINIMAL}");
             let e = Config::from_toml(&text, Path::new("."))

@@ -65,7 +65,8 @@ struct ConfigArgs {
     /// is made; with it, replaces tls.cert, tls.key and tls.client_ca.
     #[arg(long, env = "SESSIONAUTH_CERTS", value_name = "DIR")]
     certs: Option<PathBuf>,
-    /// The session store: embedded, memory, or a redis:// or rediss:// URL (replaces `store`).
+    /// The session store: embedded, memory, or a redis://, rediss://, redis+sentinel:// or
+    /// postgres:// URL (replaces `store`).
     #[arg(
         long,
         env = "SESSIONAUTH_STORE",

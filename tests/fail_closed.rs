@@ -13,7 +13,8 @@ use hyper::StatusCode;
 use sessionauth::clock::{Clock, SystemClock};
 use sessionauth::directory::UserId;
 use sessionauth::store::{
-    Census, PostgresStore, PostgresUrl, Selector, SessionStore, StoreError, TablePrefix,
+    Census, PostgresStore, PostgresUrl, RedisStore, RedisUrl, Selector, SessionStore, StoreError,
+    TablePrefix,
 };
 use sessionauth::token::TokenHash;
 use support::*;
@@ -58,6 +59,71 @@ async fn postgres_store_on_a_closed_port_is_unavailable() {
     }
     assert!(
         started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A Sentinel store whose Sentinels all refuse connections knows no primary: every operation,
+/// the probe included, fails with `Unavailable`, quickly, and none succeeds.
+#[tokio::test]
+async fn sentinel_store_without_sentinels_is_unavailable() {
+    let (a, b) = (closed_port().await, closed_port().await);
+    let url = RedisUrl::parse(&format!(
+        "redis+sentinel://app:pw@127.0.0.1:{a},127.0.0.1:{b}/svc"
+    ))
+    .unwrap();
+    let store = RedisStore::open(&url, "t:").unwrap();
+    let now = SystemClock.now();
+    let key = TokenHash::from_bytes([7; 32]);
+    let started = Instant::now();
+    let results: Vec<(&str, Result<(), StoreError>)> = vec![
+        ("get", store.get(&key, now).await.map(drop)),
+        ("remove", store.remove(&key, now).await.map(drop)),
+        ("list_user", store.list_user(UserId(1), now).await.map(drop)),
+        ("purge", store.purge_expired(now, 10).await.map(drop)),
+        ("write_note", store.write_note("n", vec![1]).await),
+        ("probe", store.probe().await),
+        ("count", store.count().await.map(drop)),
+    ];
+    for (op, result) in results {
+        match result {
+            Err(StoreError::Unavailable(why)) => assert!(why.contains("primary"), "{op}: {why}"),
+            other => panic!("{op}: {other:?}"),
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A Cluster store whose seed nodes all refuse connections fails every operation, the probe
+/// included, with `Unavailable`, quickly; none succeeds.
+#[tokio::test]
+async fn cluster_store_without_nodes_is_unavailable() {
+    let (a, b) = (closed_port().await, closed_port().await);
+    let url = RedisUrl::parse(&format!("redis+cluster://127.0.0.1:{a},127.0.0.1:{b}")).unwrap();
+    let store = RedisStore::open(&url, "t:").unwrap();
+    let now = SystemClock.now();
+    let key = TokenHash::from_bytes([7; 32]);
+    let started = Instant::now();
+    let results: Vec<(&str, Result<(), StoreError>)> = vec![
+        ("get", store.get(&key, now).await.map(drop)),
+        ("remove", store.remove(&key, now).await.map(drop)),
+        ("write_note", store.write_note("n", vec![1]).await),
+        ("probe", store.probe().await),
+        ("count", store.count().await.map(drop)),
+    ];
+    for (op, result) in results {
+        assert!(
+            matches!(result, Err(StoreError::Unavailable(_))),
+            "{op}: {result:?}"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
         "took {:?}",
         started.elapsed()
     );

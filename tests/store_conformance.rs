@@ -1,9 +1,11 @@
 //! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
-//! database in a temporary folder), Redis and PostgreSQL.
+//! database in a temporary folder), Redis, Redis behind Sentinel, Redis Cluster and PostgreSQL.
 //!
 //! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`), the
-//! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`): they are ignored unless
-//! the ignored tests are included, and then fail without their server. Each case writes under
+//! PostgreSQL cases the test database (`SESSIONAUTH_TEST_POSTGRES_URL`), the Sentinel cases a
+//! set of Redis servers and Sentinels the test starts itself, the Cluster cases a six-node
+//! cluster it starts itself (`redis-server` and `redis-cli` on the `PATH`):
+//! they are ignored unless the ignored tests are included, and then fail without their server. Each case writes under
 //! its own random key or table prefix and deletes what it wrote afterwards.
 
 // A failed expectation in a test is a panic, in helpers too.
@@ -20,12 +22,14 @@ use sessionauth::directory::{AppId, UserId};
 use sessionauth::session::{CredentialId, Fingerprint, Session, SessionId, SessionKind};
 use sessionauth::store::{
     Census, EmbeddedStore, KindCounts, MemoryStore, PostgresStore, PostgresUrl, RedisStore,
-    RedisUrl, Selector, SessionStore, StoreError, TablePrefix,
+    RedisUrl, ReplicaWait, Selector, SessionStore, StoreError, TablePrefix,
 };
 
 use sessionauth::token::{SessionToken, TokenHash};
 use support::postgres::TestPostgres;
 use support::redis::TestRedis;
+use support::redis_cluster::RedisCluster;
+use support::sentinel::SentinelSet;
 
 /// A backend under test: the server's trait plus the count the checks read.
 trait Backend: SessionStore + Census {}
@@ -577,6 +581,43 @@ macro_rules! conformance {
                 }
             )*
         }
+        mod sentinel {
+            /// Every case in turn on one set of Redis servers and Sentinels that the test
+            /// starts (`support::sentinel`), each case under its own key prefix, every write
+            /// waiting for a replica (the Sentinel default).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
+            async fn every_case() {
+                let set = super::SentinelSet::start().await;
+                let url = super::RedisUrl::parse(&set.url()).unwrap();
+                assert!(url.is_sentinel());
+                $(
+                    let prefix = concat!(stringify!($case), ":");
+                    let store = super::RedisStore::open_with(&url, prefix, super::slow_wait())
+                        .unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
+                )*
+            }
+        }
+        mod cluster {
+            /// Every case in turn on one six-node Redis Cluster that the test starts
+            /// (`support::redis_cluster`), each case under its own key prefix (made a hash tag,
+            /// so that its keys share a slot), every write waiting for the slot's replica
+            /// (`slow_wait`).
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[ignore = "needs redis-server and redis-cli (the test starts its own cluster)"]
+            async fn every_case() {
+                let cluster = super::RedisCluster::start().await;
+                let url = super::RedisUrl::parse(&cluster.url()).unwrap();
+                assert!(url.is_cluster());
+                $(
+                    let prefix = concat!(stringify!($case), ":");
+                    let store = super::RedisStore::open_with(&url, prefix, super::slow_wait())
+                        .unwrap();
+                    super::$case(std::sync::Arc::new(store)).await;
+                )*
+            }
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -588,6 +629,13 @@ macro_rules! conformance {
             )*
         }
     };
+}
+
+/// The replica wait of the Sentinel and Cluster cases: one replica, as by default, but within
+/// 5 s rather than 500 ms, so that a machine busy with the rest of the suite does not turn a
+/// slow acknowledgement into a failed case (the cases are about behaviour, not speed).
+fn slow_wait() -> Option<ReplicaWait> {
+    ReplicaWait::new(1, Duration::from_secs(5))
 }
 
 /// A PostgreSQL store on the test database, under the test's table prefix.

@@ -12,8 +12,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use super::{
-    resolve_store, Config, ConfigError, DirectorySource, RawConfig, DEFAULT_CERTS_DIR,
-    DEFAULT_DATA_DIR,
+    is_redis_url, resolve_store, Config, ConfigError, DirectorySource, RawConfig, RawRedis,
+    DEFAULT_CERTS_DIR, DEFAULT_DATA_DIR,
 };
 use crate::pki::{CA_CERT, SERVER_CERT, SERVER_KEY};
 
@@ -102,11 +102,11 @@ impl Overrides {
         }
         if let Some(store) = self.store {
             match store_kind(&store) {
-                StoreKind::Embedded => raw.redis_prefix = None,
+                StoreKind::Embedded => raw.drop_redis_keys(),
                 StoreKind::Redis => raw.data_dir = None,
                 StoreKind::Other => {
                     raw.data_dir = None;
-                    raw.redis_prefix = None;
+                    raw.drop_redis_keys();
                 }
             }
             raw.store = Some(store);
@@ -152,7 +152,7 @@ impl Overrides {
                 self.store,
                 self.data_dir,
                 PathBuf::from(DEFAULT_DATA_DIR),
-                None,
+                RawRedis::default(),
                 None,
             )
             .map_err(|message| override_error(STORE_NAMES, &message))?;
@@ -173,7 +173,7 @@ enum StoreKind {
 fn store_kind(store: &str) -> StoreKind {
     if store == "embedded" {
         StoreKind::Embedded
-    } else if store.starts_with("redis://") || store.starts_with("rediss://") {
+    } else if is_redis_url(store) {
         StoreKind::Redis
     } else {
         StoreKind::Other

@@ -11,7 +11,7 @@
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
 //! | [`EmbeddedStore`] (the default) | `embedded/` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
-//! | [`RedisStore`] | `redis/` | shared by every node; as durable as the Redis server is configured |
+//! | [`RedisStore`] | `redis/` | shared by every node; as durable as the Redis server is configured; behind Sentinel, every write waits for a replica |
 //! | [`PostgresStore`] | `postgres/` | shared by every node; every change committed before it is acknowledged |
 
 pub mod embedded;
@@ -23,7 +23,7 @@ pub mod redis;
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;
 pub use postgres::{PostgresStore, PostgresUrl, TablePrefix};
-pub use redis::{RedisStore, RedisUrl};
+pub use redis::{RedisStore, RedisUrl, ReplicaWait};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -119,9 +119,10 @@ pub(crate) fn open(config: &StoreConfig) -> Result<Arc<dyn SessionStore>, OpenEr
             tracing::info!(file = %store.path().display(), "session store: embedded");
             Arc::new(store)
         }
-        StoreConfig::Redis { url, prefix } => {
-            tracing::info!(%url, %prefix, "session store: redis (connects on first use)");
-            Arc::new(RedisStore::open(url, prefix)?)
+        StoreConfig::Redis { url, prefix, wait } => {
+            let replicas = wait.map_or(0, |w| w.replicas());
+            tracing::info!(%url, %prefix, wait_replicas = replicas, "session store: redis (connects on first use)");
+            Arc::new(RedisStore::open_with(url, prefix, *wait)?)
         }
         StoreConfig::Postgres { url, prefix } => {
             tracing::info!(%url, %prefix, "session store: postgres (connects on first use)");

@@ -7,6 +7,8 @@
 //! | `server.rs` | [`Site`] (a folder with the PKI, the configuration and a session store) and [`TestServer`] (the real server in-process on `127.0.0.1:0`, `sessionauth::server::run` with a `ManualClock`) |
 //! | `node.rs` | the built `sessionauth` binary: run to completion, or serve as a [`node::Node`] that can be SIGTERMed or SIGKILLed |
 //! | `redis.rs` | the Redis the tests may use ([`redis::TestRedis`]): its URL, a random key prefix per test, cleaned up afterwards |
+//! | `sentinel.rs` | a primary, two replicas and three Sentinels started by the test on free loopback ports ([`sentinel::SentinelSet`]), killed when it drops |
+//! | `redis_cluster.rs` | a six-node Redis Cluster (three primaries, a replica each) started by the test on free loopback ports ([`redis_cluster::RedisCluster`]); a node can be killed and started again; all killed when it drops |
 //! | `postgres.rs` | the PostgreSQL the tests may use ([`postgres::TestPostgres`]): its URL, a random table prefix per test, its tables dropped afterwards |
 //! | `rsa.rs` | RSA keys made at test time, JWTs signed with *ring*, the RSA test directory |
 //!
@@ -66,7 +68,9 @@ pub mod node;
 pub mod pki;
 pub mod postgres;
 pub mod redis;
+pub mod redis_cluster;
 pub mod rsa;
+pub mod sentinel;
 pub mod server;
 
 use std::time::Duration;

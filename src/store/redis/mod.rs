@@ -30,26 +30,53 @@
 //!
 //! # Failures
 //!
-//! The connection is made on first use and re-made in the background after a failure
-//! (`redis::aio::ConnectionManager`); start-up never waits for Redis. Every operation is bounded
-//! by [`OP_TIMEOUT`]: when Redis is unreachable, calls fail fast with
-//! [`StoreError::Unavailable`] (503), never with a success, and succeed again once Redis is back,
-//! without a restart.
+//! The connection is made on first use and re-made after a failure; start-up never waits for
+//! Redis. Every operation is bounded by [`OP_TIMEOUT`]: when Redis is unreachable, calls fail
+//! fast with [`StoreError::Unavailable`] (503), never with a success, and succeed again once
+//! Redis is back, without a restart.
 //!
-//! The scripts build key names from the prefix, so the keys of one deployment must live on one
-//! Redis primary (standalone or replicated; not Redis Cluster).
+//! With a `redis+sentinel://` URL the primary is the one the Sentinels name
+//! (`SENTINEL MASTERS`, then `ROLE` on the node to check that it is a master; `link.rs`). When
+//! an operation finds the connection broken or silent, or the server answers as a replica
+//! (`READONLY`) or as a node that lost its primary (`MASTERDOWN`, `MOVED`, …), it fails with 503
+//! and the next operation asks the Sentinels again: a failover is ridden out without a restart,
+//! and while no primary is known every operation answers 503.
+//!
+//! # Replicas
+//!
+//! With a [`ReplicaWait`] (the default for Sentinel and Cluster: one replica, 500 ms), every write
+//! is followed by `WAIT <replicas> <timeout>` on the same connection, and succeeds only when that
+//! many replicas acknowledged it: a session is handed out, or a logout confirmed, only once a
+//! replica that Sentinel may promote holds it. When fewer acknowledge in time the operation fails
+//! with 503 (the write may still reach them: a session nobody was given, or a logout the client
+//! will retry). `WAIT` does not make Redis strongly consistent: Sentinel promotes the replica with
+//! the most data, which holds every acknowledged write unless the replicas that acknowledged it
+//! fail too; `redis_wait_replicas` set to the number of replicas closes that gap at the price of
+//! failing writes while any replica is down.
+//!
+//! # Redis Cluster
+//!
+//! With a `redis+cluster://` URL the prefix is made a hash tag (`sessionauth:` becomes
+//! `{sessionauth:}`; a prefix that holds a `{…}` tag is kept), so every key of the deployment
+//! hashes to one slot. Each script declares one key, `<prefix>x`, by which the cluster client
+//! routes it to that slot's primary; the other keys a script touches are built from the prefix
+//! (a session's index entries are only known once its header is read), and, sharing the tag,
+//! live on the same node, where a script may use them. `WAIT` goes to the same primary. The
+//! cost: one shard holds every session; a cluster buys automatic failover, not write scaling.
 
+mod link;
 mod url;
 
-pub use url::RedisUrl;
+pub use url::{InvalidRedisUrl, RedisUrl};
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{Client, RedisError, Script};
+use ::redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use ::redis::{Cmd, RedisError, RedisResult, Script};
 use async_trait::async_trait;
-use parking_lot::Mutex;
+
+use link::{Conn, Link, Lost};
 
 use super::{Census, KindCounts, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
@@ -63,6 +90,51 @@ pub const OP_TIMEOUT: Duration = Duration::from_secs(2);
 pub const IO_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long Redis keeps a session past its end, for the purge to record it.
 pub const EXPIRY_GRACE: Duration = Duration::from_secs(600);
+/// The longest a lookup of the primary through Sentinel may take.
+pub const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many replicas must acknowledge each write (`WAIT`), and how long to wait for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    /// At least one.
+    replicas: u32,
+    /// Above zero, at most [`ReplicaWait::MAX_TIMEOUT`].
+    timeout: Duration,
+}
+
+impl ReplicaWait {
+    /// The longest wait accepted: a request waits this long at most for its replicas.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+    /// What a Sentinel or Cluster URL gets unless configured otherwise: one replica, 500 ms.
+    pub const FAILOVER_DEFAULT: Self = Self {
+        replicas: 1,
+        timeout: Duration::from_millis(500),
+    };
+
+    /// `replicas` (at least 1) within `timeout` (above zero, at most
+    /// [`ReplicaWait::MAX_TIMEOUT`]); `None` otherwise.
+    pub fn new(replicas: u32, timeout: Duration) -> Option<Self> {
+        let fits = replicas >= 1 && !timeout.is_zero() && timeout <= Self::MAX_TIMEOUT;
+        fits.then_some(Self { replicas, timeout })
+    }
+
+    /// How many replicas.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
+    }
+
+    /// How long.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The default for `url`: [`ReplicaWait::FAILOVER_DEFAULT`] for Sentinel and Cluster,
+    /// whose replicas are promoted when a primary fails; none for one server (whose replicas,
+    /// if any, nobody promotes automatically).
+    pub fn default_for(url: &RedisUrl) -> Option<Self> {
+        (url.is_sentinel() || url.is_cluster()).then_some(Self::FAILOVER_DEFAULT)
+    }
+}
 
 /// Reads a stored session's header; removes a session read as `v` with its index entries and,
 /// for an app session, the live on-behalf-of sessions minted with it (`drop_read`, appending
@@ -119,6 +191,8 @@ local function drop(h)
 end
 ";
 
+/// Every script: KEYS[1] is `<prefix>x` (for routing; see the module documentation).
+///
 /// ARGV: prefix, hash, value, expires ms, id, ttl ms, user id or empty, app id or empty, parent
 /// session id or empty, credential hexes (comma-separated) or empty, owner tag (`<kind>:<user
 /// id or nothing>:<app id or nothing>`), created ms, how many of the owner's sessions to keep
@@ -247,10 +321,12 @@ return out
 
 /// Sessions in Redis; see the module documentation for what is guaranteed.
 pub struct RedisStore {
-    client: Client,
+    link: Link,
     prefix: String,
-    /// Made on first use, inside the runtime; it reconnects by itself afterwards.
-    conn: Mutex<Option<ConnectionManager>>,
+    /// The cluster hash slot of the prefix, where every key lives in a cluster (where `WAIT`
+    /// is sent); unused outside one.
+    slot: u16,
+    wait: Option<ReplicaWait>,
     scripts: Scripts,
 }
 
@@ -267,24 +343,45 @@ impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisStore")
             .field("prefix", &self.prefix)
+            .field("wait", &self.wait)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Sets up the client for `url`, writing keys under `prefix`. Does not connect: the
-    /// connection is made on first use, so a Redis that is down at start-up delays nothing
-    /// (requests answer 503 until it is reachable).
+    /// Sets up the client for `url`, writing keys under `prefix`, waiting for replicas as
+    /// [`ReplicaWait::default_for`] the URL says. Does not connect: the connection is made on
+    /// first use, so a Redis that is down at start-up delays nothing (requests answer 503 until
+    /// it is reachable).
     pub fn open(url: &RedisUrl, prefix: &str) -> Result<Self, OpenError> {
+        Self::open_with(url, prefix, ReplicaWait::default_for(url))
+    }
+
+    /// [`RedisStore::open`], every write waiting for `wait`'s replicas (or for none). An answer
+    /// is awaited [`IO_TIMEOUT`], or the replica wait and a quarter second when that is longer.
+    pub fn open_with(
+        url: &RedisUrl,
+        prefix: &str,
+        wait: Option<ReplicaWait>,
+    ) -> Result<Self, OpenError> {
         // A `rediss://` client builds its TLS configuration from rustls's process-wide default
         // provider, which the binary makes ours once, in `main`
         // (`tls::install_process_default`); this constructor changes no process-wide state.
-        let client = Client::open(url.expose()).map_err(OpenError::Redis)?;
+        let response_timeout = wait.map_or(IO_TIMEOUT, |w| {
+            IO_TIMEOUT.max(w.timeout + Duration::from_millis(250))
+        });
+        let link = Link::open(url, response_timeout)?;
         let with_drop = |body: &str| Script::new(&format!("{DROP_FN}\n{body}"));
+        let prefix = if url.is_cluster() {
+            cluster_prefix(prefix)
+        } else {
+            prefix.to_owned()
+        };
         Ok(Self {
-            client,
-            prefix: prefix.to_owned(),
-            conn: Mutex::new(None),
+            link,
+            slot: key_slot(prefix.as_bytes()),
+            prefix,
+            wait,
             scripts: Scripts {
                 insert: with_drop(INSERT),
                 remove: with_drop(REMOVE),
@@ -296,44 +393,113 @@ impl RedisStore {
         })
     }
 
-    /// The shared, self-reconnecting connection, made on first use.
-    fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.conn.lock();
-        if let Some(conn) = &*slot {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(self.client.clone(), config)
-            .map_err(redis_error)?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+    /// Runs `op` on the primary, bounded by [`OP_TIMEOUT`]. A failure that says the primary may
+    /// be gone makes the next operation look for it again (Sentinel).
+    async fn on_primary<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let (conn, generation) = self.link.connection().await?;
+        self.settle(generation, tokio::time::timeout(OP_TIMEOUT, op(conn)).await)
     }
 
-    /// Runs `script` with the prefix as the first argument, bounded by [`OP_TIMEOUT`].
+    /// [`RedisStore::on_primary`] for an operation that writes: then, with a [`ReplicaWait`],
+    /// `WAIT` on the same connection, failing (503) when too few replicas acknowledge in time.
+    async fn write<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = RedisResult<T>>,
+    {
+        let (conn, generation) = self.link.connection().await?;
+        let value = self.settle(
+            generation,
+            tokio::time::timeout(OP_TIMEOUT, op(conn.clone())).await,
+        )?;
+        let Some(wait) = self.wait else {
+            return Ok(value);
+        };
+        let timeout_ms = u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX);
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(wait.replicas).arg(timeout_ms);
+        let acked: u32 = self.settle(
+            generation,
+            tokio::time::timeout(wait.timeout + IO_TIMEOUT, acked(conn, cmd, self.slot)).await,
+        )?;
+        if acked < wait.replicas {
+            // An isolated old primary looks exactly like this: ask Sentinel again.
+            self.link.forget(generation, Lost::Replicas);
+            return Err(StoreError::Unavailable(format!(
+                "{acked} of {} Redis replicas acknowledged the write within {timeout_ms} ms",
+                wait.replicas
+            )));
+        }
+        Ok(value)
+    }
+
+    /// An operation's outcome as the store reports it; a failure that may mean the primary is
+    /// gone is reported to the link.
+    fn settle<T>(
+        &self,
+        generation: u64,
+        outcome: Result<RedisResult<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, StoreError> {
+        match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => {
+                self.link.forget(generation, Lost::Error(&e));
+                Err(redis_error(e))
+            }
+            Err(_) => {
+                self.link.forget(generation, Lost::Silent);
+                Err(StoreError::Unavailable(format!(
+                    "Redis did not answer within {}s",
+                    OP_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
+    /// A script invocation with its one declared key, `<prefix>x` (the expiry index, which
+    /// every script that writes touches; in a cluster it routes the script to the slot of every
+    /// key it touches), and the prefix as the first argument.
+    fn prepare<'a>(&self, script: &'a Script) -> ::redis::ScriptInvocation<'a> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(format!("{}x", self.prefix))
+            .arg(&self.prefix);
+        invocation
+    }
+
+    /// Runs `script` (a write) with the prefix as the first argument.
     async fn run<T: ::redis::FromRedisValue>(
         &self,
         script: &Script,
         args: &[String],
     ) -> Result<T, StoreError> {
-        let mut invocation = script.prepare_invoke();
-        invocation.arg(&self.prefix);
+        let mut invocation = self.prepare(script);
         for arg in args {
             invocation.arg(arg);
         }
         self.invoke(&invocation).await
     }
 
-    /// Runs a prepared script invocation, bounded by [`OP_TIMEOUT`].
+    /// Runs a prepared script invocation that writes.
     async fn invoke<T: ::redis::FromRedisValue>(
         &self,
         invocation: &::redis::ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.connection()?;
-        bounded(invocation.invoke_async(&mut conn)).await
+        self.write(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Runs a prepared script invocation that only reads: no `WAIT`.
+    async fn invoke_read<T: ::redis::FromRedisValue>(
+        &self,
+        invocation: &::redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.on_primary(|mut conn| async move { invocation.invoke_async(&mut conn).await })
+            .await
     }
 
     fn session_key(&self, key: &TokenHash) -> String {
@@ -345,54 +511,38 @@ impl RedisStore {
     }
 }
 
-/// Awaits one Redis call, at most [`OP_TIMEOUT`].
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, RedisError>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(OP_TIMEOUT, call).await {
-        Ok(result) => result.map_err(redis_error),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "Redis did not answer within {}s",
-            OP_TIMEOUT.as_secs()
-        ))),
-    }
-}
-
 #[async_trait]
 impl SessionStore for RedisStore {
     async fn read_note(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut conn = self.connection()?;
-        let key = format!("{}n:{name}", self.prefix);
-        bounded(::redis::cmd("GET").arg(key).query_async(&mut conn)).await
+        let mut cmd = ::redis::cmd("GET");
+        cmd.arg(format!("{}n:{name}", self.prefix));
+        let cmd = &cmd;
+        self.on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn write_note(&self, name: &str, value: Vec<u8>) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let key = format!("{}n:{name}", self.prefix);
-        bounded(
-            ::redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .query_async(&mut conn),
-        )
-        .await
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(format!("{}n:{name}", self.prefix)).arg(value);
+        let cmd = &cmd;
+        self.write(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
-    /// `PING`, then a one-key write that expires by itself (`<prefix>probe`, 60 s): fails when
-    /// Redis is unreachable, and when it takes no writes (a replica, a full `maxmemory` with
-    /// `noeviction`).
+    /// A one-key write that expires by itself (`<prefix>probe`, 60 s), waited for as every
+    /// write is: fails when Redis is unreachable, when it takes no writes (a replica, a full
+    /// `maxmemory` with `noeviction`), when no primary is known, and when too few replicas
+    /// acknowledge. (No `PING` first: in a cluster it goes to every primary, and readiness
+    /// would follow shards that hold no session.)
     async fn probe(&self) -> Result<(), StoreError> {
-        let mut conn = self.connection()?;
-        let _: String = bounded(::redis::cmd("PING").query_async(&mut conn)).await?;
-        bounded(
-            ::redis::cmd("SET")
-                .arg(format!("{}probe", self.prefix))
-                .arg("1")
-                .arg("PX")
-                .arg(60_000)
-                .query_async(&mut conn),
-        )
-        .await
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(format!("{}probe", self.prefix))
+            .arg("1")
+            .arg("PX")
+            .arg(60_000);
+        let cmd = &cmd;
+        self.write(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
 
     async fn insert_capped(
@@ -421,9 +571,8 @@ impl SessionStore for RedisStore {
             .map(|p| p.0.to_string())
             .unwrap_or_default();
         let credential = credential_list(&session);
-        let mut invocation = self.scripts.insert.prepare_invoke();
+        let mut invocation = self.prepare(&self.scripts.insert);
         invocation
-            .arg(&self.prefix)
             .arg(hex(&key).as_str())
             .arg(value)
             .arg(session.expires.as_epoch_millis())
@@ -449,28 +598,29 @@ impl SessionStore for RedisStore {
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("GET");
         cmd.arg(self.session_key(key));
-        let value: Option<Vec<u8>> = bounded(cmd.query_async(&mut conn)).await?;
+        let cmd = &cmd;
+        let value: Option<Vec<u8>> = self
+            .on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await?;
         live(value.as_deref().map(decode).transpose()?, now)
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut invocation = self.scripts.remove.prepare_invoke();
-        invocation
-            .arg(&self.prefix)
-            .arg(hex(key).as_str())
-            .arg(now.as_epoch_millis());
+        let mut invocation = self.prepare(&self.scripts.remove);
+        invocation.arg(hex(key).as_str()).arg(now.as_epoch_millis());
         let values: Vec<Vec<u8>> = self.invoke(&invocation).await?;
         decode_all(&values)
     }
 
     async fn live_by_kind(&self, _now: Millis) -> Result<KindCounts, StoreError> {
-        let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("HGETALL");
         cmd.arg(format!("{}k", self.prefix));
-        let fields: Vec<(String, i64)> = bounded(cmd.query_async(&mut conn)).await?;
+        let cmd = &cmd;
+        let fields: Vec<(String, i64)> = self
+            .on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await?;
         let mut counts = KindCounts::default();
         for (kind, n) in fields {
             counts.add(
@@ -482,9 +632,9 @@ impl SessionStore for RedisStore {
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let values: Vec<Vec<u8>> = self
-            .run(&self.scripts.list_user, &[user.0.to_string()])
-            .await?;
+        let mut invocation = self.prepare(&self.scripts.list_user);
+        invocation.arg(user.0);
+        let values: Vec<Vec<u8>> = self.invoke_read(&invocation).await?;
         decode_live(&values, now)
     }
 
@@ -546,11 +696,65 @@ impl SessionStore for RedisStore {
 #[async_trait]
 impl Census for RedisStore {
     async fn count(&self) -> Result<usize, StoreError> {
-        let mut conn = self.connection()?;
         let mut cmd = ::redis::cmd("ZCARD");
         cmd.arg(format!("{}x", self.prefix));
-        bounded(cmd.query_async(&mut conn)).await
+        let cmd = &cmd;
+        self.on_primary(|mut conn| async move { cmd.query_async(&mut conn).await })
+            .await
     }
+}
+
+/// The number of replicas that acknowledged, from `WAIT` on the connection the write went
+/// through: in a cluster, on the primary of the keys' slot.
+async fn acked(mut conn: Conn, cmd: Cmd, slot: u16) -> RedisResult<u32> {
+    match &mut conn {
+        Conn::Cluster(cluster) => {
+            let to = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+            let value = cluster
+                .route_command(cmd, RoutingInfo::SingleNode(to))
+                .await?;
+            Ok(::redis::from_redis_value(value)?)
+        }
+        Conn::Single(_) => cmd.query_async(&mut conn).await,
+    }
+}
+
+/// The key prefix in a cluster: `prefix` itself when it holds a hash tag (`{…}`), else the
+/// whole prefix made the tag (`sessionauth:` → `{sessionauth:}`), so that every key of the
+/// deployment hashes to one slot and each script's keys live together.
+fn cluster_prefix(prefix: &str) -> String {
+    if hash_tag(prefix.as_bytes()).is_some() {
+        prefix.to_owned()
+    } else {
+        format!("{{{prefix}}}")
+    }
+}
+
+/// The part of `key` Redis Cluster hashes: between the first `{` and the next `}`, when that is
+/// not empty.
+fn hash_tag(key: &[u8]) -> Option<&[u8]> {
+    let open = key.iter().position(|b| *b == b'{')?;
+    let rest = key.get(open + 1..)?;
+    let close = rest.iter().position(|b| *b == b'}')?;
+    rest.get(..close).filter(|tag| !tag.is_empty())
+}
+
+/// Redis Cluster's hash slot of `key`: CRC16 (XMODEM) of its hash tag, or of all of it, modulo
+/// 16384.
+fn key_slot(key: &[u8]) -> u16 {
+    let hashed = hash_tag(key).unwrap_or(key);
+    let mut crc: u16 = 0;
+    for byte in hashed {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
 }
 
 fn live(session: Option<Session>, now: Millis) -> Result<Option<Session>, StoreError> {
@@ -662,10 +866,11 @@ fn backend(source: Arc<dyn std::error::Error + Send + Sync>) -> StoreError {
     }
 }
 
-/// Connection failures are "unavailable" (503 with that word); anything else Redis says is
-/// a backend error (also 503), its text kept for the log.
+/// Connection failures, and answers that say this is not (or no longer) a primary, are
+/// "unavailable" (503 with that word); anything else Redis says is a backend error (also 503),
+/// its text kept for the log.
 fn redis_error(e: RedisError) -> StoreError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+    if link::primary_lost(&e) {
         StoreError::Unavailable(format!("Redis is unreachable: {e}"))
     } else {
         StoreError::Backend {
@@ -679,6 +884,24 @@ fn redis_error(e: RedisError) -> StoreError {
 mod tests {
     use super::*;
     use crate::session::CredentialId;
+
+    /// Cluster slots as Redis computes them (`CLUSTER KEYSLOT`), hash tags included; a prefix
+    /// without a tag is made one.
+    #[test]
+    fn cluster_slots_and_prefixes() {
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+        assert_eq!(cluster_prefix("sessionauth:"), "{sessionauth:}");
+        assert_eq!(cluster_prefix("{sa}:"), "{sa}:");
+        assert_eq!(cluster_prefix("a{}b"), "{a{}b}");
+        let p = cluster_prefix("sessionauth:");
+        assert_eq!(
+            key_slot(format!("{p}s:00ff").as_bytes()),
+            key_slot(format!("{p}x").as_bytes())
+        );
+    }
 
     /// A header that announces an app id longer than anything (found by fuzzing: the length
     /// overflowed the offset) is an error, not a panic.
