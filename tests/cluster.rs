@@ -1,5 +1,5 @@
-//! Two real server processes sharing one Redis (or one PostgreSQL), and one node riding out an
-//! outage of it.
+//! Three real server processes sharing one Redis (or one PostgreSQL), and one node riding out an
+//! outage of it. (`tests/sentinel.rs` runs three on a Sentinel set through a failover.)
 //!
 //! They need the test Redis (`SESSIONAUTH_TEST_REDIS_URL`) or the test PostgreSQL
 //! (`SESSIONAUTH_TEST_POSTGRES_URL`, see `support`): they are ignored unless the ignored tests
@@ -28,19 +28,20 @@ async fn open(site: &Site, node: &Node, cn: &str) -> Conn {
     Conn::open(node.addr, tls).await.unwrap()
 }
 
-/// On Redis, a session made on one node is valid on the other; a logout on the second is a 401
-/// on the first at once; an app's OBO session crosses nodes too.
+/// On Redis, a session made on one of three nodes is valid on the others; a logout on a second
+/// is a 401 on the first and the third at once; an app's OBO session crosses nodes too, and so
+/// does the cascade of its app session's logout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
-async fn two_nodes_share_sessions_and_logouts() {
-    two_nodes_share(Backend::Redis).await;
+async fn three_nodes_share_sessions_and_logouts() {
+    nodes_share(Backend::Redis).await;
 }
 
 /// The same on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
-async fn two_nodes_share_sessions_and_logouts_on_postgres() {
-    two_nodes_share(Backend::Postgres).await;
+async fn three_nodes_share_sessions_and_logouts_on_postgres() {
+    nodes_share(Backend::Postgres).await;
 }
 
 /// When Redis stops answering, requests that need it fail closed with 503 and a JSON body,
@@ -59,32 +60,38 @@ async fn a_node_fails_closed_during_a_postgres_outage_and_recovers() {
     outage(Backend::Postgres).await;
 }
 
-async fn two_nodes_share(backend: Backend) {
+async fn nodes_share(backend: Backend) {
     let site = Site::new(backend);
     let a = Node::start(&site.write_config_as("a.toml", &Options::default(), "127.0.0.1:0")).await;
     let b = Node::start(&site.write_config_as("b.toml", &Options::default(), "127.0.0.1:0")).await;
+    let c = Node::start(&site.write_config_as("c.toml", &Options::default(), "127.0.0.1:0")).await;
     let mut on_a = open(&site, &a, "bot.user").await;
     let mut on_b = open(&site, &b, "bot.user").await;
+    let mut on_c = open(&site, &c, "bot.user").await;
 
     let token = token_of(&on_a.send(Req::post(AUTH)).await.unwrap());
-    let info = on_b
-        .send(Req::get(SESSIONINFO).token(&token))
-        .await
-        .unwrap();
-    info.assert_status(StatusCode::OK);
-    assert_eq!(info.json()["username"], "bot.user");
+    for conn in [&mut on_b, &mut on_c] {
+        let info = conn
+            .send(Req::get(SESSIONINFO).token(&token))
+            .await
+            .unwrap();
+        info.assert_status(StatusCode::OK);
+        assert_eq!(info.json()["username"], "bot.user");
+    }
 
     let out = on_b.send(Req::post(LOGOUT).token(&token)).await.unwrap();
     out.assert_status(StatusCode::OK);
-    let after = on_a
-        .send(Req::get(SESSIONINFO).token(&token))
-        .await
-        .unwrap();
-    assert_eq!(
-        after.assert_error(StatusCode::UNAUTHORIZED),
-        "Invalid session"
-    );
-    let again = on_a.send(Req::post(LOGOUT).token(&token)).await.unwrap();
+    for conn in [&mut on_a, &mut on_c] {
+        let after = conn
+            .send(Req::get(SESSIONINFO).token(&token))
+            .await
+            .unwrap();
+        assert_eq!(
+            after.assert_error(StatusCode::UNAUTHORIZED),
+            "Invalid session"
+        );
+    }
+    let again = on_c.send(Req::post(LOGOUT).token(&token)).await.unwrap();
     again.assert_status(StatusCode::UNAUTHORIZED);
 
     // An app authenticates on B, gets an OBO session on A, and the user's session works on B.
@@ -102,6 +109,18 @@ async fn two_nodes_share(backend: Backend) {
         .unwrap();
     info.assert_status(StatusCode::OK);
     assert_eq!(info.json()["username"], "alice");
+    // The app's logout on C ends the OBO session it minted on A, for B too (the cascade).
+    let mut app_c = open(&site, &c, "demo-app").await;
+    app_c
+        .send(Req::post(LOGOUT).token(&app_token))
+        .await
+        .unwrap()
+        .assert_status(StatusCode::OK);
+    let info = on_b
+        .send(Req::get(SESSIONINFO).token(&obo_token))
+        .await
+        .unwrap();
+    info.assert_status(StatusCode::UNAUTHORIZED);
 }
 
 /// Runs a node through its store's proxy: down at start, then refused and black-holed, each

@@ -185,21 +185,23 @@ async fn a_killed_primary_loses_no_acknowledged_session_or_logout() {
         .assert_status(StatusCode::OK);
 }
 
-/// Two server processes on one Sentinel set share sessions and logouts; after the primary is
-/// killed each finds the promoted replica by itself (no restart), and what either acknowledged
-/// before holds on both: the kept session valid, the logged-out one a 401, and a session made
-/// on one after the failover valid on the other.
+/// Three server processes on one Sentinel set share sessions and logouts; after the primary is
+/// killed each finds the promoted replica by itself (no restart), and what any acknowledged
+/// before holds on all: the kept session valid, the logged-out one a 401, and a session made
+/// on one after the failover valid on the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs redis-server (the test starts its own servers and Sentinels)"]
-async fn two_nodes_share_sessions_across_a_failover() {
+async fn three_nodes_share_sessions_across_a_failover() {
     let set = SentinelSet::start().await;
     let site = Site::new(Backend::Memory);
     let store = store_lines(&set, "nodes:");
     let options = Options::default().store(&store);
     let a = Node::start(&site.write_config_as("a.toml", &options, "127.0.0.1:0")).await;
     let b = Node::start(&site.write_config_as("b.toml", &options, "127.0.0.1:0")).await;
+    let c = Node::start(&site.write_config_as("c.toml", &options, "127.0.0.1:0")).await;
     let mut on_a = open(&site, &a, "bot.user").await;
     let mut on_b = open(&site, &b, "bot.user").await;
+    let mut on_c = open(&site, &c, "bot.user").await;
 
     let kept = token_of(&on_a.send(Req::post(AUTH)).await.unwrap());
     let ended = token_of(&on_b.send(Req::post(AUTH)).await.unwrap());
@@ -212,7 +214,8 @@ async fn two_nodes_share_sessions_across_a_failover() {
     let bound = DOWN_AFTER + 2 * FAILOVER_TIMEOUT + Duration::from_secs(10);
     let after = authenticate_until_ok(&mut on_b, bound).await;
     authenticate_until_ok(&mut on_a, bound).await;
-    for conn in [&mut on_a, &mut on_b] {
+    authenticate_until_ok(&mut on_c, bound).await;
+    for conn in [&mut on_a, &mut on_b, &mut on_c] {
         for token in [&kept, &after] {
             let info = conn.send(Req::get(SESSIONINFO).token(token)).await.unwrap();
             info.assert_status(StatusCode::OK);
@@ -223,7 +226,7 @@ async fn two_nodes_share_sessions_across_a_failover() {
             .unwrap();
         info.assert_status(StatusCode::UNAUTHORIZED);
     }
-    drop((a, b));
+    drop((a, b, c));
 }
 
 /// The data nodes require an ACL user (their default user is off): the URL's user name reaches
