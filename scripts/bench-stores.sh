@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Benchmarks the session stores side by side, in one run, on the release binary:
 #
-#   1. For each store (memory, embedded, redis, postgres): keep-alive authenticate with oha, and keep-alive
+#   1. For each store (memory, embedded, redis, sentinel, cluster, postgres): keep-alive authenticate with oha, and keep-alive
 #      logout with examples/store_bench.rs, both at 32 concurrent connections over mTLS.
 #      oha sends the same request over and over, and a logout needs a fresh token each time, so
 #      store_bench first authenticates for DURATION seconds on 32 connections (keeping every
 #      token) and then logs all of them out on the same connections; its logout rate is the
 #      logout figure. Goals: embedded and redis each at least 0.5 of memory's requests per second
-#      (PostgreSQL is measured and compared with memory, without a goal).
+#      (Redis behind Sentinel and Redis Cluster, both started here with WAIT for one replica,
+#      and PostgreSQL are measured and compared with memory, without a goal).
 #   2. With FILL (default 1,000,000) live sessions in the embedded store: start-up time (exec to
 #      the "listening" log line) after a clean stop and after SIGKILL, authenticate throughput,
 #      resident memory (VmRSS) compared with an empty store after the same load, and the
@@ -53,6 +54,7 @@ cleanup() {
         kill -KILL "$SERVER_PID" 2>/dev/null || true
         wait "$SERVER_PID" 2>/dev/null || true
     fi
+    rs_stop
     if [[ -n "$REDIS_USED" ]]; then
         redis-cli -u "$REDIS_URL" --scan --pattern "${REDIS_PREFIX}*" 2>/dev/null |
             xargs -r -n 500 redis-cli -u "$REDIS_URL" DEL >/dev/null 2>&1 || true
@@ -69,6 +71,8 @@ cleanup() {
     exit "$status"
 }
 trap cleanup EXIT
+# shellcheck source=lib/redis-sets.sh
+source "$ROOT/scripts/lib/redis-sets.sh"
 
 pass() { printf 'PASS  %s\n' "$*"; }
 fail() {
@@ -197,6 +201,16 @@ if command -v redis-cli >/dev/null && [[ "$(redis-cli -u "$REDIS_URL" ping 2>/de
 else
     echo "SKIP  redis: no Redis answers at the configured URL (set SESSIONAUTH_BENCH_REDIS_URL)"
 fi
+# Redis behind Sentinel and Redis Cluster, started here on loopback (SENTINEL=0 skips them),
+# each write waiting for one replica as by default.
+if [[ "${SENTINEL:-1}" == 1 ]] && command -v redis-server >/dev/null && command -v redis-cli >/dev/null; then
+    mkdir -p "$WORK/redis-sets"
+    rs_start_sentinel_set "$WORK/redis-sets" || die "the Sentinel set did not come up"
+    rs_start_cluster "$WORK/redis-sets" || die "the Redis Cluster did not come up"
+    STORES+=(sentinel cluster)
+else
+    echo "SKIP  sentinel, cluster: SENTINEL=0, or no redis-server and redis-cli"
+fi
 if command -v psql >/dev/null && psql "$PG_URL" -Atc 'SELECT 1' >/dev/null 2>&1; then
     STORES+=(postgres)
 else
@@ -215,6 +229,8 @@ data_dir = \"data-$store\"" ;;
         lines="store = \"$REDIS_URL\"
 redis_prefix = \"$REDIS_PREFIX\""
         ;;
+    sentinel) lines="store = \"$RS_SENTINEL_URL\"" ;;
+    cluster) lines="store = \"$RS_CLUSTER_URL\"" ;;
     postgres)
         PG_USED=1
         lines="store = \"$PG_URL\"
@@ -240,7 +256,7 @@ for store in "${STORES[@]}"; do
     printf '%-10s %16s %10s %16s %10s\n' "$store" "${AUTH[$store]}" "$ra" "${LOGOUT[$store]}" "$rl"
 done
 for store in "${STORES[@]}"; do
-    [[ "$store" == memory || "$store" == postgres ]] && continue
+    [[ "$store" != embedded && "$store" != redis ]] && continue
     for op in authenticate logout; do
         if [[ "$op" == authenticate ]]; then mine="${AUTH[$store]}" base="${AUTH[memory]}"; else mine="${LOGOUT[$store]}" base="${LOGOUT[memory]}"; fi
         if ((mine * 2 >= base)); then
