@@ -1,27 +1,44 @@
 #!/usr/bin/env bash
-# Benchmarks sessionauth with oha over real mutual TLS, side by side in one run:
+# Benchmarks sessionauth with oha over real mutual TLS against a null server, side by side in
+# one run. The null server (bench/, built here when missing) is hyper 1 + tokio-rustls on the
+# same rustls and crypto provider with the same TLS settings, answering every request with a
+# static 200: the ratio is what sessionauth costs above TLS and HTTP. Each row sends the same
+# request to both servers:
 #
-#   keep-alive   GET  /health                        (baseline: the cheapest route)
-#   keep-alive   POST /sessionauth/v1/authenticate   (client certificate → new session)
+#   keep-alive   POST /sessionauth/v1/authenticate   (client certificate → new session)  goal ≥ 0.85
+#   keep-alive   GET  /health                                                             goal ≥ 0.95
 #   keep-alive   GET  /pod/v2/sessioninfo            (sessionToken header → UserV2)
-#   full handshake, TLS resumption off on the server:
-#                GET  /health                        (baseline)
+#   full handshake, TLS resumption off on both servers:
 #                POST /sessionauth/v1/authenticate
 #
-# Each row shows requests per second and the ratio to its baseline on the same server.
-# Then scripts/bench-rsa.sh: keep-alive RS512 JWT authentication with 2048- and 4096-bit keys.
+# ROUNDS rounds; in each, every row runs on both servers, the order alternating from round to
+# round (sessionauth first in odd rounds, the null server first in even ones). Printed: each
+# round's rates, then the medians and their ratio, and the load average before each round and
+# at the end. Then scripts/bench-rsa.sh: keep-alive RS512 JWT authentication, 2048/4096-bit keys.
+#
 # Usage: scripts/bench.sh [DURATION] [CONNECTIONS]     (defaults: 10s, 32)
-#        BENCH_STORE=embedded scripts/bench.sh         (default store: memory; see below)
-# Environment: SESSIONAUTH_BIN (default target/release/sessionauth, built when missing).
+# Environment:
+#   BENCH_STORE=memory   the store under test: memory, embedded, or a redis:// URL (see below)
+#   BENCH_ROUNDS=3       rounds
+#   BENCH_RSA=1          0 skips the RSA rows
+#   SESSIONAUTH_BIN      default target/release/sessionauth, built when missing
+#   NULL_SERVER_BIN      default bench/target/release/null-server, built when missing (build
+#                        bench/ with `--features aws-lc-rs` to measure that provider instead)
+# Not yet here: a store pre-filled with N sessions over M users before the rows run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DURATION=${1:-10s}
 CONNS=${2:-32}
 BIN=${SESSIONAUTH_BIN:-$ROOT/target/release/sessionauth}
+NULL_BIN=${NULL_SERVER_BIN:-$ROOT/bench/target/release/null-server}
+ROUNDS=${BENCH_ROUNDS:-3}
 
 if [[ ! -x $BIN ]]; then
   (cd "$ROOT" && cargo build --release)
+fi
+if [[ ! -x $NULL_BIN ]]; then
+  cargo build --release --manifest-path "$ROOT/bench/Cargo.toml"
 fi
 if ! command -v oha >/dev/null 2>&1; then
   export PATH="$HOME/.cargo/bin:$PATH"
@@ -51,6 +68,20 @@ store_config() {
   esac
 }
 
+# wait_ready NAME PORT: until the server answers GET /health, or exits with its log.
+wait_ready() {
+  local name=$1 port=$2
+  for _ in $(seq 1 100); do
+    if curl -sf --cacert "$WORK/certs/ca.pem" "https://localhost:$port/health" >/dev/null; then
+      return
+    fi
+    sleep 0.1
+  done
+  echo "server $name did not start:" >&2
+  cat "$WORK/$name.log" >&2
+  exit 1
+}
+
 # start_server NAME RESUMPTION → sets PORT. Not run in a subshell, so that the server's pid
 # reaches PIDS and the exit trap stops it.
 start_server() {
@@ -67,29 +98,41 @@ resumption = $resumption
 TOML
   SESSIONAUTH_LOG=warn "$BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 1 100); do
-    if curl -sf --cacert "$WORK/certs/ca.pem" "https://localhost:$port/health" >/dev/null; then
-      PORT=$port
-      return
-    fi
-    sleep 0.1
-  done
-  echo "server $name did not start:" >&2
-  cat "$WORK/$name.log" >&2
-  exit 1
+  wait_ready "$name" "$port"
+  PORT=$port
+}
+
+# start_null NAME [--no-resumption] → sets PORT. The same certificate, key and client CA.
+start_null() {
+  local name=$1 port
+  shift
+  port=$(free_port)
+  "$NULL_BIN" --listen "127.0.0.1:$port" --cert "$WORK/certs/server.pem" \
+    --key "$WORK/certs/server-key.pem" --client-ca "$WORK/certs/ca.pem" "$@" \
+    >"$WORK/$name.log" 2>&1 &
+  PIDS+=($!)
+  wait_ready "$name" "$port"
+  PORT=$port
 }
 
 start_server keepalive true
 PORT_KA=$PORT
 start_server fullhandshake false
 PORT_FH=$PORT
+start_null null-keepalive
+NULL_KA=$PORT
+start_null null-fullhandshake --no-resumption
+NULL_FH=$PORT
 
 C="$WORK/certs"
 TLS=(--cacert "$C/ca.pem" --cert "$C/bot.user.pem" --key "$C/bot.user-key.pem")
-TOKEN=$(curl -sf "${TLS[@]}" -X POST "https://localhost:$PORT_KA/sessionauth/v1/authenticate" |
+# The session info row's token belongs to another user than the authenticate row's, whose
+# per-user cap (limits.max_sessions_per_user) would otherwise evict it within a second.
+TOKEN=$(curl -sf --cacert "$C/ca.pem" --cert "$C/admin.bot.pem" --key "$C/admin.bot-key.pem" \
+  -X POST "https://localhost:$PORT_KA/sessionauth/v1/authenticate" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
-# run LABEL oha-args... → prints "rps non2xx"
+# run oha-args... → prints "rps non2xx"
 run() {
   local out
   out=$(oha --no-tui --output-format json -z "$DURATION" -c "$CONNS" "${TLS[@]}" "$@")
@@ -102,27 +145,63 @@ rps = r["summary"]["requestsPerSec"]
 print("%.0f %d" % (rps, bad))' "$out"
 }
 
-echo "sessionauth benchmark: $DURATION per row, $CONNS connections, store $BENCH_STORE, oha $(oha --version | awk '{print $2}'), $(nproc) cores"
-printf '%-46s %12s %10s %8s\n' "scenario" "req/s" "vs base" "non-2xx"
-row() {
-  local label=$1 base=$2 result rps bad
-  shift 2
-  result=$(run "$@")
-  rps=${result% *}
-  bad=${result#* }
-  if [[ $base == - ]]; then
-    printf '%-46s %12s %10s %8s\n' "$label" "$rps" "1.00" "$bad" >&2
-  else
-    printf '%-46s %12s %10s %8s\n' "$label" "$rps" "$(python3 -c "print(f'{$rps/$base:.2f}')")" "$bad" >&2
-  fi
-  echo "$rps"
-}
-BASE=$(row "keep-alive GET /health (baseline)" - "https://localhost:$PORT_KA/health")
-row "keep-alive POST /sessionauth/v1/authenticate" "$BASE" -m POST "https://localhost:$PORT_KA/sessionauth/v1/authenticate" >/dev/null
-row "keep-alive GET /pod/v2/sessioninfo" "$BASE" -H "sessionToken: $TOKEN" "https://localhost:$PORT_KA/pod/v2/sessioninfo" >/dev/null
-BASE_FH=$(row "full handshake GET /health (baseline)" - --disable-keepalive "https://localhost:$PORT_FH/health")
-row "full handshake POST /sessionauth/v1/authenticate" "$BASE_FH" --disable-keepalive -m POST "https://localhost:$PORT_FH/sessionauth/v1/authenticate" >/dev/null
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# The rows: label | goal (- for none) | sessionauth's port | the null server's port | oha's
+# arguments, split on spaces, with HOST standing for localhost:PORT of the server measured.
+ROWS=(
+  "keep-alive POST /sessionauth/v1/authenticate|0.85|$PORT_KA|$NULL_KA|-m POST https://HOST/sessionauth/v1/authenticate"
+  "keep-alive GET /health|0.95|$PORT_KA|$NULL_KA|https://HOST/health"
+  "keep-alive GET /pod/v2/sessioninfo|-|$PORT_KA|$NULL_KA|-H sessionToken:$TOKEN https://HOST/pod/v2/sessioninfo"
+  "full handshake POST /sessionauth/v1/authenticate|-|$PORT_FH|$NULL_FH|--disable-keepalive -m POST https://HOST/sessionauth/v1/authenticate"
+)
+
+echo "sessionauth vs null server: $DURATION per row, $CONNS connections, $ROUNDS rounds, store $BENCH_STORE, oha $(oha --version | awk '{print $2}'), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "$(head -1 "$WORK/null-keepalive.log")"
+RESULTS="$WORK/results"
+: >"$RESULTS"
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round, load average $(loadavg)"
+  if ((round % 2)); then order=(sessionauth null); else order=(null sessionauth); fi
+  for i in "${!ROWS[@]}"; do
+    IFS='|' read -r label _ port null args <<<"${ROWS[$i]}"
+    for server in "${order[@]}"; do
+      if [[ $server == sessionauth ]]; then p=$port; else p=$null; fi
+      read -r -a argv <<<"${args//HOST/localhost:$p}"
+      result=$(run "${argv[@]}")
+      echo "$i $server $result" >>"$RESULTS"
+      printf '  %-50s %-12s %8s req/s  non-2xx %s\n' "$label" "$server" "${result% *}" "${result#* }"
+    done
+  done
+done
+echo "end, load average $(loadavg)"
+echo
+
+# Medians per row and server, their ratio, and the goal.
+for row in "${ROWS[@]}"; do
+  IFS='|' read -r label goal _ <<<"$row"
+  printf '%s|%s\n' "$label" "$goal"
+done >"$WORK/rows"
+python3 - "$WORK/rows" "$RESULTS" <<'PY'
+import statistics, sys
+rows = [line.rstrip("\n").split("|") for line in open(sys.argv[1])]
+runs = {}
+for line in open(sys.argv[2]):
+    i, server, rps, bad = line.split()
+    runs.setdefault((int(i), server), []).append((float(rps), int(bad)))
+print("%-50s %14s %10s %6s %-11s %s" % ("scenario (medians)", "sessionauth/s", "null/s", "ratio", "goal", "non-2xx"))
+for i, (label, goal) in enumerate(rows):
+    sa, null = runs[(i, "sessionauth")], runs[(i, "null")]
+    m_sa = statistics.median(r for r, _ in sa)
+    m_null = statistics.median(r for r, _ in null)
+    ratio = m_sa / m_null
+    verdict = "-" if goal == "-" else ">= %s %s" % (goal, "met" if ratio >= float(goal) else "MISSED")
+    bad = sum(b for _, b in sa) + sum(b for _, b in null)
+    print("%-50s %14.0f %10.0f %6.2f %-11s %d" % (label, m_sa, m_null, ratio, verdict, bad))
+PY
 
 # RSA (signed JWT) authentication, 2048- and 4096-bit keys, on a server of its own.
-echo >&2
-BENCH_STORE=$BENCH_STORE "$ROOT/scripts/bench-rsa.sh" "$DURATION" "$CONNS"
+if [[ ${BENCH_RSA:-1} != 0 ]]; then
+  echo
+  BENCH_STORE=$BENCH_STORE "$ROOT/scripts/bench-rsa.sh" "$DURATION" "$CONNS"
+fi
