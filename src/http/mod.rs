@@ -607,6 +607,20 @@ const ROUTES: &[RouteDef] = &[
     },
 ];
 
+/// The patterns of [`ROUTES`], split once: a literal segment, or `None` for a parameter.
+static COMPILED: std::sync::LazyLock<Vec<Vec<Option<&'static str>>>> =
+    std::sync::LazyLock::new(|| {
+        ROUTES
+            .iter()
+            .map(|def| {
+                def.pattern[1..]
+                    .split('/')
+                    .map(|s| (!is_param(s)).then_some(s))
+                    .collect()
+            })
+            .collect()
+    });
+
 /// Whether a pattern segment is a `{parameter}`.
 fn is_param(segment: &str) -> bool {
     segment.starts_with('{') && segment.ends_with('}')
@@ -617,21 +631,19 @@ fn is_param(segment: &str) -> bool {
 fn route(method: &Method, path: &str) -> Result<Route, ApiError> {
     let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
     let mut params: Vec<&str> = Vec::with_capacity(2);
-    for def in ROUTES {
-        params.clear();
-        let mut pattern = def.pattern[1..].split('/');
-        let mut matched = true;
-        for segment in &segments {
-            match pattern.next() {
-                Some(p) if is_param(p) => params.push(segment),
-                Some(p) if p == *segment => {}
-                _ => {
-                    matched = false;
-                    break;
-                }
-            }
+    for (def, pattern) in ROUTES.iter().zip(COMPILED.iter()) {
+        if pattern.len() != segments.len() {
+            continue;
         }
-        if !matched || pattern.next().is_some() {
+        params.clear();
+        let matched = pattern.iter().zip(&segments).all(|(p, segment)| match p {
+            None => {
+                params.push(segment);
+                true
+            }
+            Some(literal) => literal == segment,
+        });
+        if !matched {
             continue;
         }
         if method.as_str() != def.method {
