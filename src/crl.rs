@@ -818,7 +818,7 @@ mod tests {
         for ca in cas {
             roots.add(ca.cert.clone()).unwrap();
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(crate::crypto::tls_provider());
         let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         crls.apply_to(builder, stale).build().unwrap()
     }

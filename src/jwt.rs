@@ -50,11 +50,11 @@ impl Alg {
         }
     }
 
-    fn ring_params(self) -> &'static ring::signature::RsaParameters {
+    fn ring_params(self) -> &'static crate::crypto::signature::RsaParameters {
         match self {
-            Self::Rs256 => &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-            Self::Rs384 => &ring::signature::RSA_PKCS1_2048_8192_SHA384,
-            Self::Rs512 => &ring::signature::RSA_PKCS1_2048_8192_SHA512,
+            Self::Rs256 => &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA256,
+            Self::Rs384 => &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA384,
+            Self::Rs512 => &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA512,
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod check;
 pub mod clock;
 pub mod config;
 pub mod crl;
+pub mod crypto;
 pub mod directory;
 pub mod files;
 #[doc(hidden)]

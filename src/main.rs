@@ -294,6 +294,7 @@ fn serve(args: ConfigArgs) -> Result<(), BoxError> {
             certs = %certs.display(),
             %store,
             data = data.as_ref().map(|d| tracing::field::display(d.display())),
+            crypto = sessionauth::crypto::NAME,
             "sessionauth listening (https)"
         );
         if prepared.config().dev_pki.is_some() {

@@ -16,7 +16,7 @@
 //! | `sessionauth_store_operation_duration_seconds` | `op` | session store latency histogram per operation |
 //! | `sessionauth_store_errors_total` | `op` | session store failures per operation |
 //! | `sessionauth_crl_next_update_timestamp_seconds` | | the earliest `nextUpdate` of the loaded CRLs (absent without CRLs) |
-//! | `sessionauth_build_info` | `version` | always 1 |
+//! | `sessionauth_build_info` | `version`, `crypto` (`ring` or `aws-lc-rs`) | always 1 |
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::LazyLock;
@@ -123,9 +123,12 @@ impl Metrics {
             store_errors.clone(),
         );
         let crl_next_update = Gauge::default();
-        let build_info: Family<Labels1, Gauge> = Family::default();
+        let build_info: Family<Labels2, Gauge> = Family::default();
         build_info
-            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .get_or_create(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("crypto", crate::crypto::NAME),
+            ])
             .set(1);
         registry.register("build_info", "The build of this server", build_info);
         Self {
@@ -298,5 +301,7 @@ mod tests {
         ] {
             assert!(text.contains(needle), "{needle} not in:\n{text}");
         }
+        let crypto = format!("crypto=\"{}\"", crate::crypto::NAME);
+        assert!(text.contains(&crypto), "{crypto} not in:\n{text}");
     }
 }

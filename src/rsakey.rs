@@ -133,11 +133,11 @@ impl RsaPublicKey {
     /// Whether `signature` is a valid PKCS#1 v1.5 signature of `message` under this key.
     pub(crate) fn verify(
         &self,
-        params: &'static ring::signature::RsaParameters,
+        params: &'static crate::crypto::signature::RsaParameters,
         message: &[u8],
         signature: &[u8],
     ) -> bool {
-        ring::signature::RsaPublicKeyComponents {
+        crate::crypto::signature::RsaPublicKeyComponents {
             n: &self.n,
             e: &self.e,
         }
@@ -220,20 +220,20 @@ mod tests {
     fn signatures_verify_only_under_their_key() {
         let private = private_key(2048);
         let der = private.to_pkcs8_der().unwrap();
-        let pair = ring::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
+        let pair = crate::crypto::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
         let mut signature = vec![0; pair.public().modulus_len()];
         pair.sign(
-            &ring::signature::RSA_PKCS1_SHA512,
-            &ring::rand::SystemRandom::new(),
+            &crate::crypto::signature::RSA_PKCS1_SHA512,
+            &crate::crypto::rand::SystemRandom::new(),
             b"header.claims",
             &mut signature,
         )
         .unwrap();
         let key = RsaPublicKey::from_pem(&public_pem(&private)).unwrap();
-        let rs512 = &ring::signature::RSA_PKCS1_2048_8192_SHA512;
+        let rs512 = &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA512;
         assert!(key.verify(rs512, b"header.claims", &signature));
         assert!(!key.verify(rs512, b"header.claimz", &signature));
-        let rs256 = &ring::signature::RSA_PKCS1_2048_8192_SHA256;
+        let rs256 = &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA256;
         assert!(!key.verify(rs256, b"header.claims", &signature));
         let other = RsaPublicKey::from_pem(&public_pem(&private_key(2048))).unwrap();
         assert!(!other.verify(rs512, b"header.claims", &signature));

@@ -17,10 +17,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::crypto::rand::SystemRandom;
+use crate::crypto::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::rand::SystemRandom;
-use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
 use rsa::pkcs8::der::zeroize::Zeroizing;
 use rsa::pkcs8::EncodePrivateKey as _;
@@ -280,8 +280,8 @@ fn thumbprint(key: &RsaPublicKey) -> String {
         URL_SAFE_NO_PAD.encode(key.exponent()),
         URL_SAFE_NO_PAD.encode(key.modulus())
     );
-    URL_SAFE_NO_PAD.encode(ring::digest::digest(
-        &ring::digest::SHA256,
+    URL_SAFE_NO_PAD.encode(crate::crypto::digest::digest(
+        &crate::crypto::digest::SHA256,
         canonical.as_bytes(),
     ))
 }
@@ -486,7 +486,7 @@ mod tests {
         let (input, sig) = token.rsplit_once('.').unwrap();
         let sig = URL_SAFE_NO_PAD.decode(sig).unwrap();
         assert!(keys.current_public.key.verify(
-            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &crate::crypto::signature::RSA_PKCS1_2048_8192_SHA256,
             input.as_bytes(),
             &sig
         ));

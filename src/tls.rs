@@ -1,6 +1,6 @@
 //! TLS: the rustls server configuration and the client-certificate policy.
 //!
-//! The crypto provider is chosen explicitly (*ring*), so that a second provider enabled by some
+//! The crypto provider is chosen explicitly ([`crate::crypto`]), so that a second provider enabled by some
 //! dependency can never make the process default ambiguous. Client certificates are requested
 //! but optional on the shared listener: `/pod` and `/login` callers do not present one. A
 //! certificate that *is* presented must chain to one of the configured client CAs, or the
@@ -110,9 +110,9 @@ pub fn install_process_default() {
     let _ = CryptoProvider::install_default(provider().as_ref().clone());
 }
 
-/// The crypto provider sessionauth uses everywhere: *ring*.
+/// The crypto provider sessionauth uses everywhere: the one [`crate::crypto`] chooses.
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(crate::crypto::tls_provider())
 }
 
 /// Reads every certificate in a PEM file.

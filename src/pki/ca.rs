@@ -4,11 +4,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::crypto::rand::SecureRandom as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
-use ring::rand::SecureRandom as _;
 use time::OffsetDateTime;
 
 use super::PkiError;
@@ -203,7 +203,7 @@ fn base_params(cn: &str, validity: Validity) -> Result<CertificateParams, PkiErr
     params.not_after = validity.not_after;
     params.use_authority_key_identifier_extension = true;
     let mut serial = [0u8; 16];
-    ring::rand::SystemRandom::new()
+    crate::crypto::rand::SystemRandom::new()
         .fill(&mut serial)
         .map_err(|_| PkiError::Random)?;
     serial[0] &= 0x7f; // positive, as RFC 5280 requires

@@ -131,7 +131,7 @@ fn temp_name(dir: &Path, path: &Path) -> std::io::Result<PathBuf> {
         .file_name()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
     let mut random = [0u8; 8];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random)
+    crate::crypto::rand::SecureRandom::fill(&crate::crypto::rand::SystemRandom::new(), &mut random)
         .map_err(|_| std::io::Error::other("no randomness for a temporary file name"))?;
     let mut tmp = std::ffi::OsString::from(".");
     tmp.push(name);

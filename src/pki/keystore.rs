@@ -77,7 +77,7 @@ pub(crate) fn client_keystore(
     let key_der = Zeroizing::new(KeyPair::from_pem(key_pem)?.serialize_der());
     let key = PrivateKey::from_der(&key_der)?;
     // The local key id links the key to its certificate: the certificate's SHA-256.
-    let key_id = ring::digest::digest(&ring::digest::SHA256, leaf.as_der());
+    let key_id = crate::crypto::digest::digest(&crate::crypto::digest::SHA256, leaf.as_der());
     let chain = PrivateKeyChain::new(key_id.as_ref(), key, [leaf, ca]);
     let mut store = KeyStore::new();
     store.add_entry(alias, KeyStoreEntry::PrivateKeyChain(chain));

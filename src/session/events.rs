@@ -3,7 +3,8 @@
 
 use std::net::SocketAddr;
 
-use super::record::Session;
+use super::record::{Session, SessionId, SessionKind};
+use crate::clock::Millis;
 
 /// Why a session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,17 +49,23 @@ impl EndReason {
     }
 }
 
-/// Records that `session` was made.
-pub(super) fn created(session: &Session, trace_id: &str, client: SocketAddr) {
-    crate::metrics::session_created(session.kind.label());
+/// Records that the session `id` of `kind`, ending at `expires`, was made.
+pub(super) fn created(
+    kind: &SessionKind,
+    id: SessionId,
+    expires: Millis,
+    trace_id: &str,
+    client: SocketAddr,
+) {
+    crate::metrics::session_created(kind.label());
     tracing::info!(
         target: "sessionauth::session",
         event = "created",
-        kind = session.kind.label(),
-        user = session.kind.user().map(|u| u.0),
-        app = session.kind.app().map(|a| a.as_str()),
-        session_id = session.id.0,
-        expires = session.expires.as_epoch_millis(),
+        kind = kind.label(),
+        user = kind.user().map(|u| u.0),
+        app = kind.app().map(|a| a.as_str()),
+        session_id = id.0,
+        expires = expires.as_epoch_millis(),
         trace_id,
         client = %client,
     );

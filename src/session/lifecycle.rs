@@ -78,8 +78,9 @@ pub struct Sessions {
     lifetime: Duration,
     /// How many live sessions one [`Owner`] may hold; a new one past it evicts the oldest.
     max_per_owner: Option<usize>,
-    /// The last `User-Agent` stored with a session, shared by the sessions that repeat it.
-    last_user_agent: parking_lot::Mutex<Option<Arc<str>>>,
+    /// The last `User-Agent` stored with a session, shared by the sessions that repeat it:
+    /// read without a lock on every mint (`arc-swap` keeps `Arc<str>` behind a thin `Arc`).
+    last_user_agent: arc_swap::ArcSwapOption<Arc<str>>,
     purge: parking_lot::Mutex<Option<Purge>>,
 }
 
@@ -106,7 +107,7 @@ impl Sessions {
             clock,
             lifetime,
             max_per_owner,
-            last_user_agent: parking_lot::Mutex::new(None),
+            last_user_agent: arc_swap::ArcSwapOption::empty(),
             purge: parking_lot::Mutex::new(Some(purge)),
         }
     }
@@ -161,11 +162,13 @@ impl Sessions {
         .with_credential(credential);
         let owner = Owner::of(&session.kind);
         let keep = self.max_per_owner.unwrap_or(usize::MAX);
+        // What the event needs, so that the session itself moves into the store uncloned.
+        let (id, kind) = (session.id, session.kind.clone());
         let evicted = self
             .store
-            .insert_capped(token.hash(), session.clone(), keep)
+            .insert_capped(token.hash(), session, keep)
             .await?;
-        events::created(&session, origin.trace_id, origin.client);
+        events::created(&kind, id, expires, origin.trace_id, origin.client);
         record(evicted, origin.trace_id, |s| {
             if s.is_expired(now) {
                 EndReason::Expired
@@ -356,9 +359,10 @@ impl Sessions {
     /// [`MAX_USER_AGENT_CHARS`]. Sessions from the same client share one copy: the last value
     /// seen is reused when it matches.
     fn user_agent(&self, raw: &str) -> Option<Arc<str>> {
-        let mut last = self.last_user_agent.lock();
-        if let Some(ua) = last.as_ref().filter(|ua| ***ua == *raw) {
-            return Some(ua.clone());
+        if let Some(ua) = self.last_user_agent.load().as_ref() {
+            if ***ua == *raw {
+                return Some(Arc::clone(&**ua));
+            }
         }
         let clean: String = raw
             .chars()
@@ -370,7 +374,7 @@ impl Sessions {
         }
         let ua: Arc<str> = Arc::from(clean);
         if *ua == *raw {
-            *last = Some(ua.clone());
+            self.last_user_agent.store(Some(Arc::new(Arc::clone(&ua))));
         }
         Some(ua)
     }

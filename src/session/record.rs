@@ -130,7 +130,10 @@ pub struct Fingerprint([u8; 32]);
 impl Fingerprint {
     /// The SHA-256 digest of a DER-encoded certificate.
     pub fn certificate(der: &[u8]) -> Self {
-        Self(digest32(&ring::digest::digest(&ring::digest::SHA256, der)))
+        Self(digest32(&crate::crypto::digest::digest(
+            &crate::crypto::digest::SHA256,
+            der,
+        )))
     }
 
     /// The RFC 7638 thumbprint of an RSA key: the SHA-256 digest of its canonical JWK
@@ -143,8 +146,8 @@ impl Fingerprint {
             b64.encode(strip_leading_zeros(exponent)),
             b64.encode(strip_leading_zeros(modulus))
         );
-        Self(digest32(&ring::digest::digest(
-            &ring::digest::SHA256,
+        Self(digest32(&crate::crypto::digest::digest(
+            &crate::crypto::digest::SHA256,
             jwk.as_bytes(),
         )))
     }
@@ -165,7 +168,7 @@ fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn digest32(d: &ring::digest::Digest) -> [u8; 32] {
+fn digest32(d: &crate::crypto::digest::Digest) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
@@ -235,7 +238,7 @@ impl CredentialId {
     /// The id of a certificate issued by `issuer` (its DER-encoded name) with `serial` (the
     /// serial number's big-endian bytes).
     pub fn certificate(issuer: &[u8], serial: &[u8]) -> Self {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut ctx = crate::crypto::digest::Context::new(&crate::crypto::digest::SHA256);
         ctx.update(b"cert\0");
         ctx.update(
             &u32::try_from(issuer.len())
@@ -254,7 +257,7 @@ impl CredentialId {
 
     /// The id of an RSA public key, from its modulus and public exponent (big-endian).
     pub fn rsa_key(modulus: &[u8], exponent: &[u8]) -> Self {
-        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut ctx = crate::crypto::digest::Context::new(&crate::crypto::digest::SHA256);
         ctx.update(b"rsa\0");
         ctx.update(
             &u32::try_from(modulus.len())
@@ -276,7 +279,7 @@ impl CredentialId {
         Self(bytes)
     }
 
-    fn from_digest(d: &ring::digest::Digest) -> Self {
+    fn from_digest(d: &crate::crypto::digest::Digest) -> Self {
         Self(digest32(d))
     }
 }
@@ -351,9 +354,9 @@ impl std::fmt::Display for SessionId {
 impl SessionId {
     /// A fresh random id: positive, 63 bits, unrelated to the token.
     pub fn generate() -> Result<Self, crate::token::RandomError> {
-        use ring::rand::SecureRandom as _;
+        use crate::crypto::rand::SecureRandom as _;
         let mut b = [0u8; 8];
-        ring::rand::SystemRandom::new()
+        crate::crypto::rand::SystemRandom::new()
             .fill(&mut b)
             .map_err(|_| crate::token::RandomError)?;
         Ok(Self::from_random(b))

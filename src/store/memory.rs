@@ -139,19 +139,22 @@ impl Census for MemoryStore {
 }
 
 type Keys = HashSet<TokenHash, BuildTokenHasher>;
+/// For keys the directory names (user ids, app ids, owners): foldhash, several times cheaper
+/// than the standard SipHash. Clients cannot choose these keys, only the operator's directory.
+type Named = foldhash::fast::RandomState;
 
 #[derive(Debug, Default)]
 struct Inner {
     sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
-    by_user: HashMap<UserId, Keys>,
-    by_app: HashMap<AppId, Keys>,
+    by_user: HashMap<UserId, Keys, Named>,
+    by_app: HashMap<AppId, Keys, Named>,
     // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
     by_parent: HashMap<SessionId, Keys, BuildTokenHasher>,
     by_credential: HashMap<CredentialId, Keys, BuildTokenHasher>,
     by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
     by_expiry: BTreeSet<(Millis, [u8; 32])>,
     /// Each owner's sessions, oldest first: what the per-principal cap evicts.
-    by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>>,
+    by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>, Named>,
     /// How many sessions of each kind are stored.
     kinds: KindCounts,
 }
