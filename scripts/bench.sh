@@ -21,10 +21,14 @@
 #   BENCH_STORE=memory   the store under test: memory, embedded, or a redis:// URL (see below)
 #   BENCH_ROUNDS=3       rounds
 #   BENCH_RSA=1          0 skips the RSA rows
+#   BENCH_FILL=1000000   live sessions a third sessionauth server holds before the rounds, spread
+#                        over BENCH_FILL_USERS=10000 users (a power of ten): on-behalf-of
+#                        sessions of demo-app, minted over HTTP with oha. Its row is keep-alive
+#                        authenticate, beside the empty server's; its resident memory before and
+#                        after the fill is printed. 0 skips it.
 #   SESSIONAUTH_BIN      default target/release/sessionauth, built when missing
 #   NULL_SERVER_BIN      default bench/target/release/null-server, built when missing (build
 #                        bench/ with `--features aws-lc-rs` to measure that provider instead)
-# Not yet here: a store pre-filled with N sessions over M users before the rows run.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,6 +37,8 @@ CONNS=${2:-32}
 BIN=${SESSIONAUTH_BIN:-$ROOT/target/release/sessionauth}
 NULL_BIN=${NULL_SERVER_BIN:-$ROOT/bench/target/release/null-server}
 ROUNDS=${BENCH_ROUNDS:-3}
+FILL=${BENCH_FILL:-1000000}
+FILL_USERS=${BENCH_FILL_USERS:-10000}
 
 if [[ ! -x $BIN ]]; then
   (cd "$ROOT" && cargo build --release)
@@ -82,14 +88,15 @@ wait_ready() {
   exit 1
 }
 
-# start_server NAME RESUMPTION → sets PORT. Not run in a subshell, so that the server's pid
-# reaches PIDS and the exit trap stops it.
+# start_server NAME RESUMPTION [DIRECTORY] → sets PORT and SERVER_PID. Not run in a subshell,
+# so that the server's pid reaches PIDS and the exit trap stops it.
 start_server() {
-  local name=$1 resumption=$2 port
+  local name=$1 resumption=$2 directory=${3:-} port
   port=$(free_port)
   cat >"$WORK/$name.toml" <<TOML
 listen = "127.0.0.1:$port"
 $(store_config "$name")
+${directory:+directory = \"$directory\"}
 [tls]
 cert = "certs/server.pem"
 key = "certs/server-key.pem"
@@ -97,7 +104,8 @@ client_ca = ["certs/ca.pem"]
 resumption = $resumption
 TOML
   SESSIONAUTH_LOG=warn "$BIN" serve --config "$WORK/$name.toml" >"$WORK/$name.log" 2>&1 &
-  PIDS+=($!)
+  SERVER_PID=$!
+  PIDS+=("$SERVER_PID")
   wait_ready "$name" "$port"
   PORT=$port
 }
@@ -132,6 +140,51 @@ TOKEN=$(curl -sf --cacert "$C/ca.pem" --cert "$C/admin.bot.pem" --key "$C/admin.
   -X POST "https://localhost:$PORT_KA/sessionauth/v1/authenticate" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 
+# rss_kib PID: the process's resident memory.
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+
+# The filled server: the sample directory plus FILL_USERS normal users (ids 100000 and up) who
+# installed demo-app, holding FILL on-behalf-of sessions of demo-app for them, users drawn at
+# random (oha's --rand-regex-url over the id's last digits).
+if ((FILL > 0)); then
+  digits=$(python3 -c 'import math, sys
+n = int(sys.argv[1]); d = round(math.log10(n)) if n > 0 else -1
+if 10 ** d != n or d > 5:
+    sys.exit("BENCH_FILL_USERS must be a power of ten up to 100000")
+print(d)' "$FILL_USERS")
+  python3 - "$ROOT/examples/directory.toml" "$FILL_USERS" >"$WORK/fill-directory.toml" <<'PY'
+import sys
+print(open(sys.argv[1]).read())
+for uid in range(100000, 100000 + int(sys.argv[2])):
+    print('[[user]]\nid = %d\nusername = "fill.%d"\naccountType = "NORMAL"\nactive = true\n'
+          'installedApps = ["demo-app"]\n' % (uid, uid))
+PY
+  start_server filled true "$WORK/fill-directory.toml"
+  PORT_FILL=$PORT
+  FILL_PID=$SERVER_PID
+  rss_before=$(rss_kib "$FILL_PID")
+  APP_TLS=(--cacert "$C/ca.pem" --cert "$C/demo-app.pem" --key "$C/demo-app-key.pem")
+  APP_TOKEN=$(curl -sf "${APP_TLS[@]}" -X POST "https://localhost:$PORT_FILL/sessionauth/v1/app/authenticate" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+  prefix=$(printf '1%0*d' $((5 - digits)) 0)
+  ((digits < 5)) || prefix=1
+  started=$(date +%s)
+  fill_out=$(oha --no-tui --output-format json -n "$FILL" -c "$CONNS" "${APP_TLS[@]}" -m POST \
+    -H "sessionToken: $APP_TOKEN" \
+    --rand-regex-url "https://localhost:$PORT_FILL/sessionauth/v1/app/user/$prefix[0-9]{$digits}/authenticate")
+  python3 -c '
+import json, sys
+codes = json.loads(sys.argv[1]).get("statusCodeDistribution", {})
+if set(codes) != {"200"}:
+    sys.exit("fill: responses other than 200: %s" % codes)' "$fill_out"
+  live=$(curl -sf "${TLS[@]}" "https://localhost:$PORT_FILL/metrics" |
+    awk '/^sessionauth_sessions_live\{/ {n += $2} END {print n}')
+  rss_after=$(rss_kib "$FILL_PID")
+  echo "filled: $live live sessions over $FILL_USERS users in $(($(date +%s) - started)) s;" \
+    "resident memory $rss_before KiB before, $rss_after KiB after," \
+    "$(((rss_after - rss_before) * 1024 / FILL)) bytes per session"
+fi
+
 # run oha-args... → prints "rps non2xx"
 run() {
   local out
@@ -155,6 +208,9 @@ ROWS=(
   "keep-alive GET /pod/v2/sessioninfo|-|$PORT_KA|$NULL_KA|-H sessionToken:$TOKEN https://HOST/pod/v2/sessioninfo"
   "full handshake POST /sessionauth/v1/authenticate|-|$PORT_FH|$NULL_FH|--disable-keepalive -m POST https://HOST/sessionauth/v1/authenticate"
 )
+if ((FILL > 0)); then
+  ROWS+=("keep-alive POST /sessionauth/v1/authenticate, $FILL live|0.85|$PORT_FILL|$NULL_KA|-m POST https://HOST/sessionauth/v1/authenticate")
+fi
 
 echo "sessionauth vs null server: $DURATION per row, $CONNS connections, $ROUNDS rounds, store $BENCH_STORE, oha $(oha --version | awk '{print $2}'), $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "$(head -1 "$WORK/null-keepalive.log")"
