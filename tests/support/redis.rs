@@ -103,24 +103,37 @@ impl TestRedis {
                 topology.example()
             )
         });
-        let answer = match topology {
-            Topology::Server => ping(&url),
-            Topology::Sentinel => Sentinels::parse(&url).and_then(|s| s.primary().map(drop)),
-            Topology::Cluster => cluster_primaries(&url).map(drop),
-        };
-        if let Err(e) = answer {
-            panic!("the {what} that {env} names does not answer: {e}");
-        }
         let tag = format!("sessionauth-test:{}", random_hex(6));
         let prefix = match topology {
             Topology::Cluster => format!("{{{tag}}}:"),
             Topology::Server | Topology::Sentinel => format!("{tag}:"),
         };
-        Self {
+        let redis = Self {
             url,
             prefix,
             topology,
+        };
+        if let Err(e) = redis.answers() {
+            panic!("the {what} that {env} names does not answer: {e}");
         }
+        redis
+    }
+
+    /// One server answers `PING`; a Sentinel names a primary that answers as one, and a
+    /// cluster is `ok`, each primary with a replica online (every write waits for one).
+    fn answers(&self) -> Result<(), String> {
+        if self.topology == Topology::Server {
+            return ping(&self.url);
+        }
+        for node in self.data_nodes()? {
+            let info: String = query(&node, ::redis::cmd("INFO").arg("replication"))?;
+            if !info.contains("state=online") {
+                return Err(format!(
+                    "the primary {node} has no replica online, and every write waits for one"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration lines that put a server on this Redis, under this prefix. On Sentinel
