@@ -36,8 +36,8 @@ route_tests!(
     stale_crl_refuses_its_issuers_certificates_unless_allowed,
 );
 
-/// The start-up sweep needs a store that outlives the server: the embedded store, Redis and
-/// PostgreSQL.
+/// The start-up sweep needs a store that outlives the server: the embedded store, Redis (one
+/// server, behind Sentinel, a cluster) and PostgreSQL.
 mod startup {
     /// `inactive_principals_lose_their_sessions_at_start` on the embedded store.
     #[tokio::test]
@@ -63,6 +63,34 @@ mod startup {
     #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
     async fn redis_changes_while_down() {
         super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Redis).await;
+    }
+
+    /// `inactive_principals_lose_their_sessions_at_start` on Redis behind Sentinel.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
+    async fn sentinel() {
+        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Sentinel).await;
+    }
+
+    /// `changes_made_while_down_end_their_sessions_at_start` on Redis behind Sentinel.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
+    async fn sentinel_changes_while_down() {
+        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Sentinel).await;
+    }
+
+    /// `inactive_principals_lose_their_sessions_at_start` on a Redis Cluster.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
+    async fn cluster() {
+        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Cluster).await;
+    }
+
+    /// `changes_made_while_down_end_their_sessions_at_start` on a Redis Cluster.
+    #[tokio::test]
+    #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
+    async fn cluster_changes_while_down() {
+        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Cluster).await;
     }
 
     /// `inactive_principals_lose_their_sessions_at_start` on PostgreSQL.

@@ -6,15 +6,16 @@
 //! | `client.rs` | the one TLS + HTTP/1.1 client (tokio-rustls + hyper), bounded on connect, handshake, send and read; raw-stream helpers; response assertions |
 //! | `server.rs` | [`Site`] (a folder with the PKI, the configuration and a session store) and [`TestServer`] (the real server in-process on `127.0.0.1:0`, `sessionauth::server::run` with a `ManualClock`) |
 //! | `node.rs` | the built `sessionauth` binary: run to completion, or serve as a [`node::Node`] that can be SIGTERMed or SIGKILLed |
-//! | `redis.rs` | the Redis the tests may use ([`redis::TestRedis`]): its URL, a random key prefix per test, cleaned up afterwards |
+//! | `redis.rs` | the Redis the tests may use ([`redis::TestRedis`]), one server, behind Sentinel, or a cluster: its URL, a random key prefix per test, cleaned up afterwards |
 //! | `sentinel.rs` | a primary, two replicas and three Sentinels started by the test on free loopback ports ([`sentinel::SentinelSet`]), killed when it drops |
 //! | `redis_cluster.rs` | a six-node Redis Cluster (three primaries, a replica each) started by the test on free loopback ports ([`redis_cluster::RedisCluster`]); a node can be killed and started again; all killed when it drops |
 //! | `postgres.rs` | the PostgreSQL the tests may use ([`postgres::TestPostgres`]): its URL, a random table prefix per test, its tables dropped afterwards |
 //! | `rsa.rs` | RSA keys made at test time, JWTs signed with *ring*, the RSA test directory |
 //!
 //! The store is chosen through the configuration text only (`store = "memory"`, `store =
-//! "embedded"` with `data_dir`, `store = "redis://…"` with `redis_prefix`, `store =
-//! "postgres://…"` with `postgres_table_prefix`), see [`Backend`].
+//! "embedded"` with `data_dir`, `store = "redis://…"`, `"redis+sentinel://…"` or
+//! `"redis+cluster://…"` with `redis_prefix`, `store = "postgres://…"` with
+//! `postgres_table_prefix`), see [`Backend`].
 //! An embedded store keeps its data on tmpfs (`/dev/shm`) where there is one: a fresh database
 //! costs about a hundred fsyncs, which on a busy disk made the embedded suites several times
 //! slower than the others; `crash.rs`, which is about what the files hold, keeps its data on
@@ -41,6 +42,36 @@
 //! the Redis it names, fails (under CI, `CI=true`, and elsewhere alike): it never passes without
 //! having talked to Redis. Each test writes under its own random key prefix
 //! (`sessionauth-test:<random>:`) and deletes its keys when it ends, failed or not.
+//!
+//! # Redis behind Sentinel, Redis Cluster
+//!
+//! The `sentinel::` and `cluster::` variants made by [`route_tests!`] run every HTTP case on a
+//! server whose store is `redis+sentinel://…` or `redis+cluster://…`. Starting a topology per
+//! case would cost seconds each, so they use long-running ones that the variables name:
+//!
+//! | variable | names | ignore reason |
+//! |---|---|---|
+//! | `SESSIONAUTH_TEST_SENTINEL_URL` | Sentinels and the service they monitor: `redis+sentinel://host:port[,host:port…]/service[/db]` (a primary with replicas) | `needs SESSIONAUTH_TEST_SENTINEL_URL` |
+//! | `SESSIONAUTH_TEST_REDIS_CLUSTER_URL` | seed nodes: `redis+cluster://host:port[,host:port…]` (a replica per primary) | `needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL` |
+//!
+//! Neither takes a password. Every write waits for one replica (up to 5 s), so each primary
+//! needs a replica that is up. `.ci/run` starts a Sentinel set (a primary, two replicas, three
+//! Sentinels) and a six-node cluster on free loopback ports with `scripts/lib/redis-sets.sh`,
+//! exports both variables, and stops the topologies when it exits; by hand:
+//!
+//! ```text
+//! source scripts/lib/redis-sets.sh; trap rs_stop EXIT
+//! dir=$(mktemp -d); rs_start_sentinel_set "$dir"; rs_start_cluster "$dir"
+//! SESSIONAUTH_TEST_SENTINEL_URL=$RS_SENTINEL_URL SESSIONAUTH_TEST_REDIS_CLUSTER_URL=$RS_CLUSTER_URL \
+//!   cargo test -- --include-ignored
+//! ```
+//!
+//! As with Redis, a variant that runs without its variable, or whose Sentinels name no primary
+//! that answers as one, or whose cluster is not `ok`, fails. Each test writes under its own
+//! random key prefix (in a cluster a hash tag, `{sessionauth-test:<random>}:`, so that its keys
+//! share a slot) and deletes its keys when it ends. The Sentinel and Cluster cases of
+//! `store_conformance.rs`, and the failover tests `sentinel.rs` and `redis_cluster.rs`, start
+//! topologies of their own instead (`sentinel.rs`, `redis_cluster.rs` here).
 //!
 //! # PostgreSQL
 //!
@@ -91,14 +122,20 @@ pub enum Backend {
     Embedded,
     /// `store = "<SESSIONAUTH_TEST_REDIS_URL>"`, `redis_prefix` random per test.
     Redis,
+    /// `store = "<SESSIONAUTH_TEST_SENTINEL_URL>"` (`redis+sentinel://…`), `redis_prefix`
+    /// random per test, every write waiting for a replica.
+    Sentinel,
+    /// `store = "<SESSIONAUTH_TEST_REDIS_CLUSTER_URL>"` (`redis+cluster://…`), `redis_prefix` a
+    /// random hash tag per test, every write waiting for the slot's replica.
+    Cluster,
     /// `store = "<SESSIONAUTH_TEST_POSTGRES_URL>"`, `postgres_table_prefix` random per test.
     Postgres,
 }
 
 /// Runs each named `async fn case(backend: Backend)` once per backend: generates `mod memory`,
-/// `mod embedded`, `mod redis` and `mod postgres`, each with one `#[tokio::test] async fn
-/// case()`. The Redis and PostgreSQL variants are ignored unless the ignored tests are included
-/// (see the module documentation).
+/// `mod embedded`, `mod redis`, `mod sentinel`, `mod cluster` and `mod postgres`, each with one
+/// `#[tokio::test] async fn case()`. The Redis, Sentinel, Cluster and PostgreSQL variants are
+/// ignored unless the ignored tests are included (see the module documentation).
 macro_rules! route_tests {
     ($($case:ident),* $(,)?) => {
         /// The suite against the in-memory store.
@@ -129,6 +166,30 @@ macro_rules! route_tests {
                 #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
                 async fn $case() {
                     super::$case($crate::support::Backend::Redis).await;
+                }
+            )*
+        }
+        /// The suite against Redis behind Sentinel (`SESSIONAUTH_TEST_SENTINEL_URL`, a random
+        /// key prefix).
+        mod sentinel {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on Redis behind Sentinel.")]
+                #[tokio::test]
+                #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Sentinel).await;
+                }
+            )*
+        }
+        /// The suite against a Redis Cluster (`SESSIONAUTH_TEST_REDIS_CLUSTER_URL`, a random
+        /// hash-tagged key prefix).
+        mod cluster {
+            $(
+                #[doc = concat!("`", stringify!($case), "` on a Redis Cluster.")]
+                #[tokio::test]
+                #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
+                async fn $case() {
+                    super::$case($crate::support::Backend::Cluster).await;
                 }
             )*
         }

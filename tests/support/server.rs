@@ -27,7 +27,7 @@ use super::client::{
 };
 use super::pki::{Identity, Pki, CA_FILE, ODD_CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE};
 use super::postgres::TestPostgres;
-use super::redis::{toml_string, TestRedis};
+use super::redis::{toml_string, TestRedis, Topology};
 use super::{Backend, APP_AUTH, AUTH, SESSIONINFO, WAIT};
 
 /// The configuration file a [`Site`] writes unless told another name.
@@ -193,7 +193,7 @@ impl Options {
 /// A temporary folder with a fresh [`Pki`] and one session store, from which servers (in
 /// process, or the binary) are started with configuration files written from [`Options`].
 /// Servers started from one site share its store: a restart finds the sessions of the last
-/// run (embedded, Redis). Cheap to clone; the folders and the Redis keys go with the last clone.
+/// run (embedded, Redis, PostgreSQL). Cheap to clone; the folders and the Redis keys go with the last clone.
 #[derive(Clone)]
 pub struct Site {
     inner: Arc<SiteInner>,
@@ -215,8 +215,9 @@ const FAST_DATA_ROOT: &str = "/dev/shm";
 
 impl Site {
     /// A fresh site on `backend`; an embedded store keeps its data in RAM (see
-    /// [`FAST_DATA_ROOT`]). Panics for [`Backend::Redis`] and [`Backend::Postgres`] when their
-    /// server is not configured or not reachable.
+    /// [`FAST_DATA_ROOT`]). Panics for [`Backend::Redis`], [`Backend::Sentinel`],
+    /// [`Backend::Cluster`] and [`Backend::Postgres`] when their server is not configured or
+    /// not reachable.
     pub fn new(backend: Backend) -> Self {
         let root = Path::new(FAST_DATA_ROOT);
         Self::with_data_root(backend, root.is_dir().then_some(root))
@@ -236,7 +237,12 @@ impl Site {
                 .tempdir_in(root.unwrap_or(pki.path()))
                 .expect("data folder")
         });
-        let redis = (backend == Backend::Redis).then(TestRedis::new);
+        let redis = match backend {
+            Backend::Redis => Some(TestRedis::on(Topology::Server)),
+            Backend::Sentinel => Some(TestRedis::on(Topology::Sentinel)),
+            Backend::Cluster => Some(TestRedis::on(Topology::Cluster)),
+            Backend::Memory | Backend::Embedded | Backend::Postgres => None,
+        };
         let postgres = (backend == Backend::Postgres).then(TestPostgres::new);
         Self {
             inner: Arc::new(SiteInner {
@@ -264,7 +270,8 @@ impl Site {
         self.inner.backend
     }
 
-    /// The test Redis and this site's key prefix, on [`Backend::Redis`].
+    /// The test Redis and this site's key prefix, on [`Backend::Redis`], [`Backend::Sentinel`]
+    /// and [`Backend::Cluster`].
     pub fn redis(&self) -> Option<&TestRedis> {
         self.inner.redis.as_ref()
     }
@@ -290,7 +297,9 @@ impl Site {
                 "store = \"embedded\"\ndata_dir = {}\n",
                 toml_string(&data.path().display().to_string())
             ),
-            (Backend::Redis, _, Some(redis)) => redis.store_lines(),
+            (Backend::Redis | Backend::Sentinel | Backend::Cluster, _, Some(redis)) => {
+                redis.store_lines()
+            }
             (Backend::Postgres, _, _) => match &inner.postgres {
                 Some(postgres) => postgres.store_lines(),
                 None => unreachable!("a PostgreSQL site holds its database"),
