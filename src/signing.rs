@@ -17,8 +17,6 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::crypto::rand::SystemRandom;
-use crate::crypto::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use rsa::pkcs1::DecodeRsaPrivateKey as _;
@@ -28,6 +26,8 @@ use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde_json::json;
 
 use crate::config::{SigningKeySource, SigningSettings};
+use crate::crypto::rand::SystemRandom;
+use crate::crypto::signature::{KeyPair as _, RsaKeyPair, RSA_PKCS1_SHA256};
 use crate::pki::disk::Outcome;
 use crate::pki::{DevKeyPair, PkiError, RsaKeyError, Validity};
 use crate::rsakey::{PublicKeyError, RsaPublicKey};
@@ -169,7 +169,7 @@ impl SigningKeys {
             source: Box::new(e),
         })?;
         let current_public = PublishedKey::new(
-            RsaPublicKey::from_pkcs1_der(current.public().as_ref()).map_err(|source| {
+            RsaPublicKey::from_pkcs1_der(current.public_key().as_ref()).map_err(|source| {
                 SigningError::BadPublicKey {
                     path: key_path.clone(),
                     source,
@@ -243,7 +243,7 @@ impl SigningKeys {
         URL_SAFE_NO_PAD.encode_string(header.to_string(), &mut out);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(claims.to_string(), &mut out);
-        let mut signature = vec![0u8; self.current.public().modulus_len()];
+        let mut signature = vec![0u8; self.current.public_key().modulus_len()];
         self.current
             .sign(&RSA_PKCS1_SHA256, &self.rng, out.as_bytes(), &mut signature)
             .map_err(|_| SigningError::Sign)?;
@@ -356,7 +356,7 @@ fn read_public(path: &Path) -> Result<RsaPublicKey, SigningError> {
                 path: path.to_owned(),
                 source: Box::new(e),
             })?;
-            RsaPublicKey::from_pkcs1_der(pair.public().as_ref()).map_err(bad_public)
+            RsaPublicKey::from_pkcs1_der(pair.public_key().as_ref()).map_err(bad_public)
         }
     }
 }
