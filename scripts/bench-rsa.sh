@@ -88,9 +88,14 @@ for name in bot.user admin.bot; do
     exit 1
   fi
 done
-SESSION=$(curl -sf --cacert "$C/ca.pem" -X POST -H 'Content-Type: application/json' \
-  -d "{\"token\":\"$(jwt bot.user)\"}" "$BASE/login/pubkey/authenticate" |
-  python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+# session: a fresh session of bot.user. Taken just before the row that uses it: the rows before
+# mint far more than the per-user cap (limits.max_sessions_per_user) of bot.user's sessions, and
+# each mint past the cap evicts the oldest.
+session() {
+  curl -sf --cacert "$C/ca.pem" -X POST -H 'Content-Type: application/json' \
+    -d "{\"token\":\"$(jwt bot.user)\"}" "$BASE/login/pubkey/authenticate" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])'
+}
 
 # run oha-args... → "rps p50_ms p99_ms non2xx"
 run() {
@@ -128,6 +133,7 @@ row "POST /login/pubkey/authenticate (RS512, 2048-bit key)" "$BASE_RPS" \
   "${JSON[@]}" -d "{\"token\":\"$(jwt bot.user)\"}" "$BASE/login/pubkey/authenticate"
 row "POST /login/pubkey/authenticate (RS512, 4096-bit key)" "$BASE_RPS" \
   "${JSON[@]}" -d "{\"token\":\"$(jwt admin.bot)\"}" "$BASE/login/pubkey/authenticate"
+SESSION=$(session)
 row "POST /login/idm/tokens (RS256 signing, 2048-bit key)" "$BASE_RPS" \
   -m POST -H "sessionToken: $SESSION" "$BASE/login/idm/tokens"
 if [[ $FAILED != 0 ]]; then
