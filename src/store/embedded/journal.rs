@@ -25,6 +25,15 @@ const NOTE: u8 = b'N';
 const HEAD: u8 = b'H';
 /// A snapshot's last frame: how many sessions it holds. A snapshot without it is incomplete.
 const END: u8 = b'E';
+/// A record that says nothing: the readiness probe's, so that its frame is not empty (an
+/// all-zero header is where a segment's written part ends).
+const SYNC: u8 = b'S';
+
+/// The space each journal segment is given up front: a sync then only writes data into blocks
+/// the file already has, instead of also committing the file's growth (measured here: about
+/// 250 µs per `fdatasync` of a 300-byte append into allocated space, 700 to 1,000 µs when the
+/// append grows the file). A segment that fills up is followed by the next.
+pub(super) const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// What a journal segment's or a snapshot's head frame says it is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -98,6 +107,11 @@ impl Frame {
         self.buf.push(NOTE);
         put_bytes(&mut self.buf, name.as_bytes());
         put_bytes(&mut self.buf, value);
+    }
+
+    /// Records nothing, so that the frame is written and synced all the same.
+    pub(super) fn sync(&mut self) {
+        self.buf.push(SYNC);
     }
 
     /// Records a snapshot's end.
@@ -206,8 +220,9 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 /// How reading a file ended.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Tail {
-    /// Every byte was a whole, intact frame.
-    Clean,
+    /// Every frame up to this offset was whole and intact; what follows, if anything, is the
+    /// zeros of a segment's allocated but unwritten space.
+    Clean(u64),
     /// From this offset on, the bytes are not a whole intact frame: a write cut short.
     Torn(u64),
 }
@@ -229,7 +244,8 @@ pub(super) enum ReadError {
 
 /// Reads the frames of the file at `path` (of `kind`), calling `each` with every record in
 /// order, and says how the file ended. A file too short for its head frame (created, then cut
-/// off) holds no records. Only the frames before the first damaged one are read.
+/// off) holds no records. Only the frames before the first damaged one are read, and none past
+/// an all-zero header (a segment's unwritten space).
 pub(super) fn read(
     path: &Path,
     kind: Kind,
@@ -249,7 +265,7 @@ pub(super) fn read(
     let mut first = true;
     loop {
         match next_frame(&mut reader, &mut payload).map_err(io_error)? {
-            None => return Ok(Tail::Clean),
+            None => return Ok(Tail::Clean(offset)),
             Some(false) => return Ok(Tail::Torn(offset)),
             Some(true) => {}
         }
@@ -279,7 +295,7 @@ pub(super) fn read(
 fn next_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Option<bool>> {
     let mut header = [0u8; HEADER];
     let got = read_full(reader, &mut header)?;
-    if got == 0 {
+    if got == 0 || header == [0; HEADER] {
         return Ok(None);
     }
     if got < HEADER {
@@ -344,6 +360,7 @@ fn decode_records(
                 Record::Put(key, session)
             }
             DEL => Record::Del(take_key(&mut p)?),
+            SYNC => continue,
             NOTE => {
                 let len = take_u32(&mut p)?;
                 let name = String::from_utf8(take(&mut p, len)?.to_vec())
@@ -370,16 +387,27 @@ fn decode_records(
 pub(super) struct Segment {
     file: File,
     seq: u64,
+    /// Where the next frame goes.
+    end: u64,
+    dir: PathBuf,
 }
 
 impl Segment {
-    /// Creates segment `seq` in `dir`, synced together with the directory entry, so that
-    /// what is appended and synced later is found at the next start.
+    /// Creates segment `seq` in `dir` with [`SEGMENT_BYTES`] allocated, synced together with
+    /// the directory entry, so that what is written and synced later is found at the next
+    /// start.
     pub(super) fn create(dir: &Path, seq: u64) -> io::Result<Self> {
         let file = create(&dir.join(segment_name(seq)), Kind::Journal)?;
-        file.sync_data()?;
+        let end = head(Kind::Journal).len() as u64;
+        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, SEGMENT_BYTES)?;
+        file.sync_all()?;
         sync_dir(dir)?;
-        Ok(Self { file, seq })
+        Ok(Self {
+            file,
+            seq,
+            end,
+            dir: dir.to_owned(),
+        })
     }
 
     /// The segment's number.
@@ -387,9 +415,15 @@ impl Segment {
         self.seq
     }
 
-    /// Appends `frame` and syncs the data to disk (`fdatasync`) before returning.
+    /// Appends `frame` and syncs the data to disk (`fdatasync`) before returning; moves on to
+    /// the next segment first when this one's allocated space would not hold it.
     pub(super) fn append(&mut self, frame: &Frame) -> io::Result<()> {
+        let len = (HEADER + frame.len()) as u64;
+        if self.end + len > SEGMENT_BYTES && self.end > head(Kind::Journal).len() as u64 {
+            *self = Self::create(&self.dir, self.seq + 1)?;
+        }
         frame.write_to(&mut self.file)?;
+        self.end += len;
         self.file.sync_data()
     }
 }

@@ -378,7 +378,7 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
             }
             Ok(())
         })?;
-        if tail != Tail::Clean || ended != Some(puts) {
+        if !matches!(tail, Tail::Clean(_)) || ended != Some(puts) {
             return Err(ReadError::Corrupt {
                 path,
                 what: "the snapshot is incomplete".into(),
@@ -393,6 +393,10 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
             loader.apply(record);
             Ok(())
         })?;
+        let end = match tail {
+            Tail::Clean(end) => end,
+            Tail::Torn(offset) => offset,
+        };
         if let Tail::Torn(offset) = tail {
             if i + 1 < segments.len() {
                 // Every segment but the last was synced whole before the next one began.
@@ -404,7 +408,7 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
             tracing::warn!(file = %path.display(), offset, "cutting off a torn write at the journal's end");
             journal::truncate(&path, offset).map_err(io)?;
         }
-        journal_bytes += std::fs::metadata(&path).map_err(io)?.len();
+        journal_bytes += end;
     }
     let next_seq = segments.last().copied().unwrap_or(base).max(base) + 1;
     Ok(Recovered {

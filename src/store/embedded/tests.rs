@@ -62,6 +62,22 @@ fn last_segment(data: &Path) -> PathBuf {
     data.join(DB_DIR).join(journal::segment_name(last))
 }
 
+/// Where the frames written to the journal segment at `path` end (the rest is allocated space).
+fn data_end(path: &Path) -> u64 {
+    match journal::read(path, journal::Kind::Journal, |_| Ok(())).unwrap() {
+        journal::Tail::Clean(end) => end,
+        torn => panic!("{torn:?}"),
+    }
+}
+
+/// Writes `bytes` into the file at `path` at `offset`.
+fn write_at(path: &Path, offset: u64, bytes: &[u8]) {
+    use std::io::{Seek as _, SeekFrom};
+    let mut file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.seek(SeekFrom::Start(offset)).unwrap();
+    file.write_all(bytes).unwrap();
+}
+
 /// Makes the writer take a snapshot now, and waits until it is in place and the segments it
 /// replaces are gone.
 async fn snapshot_now(store: &EmbeddedStore, data: &Path) {
@@ -289,15 +305,9 @@ async fn a_torn_journal_tail_is_cut_off() {
     }
     store.close().await;
     let segment = last_segment(&data);
-    let whole = std::fs::metadata(&segment).unwrap().len();
-    // A frame's header that promises more than follows, then half of a payload.
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(&segment)
-        .unwrap();
-    file.write_all(&[200, 0, 0, 0, 1, 2, 3, 4, b'P', 9, 9])
-        .unwrap();
-    drop(file);
+    let whole = data_end(&segment);
+    // A frame's header that promises more than follows, then the start of a payload.
+    write_at(&segment, whole, &[200, 0, 0, 0, 1, 2, 3, 4, b'P', 9, 9]);
 
     let store = EmbeddedStore::open(&data).unwrap();
     assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
@@ -307,10 +317,8 @@ async fn a_torn_journal_tail_is_cut_off() {
 
     // And a last frame whose bytes are all there but damaged (its checksum fails).
     let segment = last_segment(&data);
-    let mut bytes = std::fs::read(&segment).unwrap();
-    let last = bytes.len() - 3;
-    bytes[last] ^= 0xff;
-    std::fs::write(&segment, &bytes).unwrap();
+    let last = data_end(&segment) - 3;
+    write_at(&segment, last, &[0xff]);
     let store = EmbeddedStore::open(&data).unwrap();
     assert_eq!(store.count().await.unwrap(), 3);
     assert_eq!(store.get(&key(4), NOW).await.unwrap(), None);
@@ -326,10 +334,8 @@ async fn damage_before_the_tail_is_refused() {
     store.insert(key(2), session(1, 2, NOW)).await.unwrap();
     store.close().await;
     let first = last_segment(&data);
-    let mut bytes = std::fs::read(&first).unwrap();
-    let at = bytes.len() - 3;
-    bytes[at] ^= 0xff;
-    std::fs::write(&first, &bytes).unwrap();
+    let at = data_end(&first) - 3;
+    write_at(&first, at, &[0xff]);
     // A later segment follows it.
     drop(super::journal::Segment::create(&data.join(DB_DIR), 1000).unwrap());
     let err = EmbeddedStore::open(&data).unwrap_err();

@@ -496,6 +496,9 @@ fn commit_group(
     for (name, value) in &notes {
         frame.note(name, value);
     }
+    if sync && frame.is_empty() {
+        frame.sync();
+    }
     let written = match encoded {
         Ok(()) if frame.is_empty() && !sync => Ok(()),
         Ok(()) => segment.append(frame).map_err(super::backend),
