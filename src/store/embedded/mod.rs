@@ -22,6 +22,13 @@
 //! evictions of the per-user cap and the purge's expiries included, each named key by key), in
 //! the same frame as what caused it, so it is all there or all gone.
 //!
+//! Each segment is allocated 64 MiB ahead (`fallocate`), so an append writes into blocks the
+//! file already has and `fdatasync` persists the data with the little metadata needed to read
+//! it back, without committing a change of the file's size (measured here: about 250 µs per
+//! sync, against 700 to 1,000 µs for an append that grows the file). The written part ends at
+//! the first all-zero frame header, which no frame has (the probe's frame holds a no-op
+//! record); a full segment is followed by the next.
+//!
 //! A crash in the middle of an append leaves a torn frame at the segment's tail, shorter than
 //! its length or failing its checksum. That group was never acknowledged, so recovery cuts it
 //! off (and truncates the file there) and keeps everything before it. A damaged frame anywhere
@@ -50,7 +57,8 @@
 //! (expired ones are left out) and the notes to `snapshot-N.partial`, in chunks under the lock,
 //! then syncs it, renames it to `snapshot-N.snap` and syncs the folder; only then are the older
 //! snapshot and segments removed. Start-up reads the newest complete snapshot and replays the
-//! segments from N on. A crash before the rename leaves a partial file, which start-up removes:
+//! segments from N on. A snapshot takes the lock once to list the keys (a few milliseconds
+//! with a million sessions), then in chunks of 1,024 sessions. A crash before the rename leaves a partial file, which start-up removes:
 //! it then uses the older snapshot and segments, which are all still there. The snapshot is
 //! fuzzy, copied while the writer goes on; see [`snapshot::start`] for why replaying the new
 //! segments over it is exact. So the journal stays bounded, and start-up reads at most about
