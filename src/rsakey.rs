@@ -221,7 +221,8 @@ mod tests {
         let private = private_key(2048);
         let der = private.to_pkcs8_der().unwrap();
         let pair = crate::crypto::signature::RsaKeyPair::from_pkcs8(der.as_bytes()).unwrap();
-        let mut signature = vec![0; pair.public().modulus_len()];
+        let mut signature =
+            vec![0; crate::crypto::signature::KeyPair::public_key(&pair).modulus_len()];
         pair.sign(
             &crate::crypto::signature::RSA_PKCS1_SHA512,
             &crate::crypto::rand::SystemRandom::new(),
