@@ -39,73 +39,16 @@ route_tests!(
 /// The start-up sweep needs a store that outlives the server: the embedded store, Redis (one
 /// server, behind Sentinel, a cluster) and PostgreSQL.
 mod startup {
-    /// `inactive_principals_lose_their_sessions_at_start` on the embedded store.
-    #[tokio::test]
-    async fn embedded() {
-        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Embedded).await;
-    }
+    use super::support::durable_route_tests;
+    use super::{
+        changes_made_while_down_end_their_sessions_at_start,
+        inactive_principals_lose_their_sessions_at_start,
+    };
 
-    /// `inactive_principals_lose_their_sessions_at_start` on Redis.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
-    async fn redis() {
-        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Redis).await;
-    }
-
-    /// `changes_made_while_down_end_their_sessions_at_start` on the embedded store.
-    #[tokio::test]
-    async fn embedded_changes_while_down() {
-        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Embedded).await;
-    }
-
-    /// `changes_made_while_down_end_their_sessions_at_start` on Redis.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
-    async fn redis_changes_while_down() {
-        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Redis).await;
-    }
-
-    /// `inactive_principals_lose_their_sessions_at_start` on Redis behind Sentinel.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
-    async fn sentinel() {
-        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Sentinel).await;
-    }
-
-    /// `changes_made_while_down_end_their_sessions_at_start` on Redis behind Sentinel.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
-    async fn sentinel_changes_while_down() {
-        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Sentinel).await;
-    }
-
-    /// `inactive_principals_lose_their_sessions_at_start` on a Redis Cluster.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
-    async fn cluster() {
-        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Cluster).await;
-    }
-
-    /// `changes_made_while_down_end_their_sessions_at_start` on a Redis Cluster.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
-    async fn cluster_changes_while_down() {
-        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Cluster).await;
-    }
-
-    /// `inactive_principals_lose_their_sessions_at_start` on PostgreSQL.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
-    async fn postgres() {
-        super::inactive_principals_lose_their_sessions_at_start(super::Backend::Postgres).await;
-    }
-
-    /// `changes_made_while_down_end_their_sessions_at_start` on PostgreSQL.
-    #[tokio::test]
-    #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
-    async fn postgres_changes_while_down() {
-        super::changes_made_while_down_end_their_sessions_at_start(super::Backend::Postgres).await;
-    }
+    durable_route_tests!(
+        inactive_principals_lose_their_sessions_at_start,
+        changes_made_while_down_end_their_sessions_at_start,
+    );
 }
 
 /// The sample directory, as shipped.

@@ -132,82 +132,76 @@ pub enum Backend {
     Postgres,
 }
 
-/// Runs each named `async fn case(backend: Backend)` once per backend: generates `mod memory`,
-/// `mod embedded`, `mod redis`, `mod sentinel`, `mod cluster` and `mod postgres`, each with one
-/// `#[tokio::test] async fn case()`. The Redis, Sentinel, Cluster and PostgreSQL variants are
-/// ignored unless the ignored tests are included (see the module documentation).
-macro_rules! route_tests {
-    ($($case:ident),* $(,)?) => {
-        /// The suite against the in-memory store.
-        mod memory {
+/// One backend's module of a suite: `mod $module` holding one `#[tokio::test] async fn case()`
+/// per named case, each running `super::case(Backend::$backend)`; with `ignore = "..."`, ignored
+/// unless the ignored tests are included.
+macro_rules! backend_suite {
+    ($module:ident, $backend:ident, $on:literal, ignore = $why:literal, $($case:ident),*) => {
+        #[doc = concat!("The suite against ", $on, ".")]
+        mod $module {
             $(
-                #[doc = concat!("`", stringify!($case), "` on the memory store.")]
+                #[doc = concat!("`", stringify!($case), "` on ", $on, ".")]
                 #[tokio::test]
+                #[ignore = $why]
                 async fn $case() {
-                    super::$case($crate::support::Backend::Memory).await;
+                    super::$case($crate::support::Backend::$backend).await;
                 }
             )*
         }
-        /// The suite against the embedded store (a data directory in the test's folder).
-        mod embedded {
+    };
+    ($module:ident, $backend:ident, $on:literal, $($case:ident),*) => {
+        #[doc = concat!("The suite against ", $on, ".")]
+        mod $module {
             $(
-                #[doc = concat!("`", stringify!($case), "` on the embedded store.")]
+                #[doc = concat!("`", stringify!($case), "` on ", $on, ".")]
                 #[tokio::test]
                 async fn $case() {
-                    super::$case($crate::support::Backend::Embedded).await;
-                }
-            )*
-        }
-        /// The suite against Redis (`SESSIONAUTH_TEST_REDIS_URL`, a random key prefix).
-        mod redis {
-            $(
-                #[doc = concat!("`", stringify!($case), "` on Redis.")]
-                #[tokio::test]
-                #[ignore = "needs SESSIONAUTH_TEST_REDIS_URL"]
-                async fn $case() {
-                    super::$case($crate::support::Backend::Redis).await;
-                }
-            )*
-        }
-        /// The suite against Redis behind Sentinel (`SESSIONAUTH_TEST_SENTINEL_URL`, a random
-        /// key prefix).
-        mod sentinel {
-            $(
-                #[doc = concat!("`", stringify!($case), "` on Redis behind Sentinel.")]
-                #[tokio::test]
-                #[ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL"]
-                async fn $case() {
-                    super::$case($crate::support::Backend::Sentinel).await;
-                }
-            )*
-        }
-        /// The suite against a Redis Cluster (`SESSIONAUTH_TEST_REDIS_CLUSTER_URL`, a random
-        /// hash-tagged key prefix).
-        mod cluster {
-            $(
-                #[doc = concat!("`", stringify!($case), "` on a Redis Cluster.")]
-                #[tokio::test]
-                #[ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL"]
-                async fn $case() {
-                    super::$case($crate::support::Backend::Cluster).await;
-                }
-            )*
-        }
-        /// The suite against PostgreSQL (`SESSIONAUTH_TEST_POSTGRES_URL`, a random table
-        /// prefix).
-        mod postgres {
-            $(
-                #[doc = concat!("`", stringify!($case), "` on PostgreSQL.")]
-                #[tokio::test]
-                #[ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL"]
-                async fn $case() {
-                    super::$case($crate::support::Backend::Postgres).await;
+                    super::$case($crate::support::Backend::$backend).await;
                 }
             )*
         }
     };
 }
+pub(crate) use backend_suite;
+
+/// Runs each named `async fn case(backend: Backend)` once per backend: generates `mod memory`
+/// and the modules of [`durable_route_tests!`], each with one `#[tokio::test] async fn case()`.
+/// The Redis, Sentinel, Cluster and PostgreSQL variants are ignored unless the ignored tests are
+/// included (see the module documentation).
+macro_rules! route_tests {
+    ($($case:ident),* $(,)?) => {
+        $crate::support::backend_suite!(memory, Memory, "the in-memory store", $($case),*);
+        $crate::support::durable_route_tests!($($case),*);
+    };
+}
 pub(crate) use route_tests;
+
+/// [`route_tests!`] without the memory store, for cases that need a store that outlives the
+/// server: `mod embedded` (a data directory in the test's folder), `mod redis`
+/// (`SESSIONAUTH_TEST_REDIS_URL`), `mod sentinel` (`SESSIONAUTH_TEST_SENTINEL_URL`), `mod cluster`
+/// (`SESSIONAUTH_TEST_REDIS_CLUSTER_URL`) and `mod postgres` (`SESSIONAUTH_TEST_POSTGRES_URL`),
+/// each with a random key or table prefix.
+macro_rules! durable_route_tests {
+    ($($case:ident),* $(,)?) => {
+        $crate::support::backend_suite!(embedded, Embedded, "the embedded store", $($case),*);
+        $crate::support::backend_suite!(
+            redis, Redis, "Redis", ignore = "needs SESSIONAUTH_TEST_REDIS_URL", $($case),*
+        );
+        $crate::support::backend_suite!(
+            sentinel, Sentinel, "Redis behind Sentinel",
+            ignore = "needs SESSIONAUTH_TEST_SENTINEL_URL", $($case),*
+        );
+        $crate::support::backend_suite!(
+            cluster, Cluster, "a Redis Cluster",
+            ignore = "needs SESSIONAUTH_TEST_REDIS_CLUSTER_URL", $($case),*
+        );
+        $crate::support::backend_suite!(
+            postgres, Postgres, "PostgreSQL", ignore = "needs SESSIONAUTH_TEST_POSTGRES_URL",
+            $($case),*
+        );
+    };
+}
+pub(crate) use durable_route_tests;
 
 /// The 403 message Symphony sends for a certificate that names no one allowed.
 pub const CERT_NOT_ALLOWED: &str =
