@@ -6,7 +6,8 @@
 #      oha sends the same request over and over, and a logout needs a fresh token each time, so
 #      store_bench first authenticates for DURATION seconds on 32 connections (keeping every
 #      token) and then logs all of them out on the same connections; its logout rate is the
-#      logout figure. Goals: embedded and redis each at least 0.5 of memory's requests per second
+#      logout figure. Goals: embedded at least 0.7 of memory's requests per second (issue 11),
+#      redis at least 0.5
 #      (Redis behind Sentinel and Redis Cluster, both started here with WAIT for one replica,
 #      and PostgreSQL are measured and compared with memory, without a goal).
 #   2. With FILL (default 1,000,000) live sessions in the embedded store: start-up time (exec to
@@ -259,10 +260,11 @@ for store in "${STORES[@]}"; do
     [[ "$store" != embedded && "$store" != redis ]] && continue
     for op in authenticate logout; do
         if [[ "$op" == authenticate ]]; then mine="${AUTH[$store]}" base="${AUTH[memory]}"; else mine="${LOGOUT[$store]}" base="${LOGOUT[memory]}"; fi
-        if ((mine * 2 >= base)); then
-            pass "goal: $store $op >= 0.5 x memory ($mine vs $base req/s)"
+        if [[ "$store" == embedded ]]; then goal=70; else goal=50; fi
+        if ((mine * 100 >= base * goal)); then
+            pass "goal: $store $op >= 0.$goal x memory ($mine vs $base req/s)"
         else
-            fail "goal: $store $op >= 0.5 x memory ($mine vs $base req/s)"
+            fail "goal: $store $op >= 0.$goal x memory ($mine vs $base req/s)"
         fi
     done
 done
@@ -276,6 +278,7 @@ if ((FILL > 0)); then
     start_server empty 'store = "embedded"
 data_dir = "data-empty"'
     empty_start="$STARTUP_MS"
+    empty_rss_start="$(rss_kb "$SERVER_PID")"
     oha_authenticate empty
     empty_rss="$(rss_kb "$SERVER_PID")"
     stop_server
@@ -300,19 +303,29 @@ data_dir = "data-big"'
     crash_start="$STARTUP_MS"
     stop_server
 
-    per_session=$(((big_rss - empty_rss) * 1024 / FILL))
+    # The embedded store keeps its sessions in memory: measured right after start-up (the FILL
+    # sessions, read back, against none), and after the same load on both (each then also holds
+    # what its oha run made).
+    per_session=$(((big_rss_start - empty_rss_start) * 1024 / FILL))
+    per_session_loaded=$(((big_rss - empty_rss) * 1024 / FILL))
     echo
     echo "start-up, empty store:                ${empty_start} ms"
     echo "start-up, $FILL sessions:         ${big_start} ms"
     echo "start-up after SIGKILL, $FILL:    ${crash_start} ms"
     echo "authenticate with $FILL sessions: ${big_rps} req/s (empty store: ${AUTH[embedded]:-n/a} req/s in part 1)"
     echo "RSS after ${DURATION}s of load: empty ${empty_rss} KiB, $FILL sessions ${big_rss} KiB (at start ${big_rss_start} KiB)"
-    echo "resident memory per stored session:   ${per_session} bytes"
+    echo "RSS at start: empty ${empty_rss_start} KiB, $FILL sessions ${big_rss_start} KiB"
+    echo "resident memory per stored session:   ${per_session} bytes at start (${per_session_loaded} after the load)"
     echo "disk per session:                     $((file_bytes / FILL)) bytes (allocated: $((disk_bytes / FILL)) bytes)"
     if ((big_start < 1000 && crash_start < 1000)); then
         pass "start-up with $FILL sessions under 1 s (clean ${big_start} ms, after SIGKILL ${crash_start} ms)"
     else
         fail "start-up with $FILL sessions under 1 s (clean ${big_start} ms, after SIGKILL ${crash_start} ms)"
+    fi
+    if ((per_session <= 300)); then
+        pass "resident memory per session at most 300 bytes (${per_session})"
+    else
+        fail "resident memory per session at most 300 bytes (${per_session})"
     fi
 fi
 

@@ -140,7 +140,8 @@ pub enum DirectorySource {
 pub(crate) enum StoreConfig {
     /// `"memory"`: in process memory, gone at exit.
     Memory,
-    /// `"embedded"` (the default): a fjall database in `data_dir`, fsynced before every answer.
+    /// `"embedded"` (the default): sessions in memory, journalled in `data_dir`, fsynced before
+    /// every answer.
     Embedded {
         /// The folder that holds the database file.
         data_dir: PathBuf,

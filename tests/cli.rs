@@ -680,25 +680,6 @@ fn serving_addr(v: &serde_json::Value) -> serde_json::Value {
     serde_json::Value::String(addr.to_string())
 }
 
-/// The embedded store's engine (fjall, lsm_tree) logs nothing at `info`, the default, nor when
-/// `SESSIONAUTH_LOG=info` is given; it does when the filter names it (`fjall=info`).
-#[tokio::test]
-async fn fjall_logs_only_when_asked() {
-    for (filter, expect_fjall) in [("info", false), ("info,fjall=info", true)] {
-        // A fresh store: fjall logs creating the database at INFO.
-        let site = Site::new(Backend::Embedded);
-        let config = write_config(&site, &Options::default(), 0);
-        let serving = Node::start_with(&config, &[], &[("SESSIONAUTH_LOG", filter)]).await;
-        let log = serving.log();
-        assert!(serving.terminate().await.success());
-        assert!(log.contains("session store: embedded"), "{log}");
-        let fjall = log.lines().any(|l| l.contains(" fjall::"));
-        let lsm = log.lines().any(|l| l.contains(" lsm_tree::"));
-        assert_eq!(fjall, expect_fjall, "SESSIONAUTH_LOG={filter}:\n{log}");
-        assert!(!lsm, "SESSIONAUTH_LOG={filter}:\n{log}");
-    }
-}
-
 // --- flags and environment -------------------------------------------------------------------
 
 /// The value of `field=` on a text log line (up to the next space).

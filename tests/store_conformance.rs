@@ -1,4 +1,4 @@
-//! One suite of session-store behaviour, run against every backend: memory, embedded (a fjall
+//! One suite of session-store behaviour, run against every backend: memory, embedded (a journal
 //! database in a temporary folder), Redis, Redis behind Sentinel, Redis Cluster and PostgreSQL.
 //!
 //! The Redis cases use the test Redis (`SESSIONAUTH_TEST_REDIS_URL`, see `support`), the

@@ -73,7 +73,7 @@ const START: Millis = Millis::from_epoch_millis(1_700_000_000_000);
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-/// The embedded store (a fjall database in a temporary folder) answers every sequence of
+/// The embedded store (its journal in a temporary folder) answers every sequence of
 /// operations, concurrent groups included, as the memory model does.
 #[test]
 fn embedded_store_agrees_with_the_model() {
@@ -329,7 +329,7 @@ fn ended<'a>(op: &Op, outcome: &'a Outcome) -> &'a [Session] {
 /// outlive it: its folder, or its Redis keys' clean-up). Panics with the shrunk case on a
 /// failure.
 ///
-/// Opening and closing a fjall database costs a few fsyncs, most of an embedded case's time, so
+/// Opening and closing an embedded store costs a few fsyncs, most of an embedded case's time, so
 /// stores are made ahead of use on threads of their own and dropped on another.
 fn check<G: Send>(fresh: impl Fn() -> (Arc<dyn Backend>, G) + Sync) {
     const MAKERS: usize = 2;

@@ -37,35 +37,22 @@ impl SessionStore for MemoryStore {
         session: Session,
         keep: usize,
     ) -> Result<Vec<Session>, StoreError> {
-        let owner = Owner::of(&session.kind);
-        let now = session.created;
-        let mut inner = self.inner.lock();
-        inner.insert(key, session)?;
-        Ok(inner.evict_beyond(&owner, keep, &key, now))
+        self.inner.lock().insert_capped(key, session, keep)
     }
 
     async fn get(&self, key: &TokenHash, now: Millis) -> Result<Option<Session>, StoreError> {
-        let inner = self.inner.lock();
-        Ok(inner
-            .sessions
-            .get(key)
-            .filter(|s| !s.is_expired(now))
-            .cloned())
+        Ok(self.inner.lock().live(key, now).cloned())
     }
 
     async fn remove(&self, key: &TokenHash, now: Millis) -> Result<Vec<Session>, StoreError> {
-        let mut inner = self.inner.lock();
-        let mut out = Vec::new();
-        inner.remove_live(key, now, &mut out);
-        Ok(out)
+        Ok(self.inner.lock().remove_one(key, now))
     }
 
     async fn list_user(&self, user: UserId, now: Millis) -> Result<Vec<Session>, StoreError> {
         let inner = self.inner.lock();
-        let keys = inner.by_user.get(&user).into_iter().flatten();
-        Ok(keys
-            .filter_map(|k| inner.sessions.get(k))
-            .filter(|s| !s.is_expired(now))
+        Ok(inner
+            .user_keys(user)
+            .filter_map(|k| inner.live(k, now))
             .cloned()
             .collect())
     }
@@ -75,23 +62,7 @@ impl SessionStore for MemoryStore {
         selector: &Selector,
         now: Millis,
     ) -> Result<Vec<Session>, StoreError> {
-        let mut inner = self.inner.lock();
-        let keys: Vec<TokenHash> = match selector {
-            Selector::User(user) => members(&inner.by_user, user),
-            Selector::App(app) | Selector::OnBehalfOf { app, .. } => members(&inner.by_app, app),
-            Selector::Credential(id) => members(&inner.by_credential, id),
-        };
-        let mut out = Vec::new();
-        for key in keys {
-            if inner
-                .sessions
-                .get(&key)
-                .is_some_and(|s| selector.matches(s))
-            {
-                inner.remove_live(&key, now, &mut out);
-            }
-        }
-        Ok(out)
+        Ok(self.inner.lock().remove_matching(selector, now))
     }
 
     async fn remove_by_id(
@@ -100,15 +71,7 @@ impl SessionStore for MemoryStore {
         id: SessionId,
         now: Millis,
     ) -> Result<Option<Session>, StoreError> {
-        let mut inner = self.inner.lock();
-        let Some(key) = inner.by_id.get(&id).copied() else {
-            return Ok(None);
-        };
-        let belongs = inner
-            .sessions
-            .get(&key)
-            .is_some_and(|s| s.kind.user() == Some(user) && !s.is_expired(now));
-        Ok(if belongs { inner.remove(&key) } else { None })
+        Ok(self.inner.lock().remove_by_id(user, id, now))
     }
 
     async fn live_by_kind(&self, _now: Millis) -> Result<KindCounts, StoreError> {
@@ -116,18 +79,7 @@ impl SessionStore for MemoryStore {
     }
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
-        let mut inner = self.inner.lock();
-        // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
-        let expired: Vec<TokenHash> = inner
-            .by_expiry
-            .range(..=(now, [u8::MAX; 32]))
-            .take(limit)
-            .map(|(_, k)| TokenHash::from_bytes(*k))
-            .collect();
-        Ok(Purged {
-            swept: expired.len(),
-            ended: expired.iter().filter_map(|k| inner.remove(k)).collect(),
-        })
+        Ok(self.inner.lock().purge_expired(now, limit))
     }
 }
 
@@ -143,9 +95,11 @@ type Keys = HashSet<TokenHash, BuildTokenHasher>;
 /// than the standard SipHash. Clients cannot choose these keys, only the operator's directory.
 type Named = foldhash::fast::RandomState;
 
+/// The sessions and their indexes, without a lock: the memory store keeps one behind its mutex,
+/// and the embedded store keeps one as the state its journal rebuilds (`embedded/`).
 #[derive(Debug, Default)]
-struct Inner {
-    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
+pub(super) struct Inner {
+    pub(super) sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
     by_user: HashMap<UserId, Keys, Named>,
     by_app: HashMap<AppId, Keys, Named>,
     // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
@@ -156,10 +110,121 @@ struct Inner {
     /// Each owner's sessions, oldest first: what the per-principal cap evicts.
     by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>, Named>,
     /// How many sessions of each kind are stored.
-    kinds: KindCounts,
+    pub(super) kinds: KindCounts,
+    /// When `Some`, every session added or removed is noted here, in order: the embedded store
+    /// journals a change from it.
+    changes: Option<Vec<Change>>,
+}
+
+/// One session added to or removed from an [`Inner`], as it notes them when asked.
+#[derive(Debug)]
+pub(super) enum Change {
+    /// The session now under this key (read it from [`Inner::sessions`]).
+    Added(TokenHash),
+    /// The session that was under this key.
+    Removed(TokenHash, Session),
 }
 
 impl Inner {
+    /// Starts noting every change ([`Inner::take_changes`] hands them over).
+    pub(super) fn record(&mut self) {
+        self.changes.get_or_insert_with(Vec::new);
+    }
+
+    /// The changes noted since [`Inner::record`]; stops noting.
+    pub(super) fn take_changes(&mut self) -> Vec<Change> {
+        self.changes.take().unwrap_or_default()
+    }
+
+    /// The session under `key` when it is live at `now`.
+    pub(super) fn live(&self, key: &TokenHash, now: Millis) -> Option<&Session> {
+        self.sessions.get(key).filter(|s| !s.is_expired(now))
+    }
+
+    /// The keys of the sessions that act as `user`, expired or not.
+    pub(super) fn user_keys(&self, user: UserId) -> impl Iterator<Item = &TokenHash> {
+        self.by_user.get(&user).into_iter().flatten()
+    }
+
+    /// Stores `session` and ends the oldest of its owner's beyond the newest `keep`, as
+    /// [`SessionStore::insert_capped`] describes.
+    pub(super) fn insert_capped(
+        &mut self,
+        key: TokenHash,
+        session: Session,
+        keep: usize,
+    ) -> Result<Vec<Session>, StoreError> {
+        let owner = Owner::of(&session.kind);
+        let now = session.created;
+        self.insert(key, session)?;
+        Ok(self.evict_beyond(&owner, keep, &key, now))
+    }
+
+    /// Ends the live session under `key`, with what it minted, as [`SessionStore::remove`]
+    /// describes.
+    pub(super) fn remove_one(&mut self, key: &TokenHash, now: Millis) -> Vec<Session> {
+        let mut out = Vec::new();
+        self.remove_live(key, now, &mut out);
+        out
+    }
+
+    /// As [`SessionStore::remove_matching`] describes.
+    pub(super) fn remove_matching(&mut self, selector: &Selector, now: Millis) -> Vec<Session> {
+        let keys: Vec<TokenHash> = match selector {
+            Selector::User(user) => members(&self.by_user, user),
+            Selector::App(app) | Selector::OnBehalfOf { app, .. } => members(&self.by_app, app),
+            Selector::Credential(id) => members(&self.by_credential, id),
+        };
+        let mut out = Vec::new();
+        for key in keys {
+            if self.sessions.get(&key).is_some_and(|s| selector.matches(s)) {
+                self.remove_live(&key, now, &mut out);
+            }
+        }
+        out
+    }
+
+    /// As [`SessionStore::remove_by_id`] describes.
+    pub(super) fn remove_by_id(
+        &mut self,
+        user: UserId,
+        id: SessionId,
+        now: Millis,
+    ) -> Option<Session> {
+        let key = self.by_id.get(&id).copied()?;
+        let belongs = self
+            .sessions
+            .get(&key)
+            .is_some_and(|s| s.kind.user() == Some(user) && !s.is_expired(now));
+        if belongs {
+            self.remove(&key)
+        } else {
+            None
+        }
+    }
+
+    /// As [`SessionStore::purge_expired`] describes.
+    pub(super) fn purge_expired(&mut self, now: Millis, limit: usize) -> Purged {
+        // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
+        let expired: Vec<TokenHash> = self
+            .by_expiry
+            .range(..=(now, [u8::MAX; 32]))
+            .take(limit)
+            .map(|(_, k)| TokenHash::from_bytes(*k))
+            .collect();
+        Purged {
+            swept: expired.len(),
+            ended: expired.iter().filter_map(|k| self.remove(k)).collect(),
+        }
+    }
+
+    /// Stores `session` under `key` with no check, replacing what is there: for replaying a
+    /// journal, whose records were checked when they were written.
+    pub(super) fn put(&mut self, key: TokenHash, session: Session) {
+        self.remove(&key);
+        self.index(key, session);
+    }
+
     fn insert(&mut self, key: TokenHash, session: Session) -> Result<(), StoreError> {
         if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
             return Err(StoreError::Duplicate);
@@ -171,6 +236,12 @@ impl Inner {
         {
             return Err(StoreError::ParentEnded);
         }
+        self.index(key, session);
+        Ok(())
+    }
+
+    /// Adds `session` under `key` to the map and the indexes (`key` is free).
+    fn index(&mut self, key: TokenHash, session: Session) {
         if let Some(user) = session.kind.user() {
             self.by_user.entry(user).or_default().insert(key);
         }
@@ -191,12 +262,17 @@ impl Inner {
             .insert((session.created, *key.as_bytes()));
         self.kinds.add(KindCounts::tag_of(&session.kind), 1);
         self.sessions.insert(key, session);
-        Ok(())
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Added(key));
+        }
     }
 
     /// Removes a session and its index entries, expired or not; returns it.
-    fn remove(&mut self, key: &TokenHash) -> Option<Session> {
+    pub(super) fn remove(&mut self, key: &TokenHash) -> Option<Session> {
         let session = self.sessions.remove(key)?;
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Removed(*key, session.clone()));
+        }
         self.kinds.sub(KindCounts::tag_of(&session.kind), 1);
         if let Some(user) = session.kind.user() {
             unindex(&mut self.by_user, &user, key);
@@ -210,7 +286,11 @@ impl Inner {
         for id in session.credential_ids() {
             unindex(&mut self.by_credential, id, key);
         }
-        self.by_id.remove(&session.id);
+        // Only when it names this session: a journal replayed over a snapshot may briefly
+        // hold two sessions of one id (see `embedded/`).
+        if self.by_id.get(&session.id) == Some(key) {
+            self.by_id.remove(&session.id);
+        }
         self.by_expiry.remove(&(session.expires, *key.as_bytes()));
         let owner = Owner::of(&session.kind);
         if let Some(set) = self.by_owner.get_mut(&owner) {

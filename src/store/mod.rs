@@ -10,7 +10,7 @@
 //! | backend | file | durability |
 //! |---|---|---|
 //! | [`MemoryStore`] | `memory.rs` | none: gone at exit |
-//! | [`EmbeddedStore`] (the default) | `embedded/` | a fjall database (LSM tree); every change fsynced before it is acknowledged |
+//! | [`EmbeddedStore`] (the default) | `embedded/` | sessions in memory, every change appended to a journal and fsynced before it is acknowledged, with periodic snapshots |
 //! | [`RedisStore`] | `redis/` | shared by every node; as durable as the Redis server is configured; behind Sentinel, every write waits for a replica |
 //! | [`PostgresStore`] | `postgres/` | shared by every node; every change committed before it is acknowledged |
 
@@ -88,6 +88,18 @@ pub enum OpenError {
     )]
     Locked {
         /// The database folder.
+        path: PathBuf,
+    },
+    /// The embedded store's folder holds the fjall database of an earlier release, which this
+    /// one does not read.
+    #[error(
+        "the session database {path} is in the layout of an earlier release (a fjall database), \
+         which this release does not read; stop sessionauth, move that folder away (or delete \
+         it) and start again: sessions are short-lived, and an empty store only makes every \
+         client authenticate again"
+    )]
+    OldLayout {
+        /// The folder.
         path: PathBuf,
     },
     /// The database file was written by an incompatible version.
