@@ -205,10 +205,14 @@ impl FileName {
 }
 
 /// Creates a new file of `kind` at `path` (which must not exist) with its head frame written,
-/// not yet synced.
+/// not yet synced (removed again when the head cannot be written).
 pub(super) fn create(path: &Path, kind: Kind) -> io::Result<File> {
     let mut file = OpenOptions::new().write(true).create_new(true).open(path)?;
-    file.write_all(&head(kind))?;
+    if let Err(e) = file.write_all(&head(kind)) {
+        drop(file);
+        let _ = std::fs::remove_file(path);
+        return Err(e);
+    }
     Ok(file)
 }
 
@@ -393,15 +397,21 @@ pub(super) struct Segment {
 }
 
 impl Segment {
-    /// Creates segment `seq` in `dir` with [`SEGMENT_BYTES`] allocated, synced together with
-    /// the directory entry, so that what is written and synced later is found at the next
-    /// start.
+    /// Creates segment `seq` in `dir` with space allocated ahead ([`preallocate`]), synced
+    /// together with the directory entry, so that what is written and synced later is found at
+    /// the next start.
+    /// On failure (a full disk, say) the file is removed again, so that a later attempt, or
+    /// the next start, does not find a segment without its head.
     pub(super) fn create(dir: &Path, seq: u64) -> io::Result<Self> {
-        let file = create(&dir.join(segment_name(seq)), Kind::Journal)?;
+        let path = dir.join(segment_name(seq));
+        let file = create(&path, Kind::Journal)?;
         let end = head(Kind::Journal).len() as u64;
-        rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, SEGMENT_BYTES)?;
-        file.sync_all()?;
-        sync_dir(dir)?;
+        preallocate(&file);
+        if let Err(e) = file.sync_all().and_then(|()| sync_dir(dir)) {
+            drop(file);
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
         Ok(Self {
             file,
             seq,
@@ -426,6 +436,37 @@ impl Segment {
         self.end += len;
         self.file.sync_data()
     }
+}
+
+/// The smallest allocation [`preallocate`] tries before it gives up.
+const MIN_PREALLOCATION: u64 = 1024 * 1024;
+
+/// Allocates space for a new segment, so that an `fdatasync` after an append does not also
+/// commit the file's growth (the appends are several times cheaper to sync): [`SEGMENT_BYTES`],
+/// or half the disk's free space when that is less, so that the journal never takes the room
+/// ahead that something else, or a restart after the disk filled (its new segment), needs.
+/// Best effort: when that fails for want of room it tries half as much, down to
+/// [`MIN_PREALLOCATION`], then leaves the file to grow with its appends, which is slower to
+/// sync but as durable. A disk that is full shows up at the next append, which fails closed.
+fn preallocate(file: &File) {
+    let free = rustix::fs::fstatvfs(file)
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        .unwrap_or(u64::MAX);
+    let mut len = SEGMENT_BYTES.min(free / 2);
+    while len >= MIN_PREALLOCATION {
+        match rustix::fs::fallocate(file, rustix::fs::FallocateFlags::empty(), 0, len) {
+            Ok(()) => return,
+            Err(e) if e == rustix::io::Errno::NOSPC => len /= 2,
+            Err(e) => {
+                tracing::debug!(error = %e, "journal segment not allocated ahead");
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        free_bytes = free,
+        "the disk is nearly full: the journal grows with its appends"
+    );
 }
 
 /// Writes a snapshot: frames of records, then the end frame, under its partial name; then
