@@ -22,7 +22,7 @@
 //! | the clock that session expiry is measured against | [`clock`] |
 //! | `sessionauth check`: validation and expiry warnings, each with the command that fixes it | [`check`] |
 //! | what `sessionauth certs issue` advises: the directory entry, reload, first authenticate | [`onboarding`] |
-//! | logging: the filter (fjall held at warn) and text or JSON lines | [`logging`] |
+//! | logging: the filter and text or JSON lines | [`logging`] |
 //! | an error shown with its sources | [`chain`] |
 //!
 //! # How a request flows

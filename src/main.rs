@@ -24,8 +24,7 @@ struct Cli {
 #[derive(Args)]
 #[command(next_help_heading = "Logging")]
 struct LogArgs {
-    /// The log filter (an EnvFilter: `debug`, `sessionauth::access=warn,info`); fjall is held at
-    /// warn unless named. Default: info.
+    /// The log filter (an EnvFilter: `debug`, `sessionauth::access=warn,info`). Default: info.
     #[arg(
         long = "log",
         env = "SESSIONAUTH_LOG",
