@@ -92,6 +92,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1_000_000)]
         sessions: usize,
     },
+    /// Open an embedded store (its snapshot read and its journal replayed), say how long that
+    /// took and how many sessions it holds, and close it.
+    Open {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -125,6 +132,7 @@ fn main() -> ExitCode {
                 .await
             }
             Cmd::Fill { data_dir, sessions } => fill(&data_dir, sessions).await,
+            Cmd::Open { data_dir } => open(&data_dir).await,
             Cmd::Redis {
                 url,
                 tasks,
@@ -365,6 +373,21 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
     );
     println!("RESULT sessions={count}");
     Ok(count >= sessions)
+}
+
+async fn open(data_dir: &Path) -> Result<bool, BoxError> {
+    let started = Instant::now();
+    let store = EmbeddedStore::open(data_dir)?;
+    let elapsed = started.elapsed();
+    let count = store.count().await?;
+    store.close().await;
+    println!(
+        "opened {} in {} ms; it holds {count} sessions",
+        store.path().display(),
+        elapsed.as_millis()
+    );
+    println!("RESULT open_ms={} sessions={count}", elapsed.as_millis());
+    Ok(true)
 }
 
 fn per_second(n: usize, d: Duration) -> f64 {

@@ -98,6 +98,7 @@ type Named = foldhash::fast::RandomState;
 /// The sessions and their indexes, without a lock: the memory store keeps one behind its mutex,
 /// and the embedded store keeps one as the state its journal rebuilds (`embedded/`).
 #[derive(Debug, Default)]
+#[cfg_attr(test, derive(PartialEq))]
 pub(super) struct Inner {
     pub(super) sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
     by_user: HashMap<UserId, Keys, Named>,
@@ -118,6 +119,7 @@ pub(super) struct Inner {
 
 /// One session added to or removed from an [`Inner`], as it notes them when asked.
 #[derive(Debug)]
+#[cfg_attr(test, derive(PartialEq))]
 pub(super) enum Change {
     /// The session now under this key (read it from [`Inner::sessions`]).
     Added(TokenHash),
@@ -238,6 +240,63 @@ impl Inner {
         }
         self.index(key, session);
         Ok(())
+    }
+
+    /// The state holding `sessions`, as a restart reads them back (`embedded/`): each index is
+    /// built from all of its entries at once, the B-trees from sorted runs (several times
+    /// cheaper than adding the sessions one by one, which inserts into them at random), the
+    /// expiry index on a second thread meanwhile. The same state as [`Inner::put`] of each
+    /// session would make.
+    pub(super) fn from_sessions(sessions: HashMap<TokenHash, Session, BuildTokenHasher>) -> Self {
+        let sorted_expiry = || {
+            let mut expiry: Vec<_> = sessions
+                .iter()
+                .map(|(key, session)| (session.expires, *key.as_bytes()))
+                .collect();
+            expiry.sort_unstable();
+            expiry.into_iter().collect::<BTreeSet<_>>()
+        };
+        let (by_expiry, mut inner) = std::thread::scope(|scope| {
+            let expiry = scope.spawn(sorted_expiry);
+            let mut inner = Self::default();
+            inner.by_id.reserve(sessions.len());
+            let mut owners: HashMap<Owner, Vec<(Millis, [u8; 32])>, Named> = HashMap::default();
+            for (key, session) in &sessions {
+                if let Some(user) = session.kind.user() {
+                    inner.by_user.entry(user).or_default().insert(*key);
+                }
+                if let Some(app) = session.kind.app() {
+                    inner.by_app.entry(app.clone()).or_default().insert(*key);
+                }
+                if let Some(parent) = session.kind.parent() {
+                    inner.by_parent.entry(parent).or_default().insert(*key);
+                }
+                for id in session.credential_ids() {
+                    inner.by_credential.entry(*id).or_default().insert(*key);
+                }
+                inner.by_id.insert(session.id, *key);
+                owners
+                    .entry(Owner::of(&session.kind))
+                    .or_default()
+                    .push((session.created, *key.as_bytes()));
+                inner.kinds.add(KindCounts::tag_of(&session.kind), 1);
+            }
+            inner.by_owner = owners
+                .into_iter()
+                .map(|(owner, mut keys)| {
+                    keys.sort_unstable();
+                    (owner, keys.into_iter().collect())
+                })
+                .collect();
+            // The closure only sorts and collects; it does not panic but for want of memory.
+            let by_expiry = expiry
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            (by_expiry, inner)
+        });
+        inner.by_expiry = by_expiry;
+        inner.sessions = sessions;
+        inner
     }
 
     /// Adds `session` under `key` to the map and the indexes (`key` is free).
@@ -382,5 +441,78 @@ fn unindex<K: Hash + Eq, S: std::hash::BuildHasher>(
         if set.is_empty() {
             index.remove(k);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::directory::AppId;
+    use crate::session::{CredentialId, SessionKind};
+
+    /// Sessions of every kind, owner and index: users with several sessions (made at the same
+    /// and at different times, with and without credentials and chains), key-manager tokens,
+    /// apps and their on-behalf-of sessions.
+    fn sessions() -> Vec<(TokenHash, Session)> {
+        let now = Millis::from_epoch_millis(1_000_000);
+        let apps = [AppId::new("app-a"), AppId::new("app-b")];
+        let cred = |n: u8| CredentialId::certificate(b"issuer", &[n]);
+        let mut out = Vec::new();
+        for i in 0..300u16 {
+            let n = i64::from(i);
+            let app = apps[usize::from(i % 2)].clone();
+            let kind = match i % 4 {
+                0 => SessionKind::User {
+                    user: UserId(n % 7),
+                },
+                1 => SessionKind::KeyManager {
+                    user: UserId(n % 5),
+                },
+                2 => SessionKind::App { app },
+                _ => SessionKind::OnBehalfOf {
+                    app,
+                    user: UserId(n % 11),
+                    parent: SessionId(n - 1),
+                },
+            };
+            let created = now.saturating_add(Duration::from_millis(u64::from(i % 13)));
+            let [hi, lo] = i.to_be_bytes();
+            let mut key = [lo; 32];
+            key[0] = hi;
+            out.push((
+                TokenHash::from_bytes(key),
+                Session {
+                    id: SessionId(n),
+                    kind,
+                    created,
+                    expires: created.saturating_add(Duration::from_secs(u64::from(i % 17))),
+                    client_ip: None,
+                    user_agent: None,
+                    credential: (i % 3 == 0).then(|| cred(lo % 4)),
+                    chain: if i % 5 == 0 {
+                        vec![cred(9)]
+                    } else {
+                        Vec::new()
+                    },
+                    fingerprint: None,
+                },
+            ));
+        }
+        out
+    }
+
+    /// Building the indexes at once gives the state that adding the sessions one by one does.
+    #[test]
+    fn from_sessions_is_put_one_by_one() {
+        let mut one_by_one = Inner::default();
+        let mut map = HashMap::default();
+        for (key, session) in sessions() {
+            one_by_one.put(key, session.clone());
+            map.insert(key, session);
+        }
+        assert_eq!(Inner::from_sessions(map), one_by_one);
+        assert_eq!(Inner::from_sessions(HashMap::default()), Inner::default());
     }
 }

@@ -110,7 +110,7 @@ use super::{Census, KindCounts, OpenError, Purged, Selector, SessionStore, Store
 use crate::clock::Millis;
 use crate::directory::UserId;
 use crate::session::{Session, SessionId};
-use crate::token::TokenHash;
+use crate::token::{BuildTokenHasher, TokenHash};
 
 /// The store's folder's name inside the data directory.
 pub const DB_DIR: &str = "sessions.db";
@@ -371,67 +371,127 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
     segments.retain(|n| *n >= base);
     segments.sort_unstable();
 
-    let mut loader = Loader::default();
-    let mut snapshot_bytes = 0;
-    if base > 0 {
-        let path = dir.join(journal::snapshot_name(base));
-        let (mut puts, mut ended) = (0u64, None);
-        let tail = journal::read(&path, Kind::Snapshot, |record| {
-            match record {
-                Record::End(count) => ended = Some(count),
-                record => {
-                    puts += u64::from(matches!(record, Record::Put(..)));
-                    loader.apply(record);
+    // Decoding (here) and building the map (on a second thread) overlap.
+    std::thread::scope(|scope| {
+        let mut pipe = Pipe::start(scope);
+        let mut snapshot_bytes = 0;
+        if base > 0 {
+            let path = dir.join(journal::snapshot_name(base));
+            let (mut puts, mut ended) = (0u64, None);
+            let tail = journal::read(&path, Kind::Snapshot, |record| {
+                match record {
+                    Record::End(count) => ended = Some(count),
+                    record => {
+                        puts += u64::from(matches!(record, Record::Put(..)));
+                        pipe.push(record);
+                    }
                 }
-            }
-            Ok(())
-        })?;
-        if !matches!(tail, Tail::Clean(_)) || ended != Some(puts) {
-            return Err(ReadError::Corrupt {
-                path,
-                what: "the snapshot is incomplete".into(),
-            });
-        }
-        snapshot_bytes = std::fs::metadata(&path).map_err(io)?.len();
-    }
-    let mut journal_bytes = 0;
-    for (i, seq) in segments.iter().enumerate() {
-        let path = dir.join(journal::segment_name(*seq));
-        let tail = journal::read(&path, Kind::Journal, |record| {
-            loader.apply(record);
-            Ok(())
-        })?;
-        let end = match tail {
-            Tail::Clean(end) => end,
-            Tail::Torn(offset) => offset,
-        };
-        if let Tail::Torn(offset) = tail {
-            if i + 1 < segments.len() {
-                // Every segment but the last was synced whole before the next one began.
+                Ok(())
+            })?;
+            if !matches!(tail, Tail::Clean(_)) || ended != Some(puts) {
                 return Err(ReadError::Corrupt {
                     path,
-                    what: format!("damaged at byte {offset}, and a later segment follows"),
+                    what: "the snapshot is incomplete".into(),
                 });
             }
-            tracing::warn!(file = %path.display(), offset, "cutting off a torn write at the journal's end");
-            journal::truncate(&path, offset).map_err(io)?;
+            snapshot_bytes = std::fs::metadata(&path).map_err(io)?.len();
         }
-        journal_bytes += end;
-    }
-    let next_seq = segments.last().copied().unwrap_or(base).max(base) + 1;
-    Ok(Recovered {
-        inner: loader.inner,
-        notes: loader.notes,
-        next_seq,
-        snapshot_bytes,
-        journal_bytes,
+        let mut journal_bytes = 0;
+        for (i, seq) in segments.iter().enumerate() {
+            let path = dir.join(journal::segment_name(*seq));
+            let tail = journal::read(&path, Kind::Journal, |record| {
+                pipe.push(record);
+                Ok(())
+            })?;
+            let end = match tail {
+                Tail::Clean(end) => end,
+                Tail::Torn(offset) => offset,
+            };
+            if let Tail::Torn(offset) = tail {
+                if i + 1 < segments.len() {
+                    // Every segment but the last was synced whole before the next one began.
+                    return Err(ReadError::Corrupt {
+                        path,
+                        what: format!("damaged at byte {offset}, and a later segment follows"),
+                    });
+                }
+                tracing::warn!(file = %path.display(), offset, "cutting off a torn write at the journal's end");
+                journal::truncate(&path, offset).map_err(io)?;
+            }
+            journal_bytes += end;
+        }
+        let next_seq = segments.last().copied().unwrap_or(base).max(base) + 1;
+        let loader = pipe.finish();
+        Ok(Recovered {
+            inner: Inner::from_sessions(loader.sessions),
+            notes: loader.notes,
+            next_seq,
+            snapshot_bytes,
+            journal_bytes,
+        })
     })
 }
 
-/// Applies records read back to the state being rebuilt.
+/// Hands the records read back to a second thread that applies them to a [`Loader`], in
+/// batches, so that decoding the files and building the map overlap on two cores.
+struct Pipe<'scope> {
+    tx: std::sync::mpsc::SyncSender<Vec<Record>>,
+    batch: Vec<Record>,
+    applier: std::thread::ScopedJoinHandle<'scope, Loader>,
+}
+
+/// Records per batch handed to the applier.
+const PIPE_BATCH: usize = 4096;
+
+impl<'scope> Pipe<'scope> {
+    fn start(scope: &'scope std::thread::Scope<'scope, '_>) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(8);
+        let applier = scope.spawn(move || {
+            let mut loader = Loader::default();
+            for batch in rx {
+                for record in batch {
+                    loader.apply(record);
+                }
+            }
+            loader
+        });
+        Self {
+            tx,
+            batch: Vec::with_capacity(PIPE_BATCH),
+            applier,
+        }
+    }
+
+    fn push(&mut self, record: Record) {
+        self.batch.push(record);
+        if self.batch.len() == PIPE_BATCH {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(PIPE_BATCH));
+        // Fails only when the applier is gone, which happens only if it panicked: `finish`
+        // passes that panic on.
+        let _ = self.tx.send(batch);
+    }
+
+    /// Applies what is left and returns the loader with every record applied.
+    fn finish(mut self) -> Loader {
+        self.flush();
+        drop(self.tx);
+        self.applier
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+    }
+}
+
+/// Applies records read back to the state being rebuilt: the sessions only, whose indexes
+/// [`Inner::from_sessions`] builds once every record is read (a replay may set and clear a key
+/// several times; only the last record of each key counts).
 #[derive(Default)]
 struct Loader {
-    inner: Inner,
+    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
     notes: HashMap<String, Vec<u8>>,
     /// User agents seen, so that sessions read back share one copy each, as the server's do.
     agents: HashSet<Arc<str>>,
@@ -451,10 +511,10 @@ impl Loader {
                     };
                     session.user_agent = Some(shared);
                 }
-                self.inner.put(key, session);
+                self.sessions.insert(key, session);
             }
             Record::Del(key) => {
-                self.inner.remove(&key);
+                self.sessions.remove(&key);
             }
             Record::Note(name, value) => {
                 self.notes.insert(name, value);
