@@ -2,7 +2,7 @@
 //! snapshots, their names, and reading them back at start-up (where a torn tail is cut).
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use crate::session::Session;
@@ -412,6 +412,30 @@ impl Segment {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
+        Ok(Self {
+            file,
+            seq,
+            end,
+            dir: dir.to_owned(),
+        })
+    }
+
+    /// Goes on appending to segment `seq` in `dir`, which recovery read back whole up to `end`
+    /// (any torn tail cut off): so that a restart does not leave a segment, allocated ahead but
+    /// empty, behind at every start. Its space is allocated ahead again when a cut took it.
+    /// When the file has not even its head (a crash while it was made), it is made anew.
+    pub(super) fn reopen(dir: &Path, seq: u64, end: u64) -> io::Result<Self> {
+        let path = dir.join(segment_name(seq));
+        if end < head(Kind::Journal).len() as u64 {
+            std::fs::remove_file(&path)?;
+            return Self::create(dir, seq);
+        }
+        let mut file = OpenOptions::new().write(true).open(&path)?;
+        if file.metadata()?.len() < SEGMENT_BYTES {
+            preallocate(&file);
+            file.sync_all()?;
+        }
+        file.seek(io::SeekFrom::Start(end))?;
         Ok(Self {
             file,
             seq,

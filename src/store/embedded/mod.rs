@@ -57,7 +57,8 @@
 //! (expired ones are left out) and the notes to `snapshot-N.partial`, in chunks under the lock,
 //! then syncs it, renames it to `snapshot-N.snap` and syncs the folder; only then are the older
 //! snapshot and segments removed. Start-up reads the newest complete snapshot and replays the
-//! segments from N on. A snapshot takes the lock once to list the keys (a few milliseconds
+//! segments from N on (decoding on one thread, applying on another, the indexes built at once
+//! at the end), then goes on appending to the last segment. A snapshot takes the lock once to list the keys (a few milliseconds
 //! with a million sessions), then in chunks of 1,024 sessions. A crash before the rename leaves a partial file, which start-up removes:
 //! it then uses the older snapshot and segments, which are all still there. The snapshot is
 //! fuzzy, copied while the writer goes on; see [`snapshot::start`] for why replaying the new
@@ -176,8 +177,11 @@ impl EmbeddedStore {
             },
             e => db_error(Box::new(e)),
         })?;
-        let segment =
-            Segment::create(&folder, recovered.next_seq).map_err(|e| db_error(Box::new(e)))?;
+        let segment = match recovered.last {
+            Some((seq, end)) => Segment::reopen(&folder, seq, end),
+            None => Segment::create(&folder, recovered.next_seq),
+        }
+        .map_err(|e| db_error(Box::new(e)))?;
         let shared = Arc::new(Shared {
             state: parking_lot::Mutex::new(State::new(recovered.inner, recovered.notes)),
             closed: AtomicBool::new(false),
@@ -338,8 +342,10 @@ impl Census for EmbeddedStore {
 struct Recovered {
     inner: Inner,
     notes: HashMap<String, Vec<u8>>,
-    /// The segment to write next.
+    /// The segment to write next when there is none to go on with.
     next_seq: u64,
+    /// The last segment and where its intact frames end: the one to go on appending to.
+    last: Option<(u64, u64)>,
     snapshot_bytes: u64,
     journal_bytes: u64,
 }
@@ -397,6 +403,7 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
             snapshot_bytes = std::fs::metadata(&path).map_err(io)?.len();
         }
         let mut journal_bytes = 0;
+        let mut last = None;
         for (i, seq) in segments.iter().enumerate() {
             let path = dir.join(journal::segment_name(*seq));
             let tail = journal::read(&path, Kind::Journal, |record| {
@@ -419,6 +426,7 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
                 journal::truncate(&path, offset).map_err(io)?;
             }
             journal_bytes += end;
+            last = Some((*seq, end));
         }
         let next_seq = segments.last().copied().unwrap_or(base).max(base) + 1;
         let loader = pipe.finish();
@@ -426,6 +434,7 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
             inner: Inner::from_sessions(loader.sessions),
             notes: loader.notes,
             next_seq,
+            last,
             snapshot_bytes,
             journal_bytes,
         })

@@ -310,7 +310,12 @@ async fn a_torn_journal_tail_is_cut_off() {
     write_at(&segment, whole, &[200, 0, 0, 0, 1, 2, 3, 4, b'P', 9, 9]);
 
     let store = EmbeddedStore::open(&data).unwrap();
-    assert_eq!(std::fs::metadata(&segment).unwrap().len(), whole);
+    // Cut off (and the space after the whole frames allocated ahead again, zeros): the store
+    // goes on appending to this segment.
+    let bytes = std::fs::read(&segment).unwrap();
+    let torn = usize::try_from(whole).unwrap();
+    assert!(bytes.len() >= torn + 11, "{} bytes", bytes.len());
+    assert!(bytes[torn..torn + 11].iter().all(|b| *b == 0));
     assert_eq!(store.count().await.unwrap(), 3);
     store.insert(key(4), session(1, 4, NOW)).await.unwrap();
     store.close().await;
@@ -474,4 +479,26 @@ async fn another_layout_version_is_refused() {
     std::fs::write(&segment, bytes).unwrap();
     let err = EmbeddedStore::open(&data).unwrap_err();
     assert!(matches!(err, OpenError::Layout { .. }), "{err:?}");
+}
+
+/// A restart goes on appending to the last segment instead of starting one, so that restarts
+/// (a crash loop, say) do not leave a segment allocated ahead, and empty, behind each time; what
+/// is written after each restart is read back after the next.
+#[tokio::test]
+async fn restarts_go_on_with_the_last_segment() {
+    let (_dir, data, store) = temp_store();
+    store.insert(key(1), session(1, 1, NOW)).await.unwrap();
+    store.close().await;
+    let before = files(&data);
+    for n in 2..=5u8 {
+        let store = EmbeddedStore::open(&data).unwrap();
+        store
+            .insert(key(n), session(1, i64::from(n), NOW))
+            .await
+            .unwrap();
+        store.close().await;
+    }
+    assert_eq!(files(&data), before);
+    let store = EmbeddedStore::open(&data).unwrap();
+    assert_eq!(store.count().await.unwrap(), 5);
 }
