@@ -19,6 +19,10 @@
 # Environment:
 #   DURATION=10              seconds per measurement
 #   FILL=1000000             sessions for part 2 (0 skips part 2)
+#   CAP=0                    limits.max_sessions_per_user (0: none). With CAP=1000, the
+#                            default, every authenticate past the first 1,000 also evicts the
+#                            bot's oldest session (the single-user case of issue 11); the
+#                            logout runs are then skipped (most tokens would be evicted)
 #   SESSIONAUTH_BENCH_REDIS_URL (else SESSIONAUTH_TEST_REDIS_URL, else redis://127.0.0.1:6379/15)
 #                            the Redis to use; keys go under a random prefix, deleted at exit
 #   SESSIONAUTH_BENCH_POSTGRES_URL (else SESSIONAUTH_TEST_POSTGRES_URL, else
@@ -34,6 +38,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION="${DURATION:-10}"
 FILL="${FILL:-1000000}"
+CAP="${CAP:-0}"
 CONNS=32
 REDIS_URL="${SESSIONAUTH_BENCH_REDIS_URL:-${SESSIONAUTH_TEST_REDIS_URL:-redis://127.0.0.1:6379/15}}"
 PG_URL="${SESSIONAUTH_BENCH_POSTGRES_URL:-${SESSIONAUTH_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}}"
@@ -126,9 +131,9 @@ key = "certs/server-key.pem"
 client_ca = ["certs/ca.pem"]
 
 # One bot makes every session here: the per-owner cap would end all but its newest 1,000
-# before the logout run reaches them.
+# before the logout run reaches them (CAP sets it, for the authenticate rows at the cap).
 [limits]
-max_sessions_per_user = 0
+max_sessions_per_user = $CAP
 EOF
     started="$(now_ms)"
     NO_COLOR=1 SESSIONAUTH_LOG="warn,sessionauth=info,sessionauth::access=warn,sessionauth::session=warn" \
@@ -245,20 +250,25 @@ postgres_table_prefix = \"$PG_PREFIX\""
         "https://localhost:$PORT/sessionauth/v1/authenticate" >/dev/null || die "$store: warm-up"
     oha_authenticate "$store"
     AUTH[$store]="$OHA_RPS"
-    bench_logout "$store"
-    LOGOUT[$store]="$LOGOUT_RPS"
+    if ((CAP == 0)); then
+        bench_logout "$store"
+        LOGOUT[$store]="$LOGOUT_RPS"
+    else
+        LOGOUT[$store]=0
+    fi
     stop_server
 done
 
 echo
 printf '%-10s %16s %10s %16s %10s\n' store "authenticate/s" "vs memory" "logout/s" "vs memory"
 for store in "${STORES[@]}"; do
-    read -r ra rl < <(python3 -c "print(f'{${AUTH[$store]}/${AUTH[memory]}:.2f} {${LOGOUT[$store]}/${LOGOUT[memory]}:.2f}')")
+    read -r ra rl < <(python3 -c "a, l = ${AUTH[$store]}/${AUTH[memory]}, (${LOGOUT[$store]}/${LOGOUT[memory]} if ${LOGOUT[memory]} else 0); print(f'{a:.2f} {l:.2f}')")
     printf '%-10s %16s %10s %16s %10s\n' "$store" "${AUTH[$store]}" "$ra" "${LOGOUT[$store]}" "$rl"
 done
 for store in "${STORES[@]}"; do
     [[ "$store" != embedded && "$store" != redis ]] && continue
     for op in authenticate logout; do
+        [[ "$op" == logout ]] && ((CAP > 0)) && continue
         if [[ "$op" == authenticate ]]; then mine="${AUTH[$store]}" base="${AUTH[memory]}"; else mine="${LOGOUT[$store]}" base="${LOGOUT[memory]}"; fi
         if [[ "$store" == embedded ]]; then goal=70; else goal=50; fi
         if ((mine * 100 >= base * goal)); then
