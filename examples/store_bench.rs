@@ -376,6 +376,10 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
 }
 
 async fn open(data_dir: &Path) -> Result<bool, BoxError> {
+    // The store's own start-up line (how long reading and indexing took) goes to stderr.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
     let started = Instant::now();
     let store = EmbeddedStore::open(data_dir)?;
     let elapsed = started.elapsed();

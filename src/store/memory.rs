@@ -245,21 +245,26 @@ impl Inner {
     /// The state holding `sessions`, as a restart reads them back (`embedded/`): each index is
     /// built from all of its entries at once, the B-trees from sorted runs (several times
     /// cheaper than adding the sessions one by one, which inserts into them at random), the
-    /// expiry index on a second thread meanwhile. The same state as [`Inner::put`] of each
+    /// expiry index and the map by id on a second thread meanwhile. The same state as [`Inner::put`] of each
     /// session would make.
     pub(super) fn from_sessions(sessions: HashMap<TokenHash, Session, BuildTokenHasher>) -> Self {
-        let sorted_expiry = || {
+        // On a second thread: the expiry B-tree and the map by id.
+        let expiry_and_ids = || {
             let mut expiry: Vec<_> = sessions
                 .iter()
                 .map(|(key, session)| (session.expires, *key.as_bytes()))
                 .collect();
             expiry.sort_unstable();
-            expiry.into_iter().collect::<BTreeSet<_>>()
+            let mut by_id =
+                HashMap::with_capacity_and_hasher(sessions.len(), BuildTokenHasher::default());
+            for (key, session) in &sessions {
+                by_id.insert(session.id, *key);
+            }
+            (expiry.into_iter().collect::<BTreeSet<_>>(), by_id)
         };
-        let (by_expiry, mut inner) = std::thread::scope(|scope| {
-            let expiry = scope.spawn(sorted_expiry);
+        let ((by_expiry, by_id), mut inner) = std::thread::scope(|scope| {
+            let second = scope.spawn(expiry_and_ids);
             let mut inner = Self::default();
-            inner.by_id.reserve(sessions.len());
             let mut owners: HashMap<Owner, Vec<(Millis, [u8; 32])>, Named> = HashMap::default();
             for (key, session) in &sessions {
                 if let Some(user) = session.kind.user() {
@@ -274,7 +279,6 @@ impl Inner {
                 for id in session.credential_ids() {
                     inner.by_credential.entry(*id).or_default().insert(*key);
                 }
-                inner.by_id.insert(session.id, *key);
                 owners
                     .entry(Owner::of(&session.kind))
                     .or_default()
@@ -289,12 +293,13 @@ impl Inner {
                 })
                 .collect();
             // The closure only sorts and collects; it does not panic but for want of memory.
-            let by_expiry = expiry
+            let built = second
                 .join()
                 .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            (by_expiry, inner)
+            (built, inner)
         });
         inner.by_expiry = by_expiry;
+        inner.by_id = by_id;
         inner.sessions = sessions;
         inner
     }

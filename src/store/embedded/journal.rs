@@ -318,6 +318,25 @@ fn next_frame(reader: &mut impl Read, payload: &mut Vec<u8>) -> io::Result<Optio
     ))
 }
 
+/// How many sessions the snapshot at `path` says it holds, read from its end frame alone (the
+/// file's last bytes), so that the map they go into can be sized before they are read. `None`
+/// when those bytes are not an intact end frame (reading the whole file then says why).
+pub(super) fn snapshot_sessions(path: &Path) -> Option<u64> {
+    use std::io::{Seek as _, SeekFrom};
+    const END_FRAME: usize = HEADER + 1 + 8;
+    let mut file = File::open(path).ok()?;
+    file.seek(SeekFrom::End(-(END_FRAME as i64))).ok()?;
+    let mut payload = Vec::with_capacity(END_FRAME);
+    match next_frame(&mut file, &mut payload) {
+        Ok(Some(true)) => {}
+        _ => return None,
+    }
+    match payload.as_slice() {
+        [END, count @ ..] => Some(u64::from_le_bytes(count.try_into().ok()?)),
+        _ => None,
+    }
+}
+
 /// Reads until `buf` is full or the file ends; returns how many bytes it read.
 fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut got = 0;

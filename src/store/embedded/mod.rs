@@ -68,8 +68,10 @@
 //! # Closing
 //!
 //! [`EmbeddedStore::close`] closes the queue and waits, on a blocking thread, until the writer
-//! has committed and answered every queued change, stopped a snapshot under way and let go of
-//! the folder's lock. Dropping the store only closes the queue: the writer then does the same
+//! has committed and answered every queued change, finished the snapshot under way (or written
+//! one, when the journal since the last is longer than 4 MiB and a quarter of that snapshot, so
+//! that the next start reads it instead of replaying the journal) and let go of the folder's
+//! lock. Dropping the store only closes the queue: the writer then does the same
 //! on its own, and nothing waits for it (a later [`EmbeddedStore::open`] of the folder in this
 //! process does). Neither changes what is durable: every acknowledged change was synced before
 //! it was acknowledged.
@@ -209,7 +211,7 @@ impl EmbeddedStore {
 
     /// Stops the store: every change queued so far is committed (and answered), later ones are
     /// refused as unavailable, reads fail from then on too, and this returns once the writer
-    /// thread has stopped a snapshot under way and let go of the folder. The waiting happens on
+    /// thread has finished (or written) a snapshot and let go of the folder. The waiting happens on
     /// a blocking thread, never on the runtime's. Returns at once when the store is already
     /// closed or another call is closing it.
     ///
@@ -354,6 +356,7 @@ struct Recovered {
 /// loads the newest snapshot, replays the segments after it in order, and cuts a torn tail off
 /// the last one.
 fn recover(dir: &Path) -> Result<Recovered, ReadError> {
+    let started = std::time::Instant::now();
     let io = |source| ReadError::Io {
         path: dir.to_owned(),
         source,
@@ -379,7 +382,13 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
 
     // Decoding (here) and building the map (on a second thread) overlap.
     std::thread::scope(|scope| {
-        let mut pipe = Pipe::start(scope);
+        // Sized for the snapshot's sessions up front: growing a map of a million moves every
+        // entry several times over.
+        let expected = (base > 0)
+            .then(|| journal::snapshot_sessions(&dir.join(journal::snapshot_name(base))))
+            .flatten()
+            .unwrap_or(0);
+        let mut pipe = Pipe::start(scope, usize::try_from(expected).unwrap_or(0));
         let mut snapshot_bytes = 0;
         if base > 0 {
             let path = dir.join(journal::snapshot_name(base));
@@ -430,8 +439,18 @@ fn recover(dir: &Path) -> Result<Recovered, ReadError> {
         }
         let next_seq = segments.last().copied().unwrap_or(base).max(base) + 1;
         let loader = pipe.finish();
+        let read = started.elapsed();
+        let inner = Inner::from_sessions(loader.sessions);
+        tracing::info!(
+            sessions = inner.sessions.len(),
+            snapshot_bytes,
+            journal_bytes,
+            read_ms = read.as_millis(),
+            index_ms = (started.elapsed() - read).as_millis(),
+            "session store read back"
+        );
         Ok(Recovered {
-            inner: Inner::from_sessions(loader.sessions),
+            inner,
             notes: loader.notes,
             next_seq,
             last,
@@ -453,10 +472,12 @@ struct Pipe<'scope> {
 const PIPE_BATCH: usize = 4096;
 
 impl<'scope> Pipe<'scope> {
-    fn start(scope: &'scope std::thread::Scope<'scope, '_>) -> Self {
+    /// `sessions`: how many sessions the map is sized for up front.
+    fn start(scope: &'scope std::thread::Scope<'scope, '_>, sessions: usize) -> Self {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Record>>(8);
         let applier = scope.spawn(move || {
             let mut loader = Loader::default();
+            loader.sessions.reserve(sessions);
             for batch in rx {
                 for record in batch {
                     loader.apply(record);

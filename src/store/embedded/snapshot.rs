@@ -32,6 +32,11 @@ impl Running {
         }
     }
 
+    /// Waits until it has ended (put in place, or failed and said so).
+    pub(super) fn finish(self) {
+        let _ = self.thread.join();
+    }
+
     /// Stops it and waits: the partial file is removed, and the journal stays as it is.
     pub(super) fn stop(self) {
         self.stop.store(true, Ordering::Release);

@@ -397,6 +397,20 @@ async fn snapshot_then_journal_replay() {
     // A second snapshot over the first, then a restart with nothing after it.
     snapshot_now(&store, &data).await;
     store.close().await;
+    // Its end frame, read alone, says how many sessions it holds (start-up sizes the map by
+    // it); a file cut short does not.
+    let snapshot = files(&data)
+        .into_iter()
+        .find_map(|f| match f {
+            FileName::Snapshot(n) => Some(data.join(DB_DIR).join(journal::snapshot_name(n))),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(journal::snapshot_sessions(&snapshot), Some(49));
+    let cut = data.join("cut.snap");
+    let bytes = std::fs::read(&snapshot).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 1]).unwrap();
+    assert_eq!(journal::snapshot_sessions(&cut), None);
     let store = EmbeddedStore::open(&data).unwrap();
     assert_eq!(store.count().await.unwrap(), 49);
     assert_eq!(store.live_by_kind(now).await.unwrap().session, 49);
@@ -501,4 +515,47 @@ async fn restarts_go_on_with_the_last_segment() {
     assert_eq!(files(&data), before);
     let store = EmbeddedStore::open(&data).unwrap();
     assert_eq!(store.count().await.unwrap(), 5);
+}
+
+/// A clean stop with a long journal since the last snapshot leaves a snapshot behind, so that
+/// the next start reads it instead of replaying the journal; a short journal is left as it is.
+#[tokio::test]
+async fn a_clean_stop_after_a_long_journal_writes_a_snapshot() {
+    let snapshots = |data: &Path| {
+        files(data)
+            .iter()
+            .filter(|f| matches!(f, FileName::Snapshot(_)))
+            .count()
+    };
+    // Live sessions: a snapshot leaves expired ones out.
+    let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+    let (_dir, data, store) = temp_store();
+    store.insert(key(1), session(1, 1, now)).await.unwrap();
+    store.close().await;
+    assert_eq!(snapshots(&data), 0, "a short journal needs none");
+
+    let store = EmbeddedStore::open(&data).unwrap();
+    // More than 4 MiB of journal: 40,000 sessions of about 190 bytes, in one group.
+    store
+        .write(move |tx| {
+            for n in 0..40_000u32 {
+                let mut hash = [0u8; 32];
+                hash[..4].copy_from_slice(&n.to_le_bytes());
+                hash[31] = 1;
+                tx.sessions
+                    .insert_capped(
+                        TokenHash::from_bytes(hash),
+                        session(7, 1_000 + i64::from(n), now),
+                        usize::MAX,
+                    )
+                    .unwrap();
+            }
+            Ok(())
+        })
+        .await
+        .unwrap();
+    store.close().await;
+    assert_eq!(snapshots(&data), 1);
+    let store = EmbeddedStore::open(&data).unwrap();
+    assert_eq!(store.count().await.unwrap(), 40_001);
 }

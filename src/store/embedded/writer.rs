@@ -30,6 +30,10 @@ pub const MAX_BATCH: usize = 4096;
 /// at most about as much as writing the journal).
 pub(super) const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 
+/// The journal since the last snapshot past which a clean stop writes a snapshot (when it is
+/// also at least a quarter of that snapshot): below it, replaying is cheaper than writing.
+const SHUTDOWN_SNAPSHOT_AFTER_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The writer threads of stores dropped without [`EmbeddedStore::close`] that may still be
 /// finishing, by folder. [`EmbeddedStore::open`] of such a folder in this process waits for
 /// them ([`wait_for_dropped`]): it would find the folder locked until then.
@@ -307,7 +311,7 @@ impl Writer {
     }
 
     /// Closes the queue and waits, on a blocking thread, until the writer has committed what
-    /// was queued, stopped a snapshot under way and let go of the folder. Returns at once when
+    /// was queued, finished (or written) a snapshot and let go of the folder. Returns at once when
     /// the writer is already closed or being closed by another call.
     pub(super) async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
@@ -377,7 +381,7 @@ where
 }
 
 /// The writer thread's work: one frame and one sync per group of queued changes, until the
-/// queue closes and is empty; then it stops a snapshot under way and lets go of the folder.
+/// queue closes and is empty; then it finishes (or writes) a snapshot and lets go of the folder.
 fn write_loop(
     shared: &Arc<Shared>,
     mut files: Files,
@@ -453,8 +457,33 @@ fn write_loop(
             }
         }
     }
+    // A clean stop leaves a snapshot behind when the journal since the last one is long (as
+    // PostgreSQL's shutdown checkpoint does), so that the next start reads that snapshot
+    // instead of replaying the journal: one under way is finished, or one is written now.
+    // Not after a failed write (the disk is suspect), nor when the journal is short.
+    let snapshotting = match snapshotting {
+        Some(running) if broken.is_some() => {
+            running.stop();
+            None
+        }
+        None if broken.is_none()
+            && since_snapshot >= (last_snapshot / 4).max(SHUTDOWN_SNAPSHOT_AFTER_BYTES) =>
+        {
+            tracing::info!(
+                journal_bytes = since_snapshot,
+                "writing a session store snapshot before stopping (the next start reads it \
+                 instead of replaying the journal)"
+            );
+            snapshot::start(shared, &files.dir, &mut files.segment)
+                .inspect_err(|e| {
+                    tracing::error!(error = %Chain(e), "cannot start a session store snapshot");
+                })
+                .ok()
+        }
+        running => running,
+    };
     if let Some(running) = snapshotting {
-        running.stop();
+        running.finish();
     }
     drop(files.lock);
 }
