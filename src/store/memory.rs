@@ -267,23 +267,11 @@ impl Inner {
             let mut inner = Self::default();
             let mut owners: HashMap<Owner, Vec<(Millis, [u8; 32])>, Named> = HashMap::default();
             for (key, session) in &sessions {
-                if let Some(user) = session.kind.user() {
-                    inner.by_user.entry(user).or_default().insert(*key);
-                }
-                if let Some(app) = session.kind.app() {
-                    inner.by_app.entry(app.clone()).or_default().insert(*key);
-                }
-                if let Some(parent) = session.kind.parent() {
-                    inner.by_parent.entry(parent).or_default().insert(*key);
-                }
-                for id in session.credential_ids() {
-                    inner.by_credential.entry(*id).or_default().insert(*key);
-                }
+                inner.index_by_principal(*key, session);
                 owners
                     .entry(Owner::of(&session.kind))
                     .or_default()
                     .push((session.created, *key.as_bytes()));
-                inner.kinds.add(KindCounts::tag_of(&session.kind), 1);
             }
             inner.by_owner = owners
                 .into_iter()
@@ -306,6 +294,22 @@ impl Inner {
 
     /// Adds `session` under `key` to the map and the indexes (`key` is free).
     fn index(&mut self, key: TokenHash, session: Session) {
+        self.index_by_principal(key, &session);
+        self.by_id.insert(session.id, key);
+        self.by_expiry.insert((session.expires, *key.as_bytes()));
+        self.by_owner
+            .entry(Owner::of(&session.kind))
+            .or_default()
+            .insert((session.created, *key.as_bytes()));
+        self.sessions.insert(key, session);
+        if let Some(changes) = &mut self.changes {
+            changes.push(Change::Added(key));
+        }
+    }
+
+    /// The index entries and counts that [`Inner::index`] and [`Inner::from_sessions`] both
+    /// add one session at a time: by user, app, parent and credential, and the kind count.
+    fn index_by_principal(&mut self, key: TokenHash, session: &Session) {
         if let Some(user) = session.kind.user() {
             self.by_user.entry(user).or_default().insert(key);
         }
@@ -318,17 +322,7 @@ impl Inner {
         for id in session.credential_ids() {
             self.by_credential.entry(*id).or_default().insert(key);
         }
-        self.by_id.insert(session.id, key);
-        self.by_expiry.insert((session.expires, *key.as_bytes()));
-        self.by_owner
-            .entry(Owner::of(&session.kind))
-            .or_default()
-            .insert((session.created, *key.as_bytes()));
         self.kinds.add(KindCounts::tag_of(&session.kind), 1);
-        self.sessions.insert(key, session);
-        if let Some(changes) = &mut self.changes {
-            changes.push(Change::Added(key));
-        }
     }
 
     /// Removes a session and its index entries, expired or not; returns it.

@@ -419,6 +419,7 @@ impl Segment {
     /// Creates segment `seq` in `dir` with space allocated ahead ([`preallocate`]), synced
     /// together with the directory entry, so that what is written and synced later is found at
     /// the next start.
+    ///
     /// On failure (a full disk, say) the file is removed again, so that a later attempt, or
     /// the next start, does not find a segment without its head.
     pub(super) fn create(dir: &Path, seq: u64) -> io::Result<Self> {
