@@ -278,7 +278,7 @@ async fn redis(
                         client_ip: None,
                         user_agent: Some("store_bench redis".into()),
                         credential: None,
-                        chain: Vec::new(),
+                        chain: Box::default(),
                         fingerprint: None,
                     };
                     let key = SessionToken::generate()?.hash();
@@ -348,7 +348,7 @@ async fn fill(data_dir: &Path, sessions: usize) -> Result<bool, BoxError> {
                         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
                         user_agent: Some("store_bench fill".into()),
                         credential: None,
-                        chain: Vec::new(),
+                        chain: Box::default(),
                         fingerprint: None,
                     };
                     store
@@ -380,18 +380,36 @@ async fn open(data_dir: &Path) -> Result<bool, BoxError> {
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .try_init();
+    let rss_before = rss_kib();
     let started = Instant::now();
     let store = EmbeddedStore::open(data_dir)?;
     let elapsed = started.elapsed();
     let count = store.count().await?;
+    let grew = rss_kib().saturating_sub(rss_before) * 1024;
+    let per_session = grew.checked_div(count).unwrap_or(0);
     store.close().await;
     println!(
-        "opened {} in {} ms; it holds {count} sessions",
+        "opened {} in {} ms; it holds {count} sessions; resident memory grew {} MiB ({per_session} bytes a session)",
         store.path().display(),
+        elapsed.as_millis(),
+        grew >> 20
+    );
+    println!(
+        "RESULT open_ms={} sessions={count} rss_bytes_per_session={per_session}",
         elapsed.as_millis()
     );
-    println!("RESULT open_ms={} sessions={count}", elapsed.as_millis());
     Ok(true)
+}
+
+/// This process's resident memory (Linux `/proc/self/status`; 0 where unreadable).
+fn rss_kib() -> usize {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }
 
 fn per_second(n: usize, d: Duration) -> f64 {

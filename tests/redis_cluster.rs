@@ -182,7 +182,7 @@ async fn writer(store: Arc<RedisStore>, ledger: Arc<Mutex<Ledger>>, stop: Arc<At
                 client_ip: None,
                 user_agent: None,
                 credential: None,
-                chain: Vec::new(),
+                chain: Box::default(),
                 fingerprint: None,
             };
             store.insert(key, session).await.map(|()| key)

@@ -256,7 +256,7 @@ async fn the_urls_acl_user_reaches_the_data_nodes() {
         client_ip: None,
         user_agent: None,
         credential: None,
-        chain: Vec::new(),
+        chain: Box::default(),
         fingerprint: None,
     };
     store.insert(key, session.clone()).await.unwrap();

@@ -422,7 +422,7 @@ async fn selectors_end_what_they_name_and_cascade(store: Arc<dyn Backend>) {
     let intermediate = CredentialId::certificate(b"root", &[2]);
     let (bot_key, mut bot) = new_session(user(1003), now, HOUR);
     bot.credential = Some(CredentialId::certificate(b"issuer", &[8]));
-    bot.chain = vec![intermediate];
+    bot.chain = vec![intermediate].into();
     bot.fingerprint = Some(Fingerprint::certificate(b"bot certificate"));
     store.insert(bot_key, bot.clone()).await.unwrap();
     let mut obo = Vec::new();
@@ -858,7 +858,7 @@ fn new_session(kind: SessionKind, now: Millis, lifetime: Duration) -> (TokenHash
         client_ip: Some(std::net::IpAddr::from([127, 0, 0, 1])),
         user_agent: Some("store-conformance".into()),
         credential: None,
-        chain: Vec::new(),
+        chain: Box::default(),
         fingerprint: None,
     };
     (token(), s)

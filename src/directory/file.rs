@@ -72,7 +72,7 @@ impl Directory {
                 return Err(bad(format!("duplicate appId {id:?}")));
             }
             if let Some(keys) = keys {
-                dir.keys.insert(id.0, keys);
+                dir.keys.insert(id.0.to_string(), keys);
             }
         }
         let mut seen_names = HashSet::new();

@@ -32,15 +32,17 @@ impl fmt::Display for UserId {
     }
 }
 
-/// An app's id: the CN of the app's certificate.
+/// An app's id: the CN of the app's certificate. Shared text: a clone (each app session and
+/// on-behalf-of session holds one, and the store's index by app) costs no copy, and the id
+/// takes 16 bytes in a session where a `String` takes 24.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct AppId(String);
+pub struct AppId(std::sync::Arc<str>);
 
 impl AppId {
     /// Wraps an app id.
     pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
+        Self(id.into().into())
     }
 
     /// The id as text.
@@ -73,7 +75,7 @@ impl Directory {
             .values()
             .filter(|u| u.is_service_user())
             .map(|u| u.username.clone())
-            .chain(self.apps.keys().map(|a| a.0.clone()))
+            .chain(self.apps.keys().map(|a| a.0.to_string()))
             .collect();
         names.sort();
         names

@@ -156,7 +156,7 @@ impl Sessions {
             client_ip: Some(origin.client.ip()),
             user_agent: origin.user_agent.and_then(|ua| self.user_agent(ua)),
             credential: None,
-            chain: Vec::new(),
+            chain: Box::default(),
             fingerprint: None,
         }
         .with_credential(credential);

@@ -10,6 +10,7 @@ use std::hash::Hash;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 
+use super::table::{SessionTable, Slot};
 use super::{Census, KindCounts, Owner, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::{AppId, UserId};
@@ -90,26 +91,30 @@ impl Census for MemoryStore {
     }
 }
 
-type Keys = HashSet<TokenHash, BuildTokenHasher>;
-/// For keys the directory names (user ids, app ids, owners): foldhash, several times cheaper
-/// than the standard SipHash. Clients cannot choose these keys, only the operator's directory.
+/// Slot numbers in the [`SessionTable`]: what the indexes hold (4 bytes where a key is 32).
+type Slots = HashSet<Slot, Named>;
+/// For keys the directory names (user ids, app ids, owners) and slot numbers: foldhash, several
+/// times cheaper than the standard SipHash. Clients cannot choose these keys, only the
+/// operator's directory and the table.
 type Named = foldhash::fast::RandomState;
 
 /// The sessions and their indexes, without a lock: the memory store keeps one behind its mutex,
 /// and the embedded store keeps one as the state its journal rebuilds (`embedded/`).
+///
+/// The indexes name a session by its slot in the table, which stays its own while it is
+/// stored (a slot is reused only once its session and index entries are gone).
 #[derive(Debug, Default)]
 #[cfg_attr(test, derive(PartialEq))]
 pub(super) struct Inner {
-    pub(super) sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
-    by_user: HashMap<UserId, Keys, Named>,
-    by_app: HashMap<AppId, Keys, Named>,
+    pub(super) sessions: SessionTable,
+    by_user: HashMap<UserId, Slots, Named>,
+    by_app: HashMap<AppId, Slots, Named>,
     // Session ids are server-made random numbers: uniform, so the pass-through hasher fits.
-    by_parent: HashMap<SessionId, Keys, BuildTokenHasher>,
-    by_credential: HashMap<CredentialId, Keys, BuildTokenHasher>,
-    by_id: HashMap<SessionId, TokenHash, BuildTokenHasher>,
-    by_expiry: BTreeSet<(Millis, [u8; 32])>,
+    by_parent: HashMap<SessionId, Slots, BuildTokenHasher>,
+    by_credential: HashMap<CredentialId, Slots, BuildTokenHasher>,
+    by_expiry: BTreeSet<(Millis, Slot)>,
     /// Each owner's sessions, oldest first: what the per-principal cap evicts.
-    by_owner: HashMap<Owner, BTreeSet<(Millis, [u8; 32])>, Named>,
+    by_owner: HashMap<Owner, BTreeSet<(Millis, Slot)>, Named>,
     /// How many sessions of each kind are stored.
     pub(super) kinds: KindCounts,
     /// When `Some`, every session added or removed is noted here, in order: the embedded store
@@ -145,7 +150,11 @@ impl Inner {
 
     /// The keys of the sessions that act as `user`, expired or not.
     pub(super) fn user_keys(&self, user: UserId) -> impl Iterator<Item = &TokenHash> {
-        self.by_user.get(&user).into_iter().flatten()
+        self.by_user
+            .get(&user)
+            .into_iter()
+            .flatten()
+            .filter_map(|&slot| self.sessions.key_at(slot))
     }
 
     /// Stores `session` and ends the oldest of its owner's beyond the newest `keep`, as
@@ -158,8 +167,8 @@ impl Inner {
     ) -> Result<Vec<Session>, StoreError> {
         let owner = Owner::of(&session.kind);
         let now = session.created;
-        self.insert(key, session)?;
-        Ok(self.evict_beyond(&owner, keep, &key, now))
+        let slot = self.insert(key, session)?;
+        Ok(self.evict_beyond(&owner, keep, slot, now))
     }
 
     /// Ends the live session under `key`, with what it minted, as [`SessionStore::remove`]
@@ -172,10 +181,12 @@ impl Inner {
 
     /// As [`SessionStore::remove_matching`] describes.
     pub(super) fn remove_matching(&mut self, selector: &Selector, now: Millis) -> Vec<Session> {
-        let keys: Vec<TokenHash> = match selector {
-            Selector::User(user) => members(&self.by_user, user),
-            Selector::App(app) | Selector::OnBehalfOf { app, .. } => members(&self.by_app, app),
-            Selector::Credential(id) => members(&self.by_credential, id),
+        let keys = match selector {
+            Selector::User(user) => self.members(&self.by_user, user),
+            Selector::App(app) | Selector::OnBehalfOf { app, .. } => {
+                self.members(&self.by_app, app)
+            }
+            Selector::Credential(id) => self.members(&self.by_credential, id),
         };
         let mut out = Vec::new();
         for key in keys {
@@ -193,12 +204,9 @@ impl Inner {
         id: SessionId,
         now: Millis,
     ) -> Option<Session> {
-        let key = self.by_id.get(&id).copied()?;
-        let belongs = self
-            .sessions
-            .get(&key)
-            .is_some_and(|s| s.kind.user() == Some(user) && !s.is_expired(now));
-        if belongs {
+        let (key, session) = self.sessions.at(self.sessions.id_slot(id)?)?;
+        if session.kind.user() == Some(user) && !session.is_expired(now) {
+            let key = *key;
             self.remove(&key)
         } else {
             None
@@ -207,12 +215,12 @@ impl Inner {
 
     /// As [`SessionStore::purge_expired`] describes.
     pub(super) fn purge_expired(&mut self, now: Millis, limit: usize) -> Purged {
-        // Expired means `expires <= now`: everything up to (now, the largest key) inclusive.
+        // Expired means `expires <= now`: everything up to (now, the largest slot) inclusive.
         let expired: Vec<TokenHash> = self
             .by_expiry
-            .range(..=(now, [u8::MAX; 32]))
+            .range(..=(now, Slot::MAX))
             .take(limit)
-            .map(|(_, k)| TokenHash::from_bytes(*k))
+            .filter_map(|&(_, slot)| self.sessions.key_at(slot).copied())
             .collect();
         Purged {
             swept: expired.len(),
@@ -222,62 +230,64 @@ impl Inner {
 
     /// Stores `session` under `key` with no check, replacing what is there: for replaying a
     /// journal, whose records were checked when they were written.
+    /// (A journal holds no more sessions than [`Inner::insert`] let in, so the table has room.)
     pub(super) fn put(&mut self, key: TokenHash, session: Session) {
         self.remove(&key);
         self.index(key, session);
     }
 
-    fn insert(&mut self, key: TokenHash, session: Session) -> Result<(), StoreError> {
-        if self.sessions.contains_key(&key) || self.by_id.contains_key(&session.id) {
+    /// Stores a session under a new key; returns its slot.
+    fn insert(&mut self, key: TokenHash, session: Session) -> Result<Slot, StoreError> {
+        if self.sessions.contains_key(&key) || self.sessions.id_slot(session.id).is_some() {
             return Err(StoreError::Duplicate);
         }
         if session
             .kind
             .parent()
-            .is_some_and(|parent| !self.by_id.contains_key(&parent))
+            .is_some_and(|parent| self.sessions.id_slot(parent).is_none())
         {
             return Err(StoreError::ParentEnded);
         }
-        self.index(key, session);
-        Ok(())
+        self.index(key, session).ok_or_else(|| {
+            StoreError::Unavailable(format!(
+                "the session table is full ({} sessions)",
+                Slot::MAX
+            ))
+        })
     }
 
     /// The state holding `sessions`, as a restart reads them back (`embedded/`): each index is
     /// built from all of its entries at once, the B-trees from sorted runs (several times
     /// cheaper than adding the sessions one by one, which inserts into them at random), the
-    /// expiry index and the map by id on a second thread meanwhile. The same state as [`Inner::put`] of each
-    /// session would make.
-    pub(super) fn from_sessions(sessions: HashMap<TokenHash, Session, BuildTokenHasher>) -> Self {
-        // On a second thread: the expiry B-tree and the map by id.
-        let expiry_and_ids = || {
+    /// expiry index on a second thread meanwhile (the table finds sessions by id itself). The
+    /// same state as
+    /// [`Inner::put`] of each session, in slot order, would make.
+    pub(super) fn from_sessions(sessions: SessionTable) -> Self {
+        // On a second thread: the expiry B-tree.
+        let expiry = || {
             let mut expiry: Vec<_> = sessions
-                .iter()
-                .map(|(key, session)| (session.expires, *key.as_bytes()))
+                .slots()
+                .map(|(slot, _, session)| (session.expires, slot))
                 .collect();
             expiry.sort_unstable();
-            let mut by_id =
-                HashMap::with_capacity_and_hasher(sessions.len(), BuildTokenHasher::default());
-            for (key, session) in &sessions {
-                by_id.insert(session.id, *key);
-            }
-            (expiry.into_iter().collect::<BTreeSet<_>>(), by_id)
+            expiry.into_iter().collect::<BTreeSet<_>>()
         };
-        let ((by_expiry, by_id), mut inner) = std::thread::scope(|scope| {
-            let second = scope.spawn(expiry_and_ids);
+        let (by_expiry, mut inner) = std::thread::scope(|scope| {
+            let second = scope.spawn(expiry);
             let mut inner = Self::default();
-            let mut owners: HashMap<Owner, Vec<(Millis, [u8; 32])>, Named> = HashMap::default();
-            for (key, session) in &sessions {
-                inner.index_by_principal(*key, session);
+            let mut owners: HashMap<Owner, Vec<(Millis, Slot)>, Named> = HashMap::default();
+            for (slot, _, session) in sessions.slots() {
+                inner.index_by_principal(slot, session);
                 owners
                     .entry(Owner::of(&session.kind))
                     .or_default()
-                    .push((session.created, *key.as_bytes()));
+                    .push((session.created, slot));
             }
             inner.by_owner = owners
                 .into_iter()
-                .map(|(owner, mut keys)| {
-                    keys.sort_unstable();
-                    (owner, keys.into_iter().collect())
+                .map(|(owner, mut slots)| {
+                    slots.sort_unstable();
+                    (owner, slots.into_iter().collect())
                 })
                 .collect();
             // The closure only sorts and collects; it does not panic but for want of memory.
@@ -287,72 +297,69 @@ impl Inner {
             (built, inner)
         });
         inner.by_expiry = by_expiry;
-        inner.by_id = by_id;
         inner.sessions = sessions;
         inner
     }
 
-    /// Adds `session` under `key` to the map and the indexes (`key` is free).
-    fn index(&mut self, key: TokenHash, session: Session) {
-        self.index_by_principal(key, &session);
-        self.by_id.insert(session.id, key);
-        self.by_expiry.insert((session.expires, *key.as_bytes()));
+    /// Adds `session` under `key` to the table and the indexes (`key` is free); returns its
+    /// slot, or `None` (adding nothing) when the table is full.
+    fn index(&mut self, key: TokenHash, session: Session) -> Option<Slot> {
+        let slot = self.sessions.next_slot()?;
+        self.index_by_principal(slot, &session);
+        self.by_expiry.insert((session.expires, slot));
         self.by_owner
             .entry(Owner::of(&session.kind))
             .or_default()
-            .insert((session.created, *key.as_bytes()));
-        self.sessions.insert(key, session);
+            .insert((session.created, slot));
+        let placed = self.sessions.insert_new(key, session);
+        debug_assert_eq!(placed, Some(slot), "the slab fills the slot it named");
         if let Some(changes) = &mut self.changes {
             changes.push(Change::Added(key));
         }
+        Some(slot)
     }
 
     /// The index entries and counts that [`Inner::index`] and [`Inner::from_sessions`] both
     /// add one session at a time: by user, app, parent and credential, and the kind count.
-    fn index_by_principal(&mut self, key: TokenHash, session: &Session) {
+    fn index_by_principal(&mut self, slot: Slot, session: &Session) {
         if let Some(user) = session.kind.user() {
-            self.by_user.entry(user).or_default().insert(key);
+            self.by_user.entry(user).or_default().insert(slot);
         }
         if let Some(app) = session.kind.app() {
-            self.by_app.entry(app.clone()).or_default().insert(key);
+            self.by_app.entry(app.clone()).or_default().insert(slot);
         }
         if let Some(parent) = session.kind.parent() {
-            self.by_parent.entry(parent).or_default().insert(key);
+            self.by_parent.entry(parent).or_default().insert(slot);
         }
         for id in session.credential_ids() {
-            self.by_credential.entry(*id).or_default().insert(key);
+            self.by_credential.entry(*id).or_default().insert(slot);
         }
         self.kinds.add(KindCounts::tag_of(&session.kind), 1);
     }
 
     /// Removes a session and its index entries, expired or not; returns it.
     pub(super) fn remove(&mut self, key: &TokenHash) -> Option<Session> {
-        let session = self.sessions.remove(key)?;
+        let (slot, session) = self.sessions.remove_entry(key)?;
         if let Some(changes) = &mut self.changes {
             changes.push(Change::Removed(*key, session.clone()));
         }
         self.kinds.sub(KindCounts::tag_of(&session.kind), 1);
         if let Some(user) = session.kind.user() {
-            unindex(&mut self.by_user, &user, key);
+            unindex(&mut self.by_user, &user, slot);
         }
         if let Some(app) = session.kind.app() {
-            unindex(&mut self.by_app, app, key);
+            unindex(&mut self.by_app, app, slot);
         }
         if let Some(parent) = session.kind.parent() {
-            unindex(&mut self.by_parent, &parent, key);
+            unindex(&mut self.by_parent, &parent, slot);
         }
         for id in session.credential_ids() {
-            unindex(&mut self.by_credential, id, key);
+            unindex(&mut self.by_credential, id, slot);
         }
-        // Only when it names this session: a journal replayed over a snapshot may briefly
-        // hold two sessions of one id (see `embedded/`).
-        if self.by_id.get(&session.id) == Some(key) {
-            self.by_id.remove(&session.id);
-        }
-        self.by_expiry.remove(&(session.expires, *key.as_bytes()));
+        self.by_expiry.remove(&(session.expires, slot));
         let owner = Owner::of(&session.kind);
         if let Some(set) = self.by_owner.get_mut(&owner) {
-            set.remove(&(session.created, *key.as_bytes()));
+            set.remove(&(session.created, slot));
             if set.is_empty() {
                 self.by_owner.remove(&owner);
             }
@@ -362,22 +369,18 @@ impl Inner {
 
     /// Removes the oldest sessions of `owner` beyond the newest `keep`, expired or not, each
     /// with the on-behalf-of sessions it minted that are live at `now`; returns them. The session
-    /// just stored under `new` is never one of them (another may share its creation time).
-    fn evict_beyond(
-        &mut self,
-        owner: &Owner,
-        keep: usize,
-        new: &TokenHash,
-        now: Millis,
-    ) -> Vec<Session> {
+    /// just stored in slot `new` is never one of them (another may share its creation time).
+    fn evict_beyond(&mut self, owner: &Owner, keep: usize, new: Slot, now: Millis) -> Vec<Session> {
         let mut out = Vec::new();
-        while let Some(oldest) = self
+        while let Some((_, oldest)) = self
             .by_owner
             .get(owner)
             .filter(|set| set.len() > keep.max(1))
-            .and_then(|set| set.iter().find(|(_, k)| k != new.as_bytes()).copied())
+            .and_then(|set| set.iter().find(|&&(_, slot)| slot != new).copied())
         {
-            let key = TokenHash::from_bytes(oldest.1);
+            let Some(key) = self.sessions.key_at(oldest).copied() else {
+                break;
+            };
             let Some(session) = self.remove(&key) else {
                 break;
             };
@@ -402,7 +405,7 @@ impl Inner {
     /// minted, when it is an app session, that are live at `now`, appending them too.
     fn remove_with_minted(&mut self, session: Session, now: Millis, out: &mut Vec<Session>) {
         let minted = match session.kind {
-            SessionKind::App { .. } => members(&self.by_parent, &session.id),
+            SessionKind::App { .. } => self.members(&self.by_parent, &session.id),
             _ => Vec::new(),
         };
         out.push(session);
@@ -416,27 +419,30 @@ impl Inner {
             }
         }
     }
+
+    /// The keys of the sessions an index holds under `k`.
+    fn members<K: Hash + Eq, S: std::hash::BuildHasher>(
+        &self,
+        index: &HashMap<K, Slots, S>,
+        k: &K,
+    ) -> Vec<TokenHash> {
+        index
+            .get(k)
+            .into_iter()
+            .flatten()
+            .filter_map(|&slot| self.sessions.key_at(slot).copied())
+            .collect()
+    }
 }
 
-/// The keys an index holds under `k`.
-fn members<K: Hash + Eq, S: std::hash::BuildHasher>(
-    index: &HashMap<K, Keys, S>,
-    k: &K,
-) -> Vec<TokenHash> {
-    index
-        .get(k)
-        .map(|set| set.iter().copied().collect())
-        .unwrap_or_default()
-}
-
-/// Drops `key` from an index entry, and the entry once it is empty.
+/// Drops `slot` from an index entry, and the entry once it is empty.
 fn unindex<K: Hash + Eq, S: std::hash::BuildHasher>(
-    index: &mut HashMap<K, Keys, S>,
+    index: &mut HashMap<K, Slots, S>,
     k: &K,
-    key: &TokenHash,
+    slot: Slot,
 ) {
     if let Some(set) = index.get_mut(k) {
-        set.remove(key);
+        set.remove(&slot);
         if set.is_empty() {
             index.remove(k);
         }
@@ -491,9 +497,9 @@ mod tests {
                     user_agent: None,
                     credential: (i % 3 == 0).then(|| cred(lo % 4)),
                     chain: if i % 5 == 0 {
-                        vec![cred(9)]
+                        vec![cred(9)].into()
                     } else {
-                        Vec::new()
+                        Box::default()
                     },
                     fingerprint: None,
                 },
@@ -506,12 +512,15 @@ mod tests {
     #[test]
     fn from_sessions_is_put_one_by_one() {
         let mut one_by_one = Inner::default();
-        let mut map = HashMap::default();
+        let mut table = SessionTable::default();
         for (key, session) in sessions() {
             one_by_one.put(key, session.clone());
-            map.insert(key, session);
+            table.insert(key, session);
         }
-        assert_eq!(Inner::from_sessions(map), one_by_one);
-        assert_eq!(Inner::from_sessions(HashMap::default()), Inner::default());
+        assert_eq!(Inner::from_sessions(table), one_by_one);
+        assert_eq!(
+            Inner::from_sessions(SessionTable::default()),
+            Inner::default()
+        );
     }
 }

@@ -19,6 +19,7 @@ mod memory;
 mod metered;
 pub mod postgres;
 pub mod redis;
+mod table;
 
 pub use embedded::EmbeddedStore;
 pub use memory::MemoryStore;

@@ -109,11 +109,12 @@ use parking_lot::MutexGuard;
 use self::journal::{FileName, Kind, ReadError, Record, Segment, Tail};
 use self::writer::{queued, Files, Shared, State, Tx, Writer};
 use super::memory::Inner;
+use super::table::SessionTable;
 use super::{Census, KindCounts, OpenError, Purged, Selector, SessionStore, StoreError};
 use crate::clock::Millis;
 use crate::directory::UserId;
 use crate::session::{Session, SessionId};
-use crate::token::{BuildTokenHasher, TokenHash};
+use crate::token::TokenHash;
 
 /// The store's folder's name inside the data directory.
 pub const DB_DIR: &str = "sessions.db";
@@ -521,7 +522,7 @@ impl<'scope> Pipe<'scope> {
 /// several times; only the last record of each key counts).
 #[derive(Default)]
 struct Loader {
-    sessions: HashMap<TokenHash, Session, BuildTokenHasher>,
+    sessions: SessionTable,
     notes: HashMap<String, Vec<u8>>,
     /// User agents seen, so that sessions read back share one copy each, as the server's do.
     agents: HashSet<Arc<str>>,

@@ -30,7 +30,7 @@ fn session(user: i64, id: i64, now: Millis) -> Session {
         client_ip: None,
         user_agent: Some("test agent".into()),
         credential: None,
-        chain: Vec::new(),
+        chain: Box::default(),
         fingerprint: None,
     }
 }

@@ -140,7 +140,7 @@ impl State {
             .staged
             .removed
             .keys()
-            .filter(|k| !self.inner.sessions.contains_key(*k))
+            .filter(|k| !self.inner.sessions.contains_key(k))
             .count();
         self.inner.sessions.len() - self.staged.added.len() + gone
     }
@@ -175,7 +175,7 @@ impl State {
             self.staged
                 .removed
                 .keys()
-                .filter(|k| !self.inner.sessions.contains_key(*k)),
+                .filter(|k| !self.inner.sessions.contains_key(k)),
         );
         keys
     }

@@ -940,7 +940,8 @@ mod tests {
                 chain: vec![
                     CredentialId::from_bytes([0xcd; 32]),
                     CredentialId::from_bytes([0xef; 32]),
-                ],
+                ]
+                .into(),
                 fingerprint: None,
             };
             let stored = encode(&s).unwrap();
