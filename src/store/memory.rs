@@ -259,20 +259,22 @@ impl Inner {
     /// The state holding `sessions`, as a restart reads them back (`embedded/`): each index is
     /// built from all of its entries at once, the B-trees from sorted runs (several times
     /// cheaper than adding the sessions one by one, which inserts into them at random), the
-    /// expiry index on a second thread meanwhile (the table finds sessions by id itself). The
+    /// expiry index and the table's map by id on a second thread meanwhile. `sessions` come
+    /// from [`SessionTable::replay`] (or have their map by id already: it is rebuilt). The
     /// same state as
     /// [`Inner::put`] of each session, in slot order, would make.
     pub(super) fn from_sessions(sessions: SessionTable) -> Self {
-        // On a second thread: the expiry B-tree.
+        // On a second thread: the expiry B-tree and the map by id.
         let expiry = || {
             let mut expiry: Vec<_> = sessions
                 .slots()
                 .map(|(slot, _, session)| (session.expires, slot))
                 .collect();
             expiry.sort_unstable();
-            expiry.into_iter().collect::<BTreeSet<_>>()
+            let by_id = sessions.index_ids();
+            (expiry.into_iter().collect::<BTreeSet<_>>(), by_id)
         };
-        let (by_expiry, mut inner) = std::thread::scope(|scope| {
+        let ((by_expiry, by_id), mut inner) = std::thread::scope(|scope| {
             let second = scope.spawn(expiry);
             let mut inner = Self::default();
             let mut owners: HashMap<Owner, Vec<(Millis, Slot)>, Named> = HashMap::default();
@@ -298,6 +300,7 @@ impl Inner {
         });
         inner.by_expiry = by_expiry;
         inner.sessions = sessions;
+        inner.sessions.set_ids(by_id);
         inner
     }
 

@@ -145,6 +145,63 @@ impl SessionTable {
         None
     }
 
+    /// Stores `session` under `key` as a start-up's replay does: replacing what is there, and
+    /// leaving the map by id alone, which [`SessionTable::index_ids`] then builds once, on all
+    /// the sessions (the replay's thread sets the pace of a start, the indexing has a second
+    /// thread). Like [`SessionTable::insert`], a full table stores no new key.
+    pub(super) fn replay(&mut self, key: TokenHash, session: Session) {
+        if let Some(slot) = self.slot(&key) {
+            self.slots[ix(slot)].1 = session;
+            return;
+        }
+        let vacant = self.slots.vacant_entry();
+        let Ok(slot) = Slot::try_from(vacant.key()) else {
+            return;
+        };
+        vacant.insert((key, session));
+        let slots = &self.slots;
+        self.by_key
+            .insert_unique(hash(&key), slot, |&slot| hash(&slots[ix(slot)].0));
+    }
+
+    /// Takes the session under `key` out as a replay does (see [`SessionTable::replay`]).
+    pub(super) fn replay_remove(&mut self, key: &TokenHash) {
+        let slots = &self.slots;
+        if let Ok(entry) = self
+            .by_key
+            .find_entry(hash(key), |&slot| slots[ix(slot)].0 == *key)
+        {
+            let (slot, _) = entry.remove();
+            self.slots.remove(ix(slot));
+        }
+    }
+
+    /// The map by id of a table [`SessionTable::replay`] filled (where two sessions share an
+    /// id, the one in the later slot), for [`SessionTable::set_ids`]: it only reads the table,
+    /// so it runs beside other readers.
+    pub(super) fn index_ids(&self) -> HashTable<Slot> {
+        let slots = &self.slots;
+        let mut by_id = HashTable::with_capacity(slots.len());
+        for (slot, (_, session)) in slots {
+            let Ok(slot) = Slot::try_from(slot) else {
+                continue;
+            };
+            let id = session.id;
+            match by_id.find_mut(id_hash(id), |&s: &Slot| slots[ix(s)].1.id == id) {
+                Some(pointed) => *pointed = slot,
+                None => {
+                    by_id.insert_unique(id_hash(id), slot, |&s| id_hash(slots[ix(s)].1.id));
+                }
+            }
+        }
+        by_id
+    }
+
+    /// Puts in the map by id [`SessionTable::index_ids`] built.
+    pub(super) fn set_ids(&mut self, by_id: HashTable<Slot>) {
+        self.by_id = by_id;
+    }
+
     /// Stores `session` under `key`, which holds none (the caller knows), in the slot
     /// [`SessionTable::next_slot`] named; returns that slot, or `None` (storing nothing) when
     /// the table is full.
@@ -160,6 +217,7 @@ impl SessionTable {
     }
 
     /// Takes the session under `key` out.
+    #[cfg(test)]
     pub(super) fn remove(&mut self, key: &TokenHash) -> Option<Session> {
         self.remove_entry(key).map(|(_, session)| session)
     }
@@ -275,6 +333,7 @@ mod tests {
             let mut model: HashMap<TokenHash, Session> = HashMap::new();
             // By id: the key stored last with that id, dropped when that key's session goes.
             let mut ids: HashMap<SessionId, TokenHash> = HashMap::new();
+            let replay = ops.clone();
             for (put, k, v) in ops {
                 let k = key(k);
                 if let Some(old) = model.get(&k) {
@@ -298,6 +357,27 @@ mod tests {
             for n in 0..24 {
                 prop_assert_eq!(table.get(&key(n)), model.get(&key(n)));
                 prop_assert_eq!(table.contains_key(&key(n)), model.contains_key(&key(n)));
+            }
+            // A replay of the same operations, its map by id built at the end, holds the same
+            // sessions and finds the same one by each id that one session holds (of two that
+            // share an id, it finds the one in the later slot, not the one stored last).
+            let mut replayed = SessionTable::default();
+            for (put, k, v) in &replay {
+                if *put {
+                    replayed.replay(key(*k), session(*v));
+                } else {
+                    replayed.replay_remove(&key(*k));
+                }
+            }
+            let ids = replayed.index_ids();
+            replayed.set_ids(ids);
+            prop_assert_eq!(replayed.len(), table.len());
+            for (k, s) in table.iter() {
+                prop_assert_eq!(replayed.get(k), Some(s));
+                if table.iter().filter(|(_, other)| other.id == s.id).count() == 1 {
+                    let found = replayed.id_slot(s.id).and_then(|slot| replayed.key_at(slot));
+                    prop_assert_eq!(found, Some(k));
+                }
             }
             let mut listed: Vec<_> = table.iter().map(|(k, s)| (*k, s.clone())).collect();
             listed.sort_by_key(|(k, _)| *k.as_bytes());

@@ -542,10 +542,10 @@ impl Loader {
                     };
                     session.user_agent = Some(shared);
                 }
-                self.sessions.insert(key, session);
+                self.sessions.replay(key, session);
             }
             Record::Del(key) => {
-                self.sessions.remove(&key);
+                self.sessions.replay_remove(&key);
             }
             Record::Note(name, value) => {
                 self.notes.insert(name, value);
