@@ -213,18 +213,28 @@ impl Inner {
         }
     }
 
-    /// As [`SessionStore::purge_expired`] describes.
+    /// As [`SessionStore::purge_expired`] describes: in order of expiry, then of token hash
+    /// (every backend's order). The index orders sessions that expire in the same millisecond
+    /// by slot, so the ties at the batch's edge are all taken and sorted by hash first.
     pub(super) fn purge_expired(&mut self, now: Millis, limit: usize) -> Purged {
         // Expired means `expires <= now`: everything up to (now, the largest slot) inclusive.
-        let expired: Vec<TokenHash> = self
-            .by_expiry
-            .range(..=(now, Slot::MAX))
+        let mut due = self.by_expiry.range(..=(now, Slot::MAX));
+        let mut expired: Vec<(Millis, TokenHash)> = due
+            .by_ref()
             .take(limit)
-            .filter_map(|&(_, slot)| self.sessions.key_at(slot).copied())
+            .filter_map(|&(at, slot)| Some((at, *self.sessions.key_at(slot)?)))
             .collect();
+        if let Some(&(last, _)) = expired.last().filter(|_| expired.len() == limit) {
+            expired.extend(
+                due.take_while(|&&(at, _)| at == last)
+                    .filter_map(|&(at, slot)| Some((at, *self.sessions.key_at(slot)?))),
+            );
+        }
+        expired.sort_unstable_by(|(a, x), (b, y)| (a, x.as_bytes()).cmp(&(b, y.as_bytes())));
+        expired.truncate(limit);
         Purged {
             swept: expired.len(),
-            ended: expired.iter().filter_map(|k| self.remove(k)).collect(),
+            ended: expired.iter().filter_map(|(_, k)| self.remove(k)).collect(),
         }
     }
 
