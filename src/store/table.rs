@@ -51,13 +51,24 @@ fn id_hash(id: SessionId) -> u64 {
     u64::from_ne_bytes(id.0.to_ne_bytes()).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// Points the id of `slot`'s session at `slot` in `by_id` (a map by id of `slots`).
+fn point(by_id: &mut HashTable<Slot>, slots: &Slab<(TokenHash, Session)>, slot: Slot) {
+    let id = slots[ix(slot)].1.id;
+    match by_id.find_mut(id_hash(id), |&s| slots[ix(s)].1.id == id) {
+        Some(pointed) => *pointed = slot,
+        None => {
+            by_id.insert_unique(id_hash(id), slot, |&s| id_hash(slots[ix(s)].1.id));
+        }
+    }
+}
+
 impl SessionTable {
-    /// Makes room for `n` more sessions.
+    /// Makes room for `n` more sessions, as a replay fills them in (see
+    /// [`SessionTable::replay`]: the map by id is built afterwards, at its own size).
     pub(super) fn reserve(&mut self, n: usize) {
         self.slots.reserve(n);
         let slots = &self.slots;
         self.by_key.reserve(n, |&slot| hash(&slots[ix(slot)].0));
-        self.by_id.reserve(n, |&slot| id_hash(slots[ix(slot)].1.id));
     }
 
     /// How many sessions it holds.
@@ -91,18 +102,7 @@ impl SessionTable {
 
     /// Points `slot`'s session id at `slot`.
     fn point_id(&mut self, slot: Slot) {
-        let slots = &self.slots;
-        let id = slots[ix(slot)].1.id;
-        match self
-            .by_id
-            .find_mut(id_hash(id), |&s| slots[ix(s)].1.id == id)
-        {
-            Some(pointed) => *pointed = slot,
-            None => {
-                self.by_id
-                    .insert_unique(id_hash(id), slot, |&s| id_hash(slots[ix(s)].1.id));
-            }
-        }
+        point(&mut self.by_id, &self.slots, slot);
     }
 
     /// Drops the id entry of `slot`'s session when it points at `slot`.
@@ -132,8 +132,9 @@ impl SessionTable {
     }
 
     /// Stores `session` under `key`; returns the session it replaces. A full table (see
-    /// [`Slot`]) stores no new key: only replaying what was stored through
-    /// [`SessionTable::insert_new`], which says so, uses this.
+    /// [`Slot`]) stores no new key. (The tests' way to fill a table; the stores use
+    /// [`SessionTable::insert_new`] and [`SessionTable::replay`].)
+    #[cfg(test)]
     pub(super) fn insert(&mut self, key: TokenHash, session: Session) -> Option<Session> {
         if let Some(slot) = self.slot(&key) {
             self.unpoint_id(slot);
@@ -152,26 +153,14 @@ impl SessionTable {
     pub(super) fn replay(&mut self, key: TokenHash, session: Session) {
         if let Some(slot) = self.slot(&key) {
             self.slots[ix(slot)].1 = session;
-            return;
+        } else {
+            self.place(key, session);
         }
-        let vacant = self.slots.vacant_entry();
-        let Ok(slot) = Slot::try_from(vacant.key()) else {
-            return;
-        };
-        vacant.insert((key, session));
-        let slots = &self.slots;
-        self.by_key
-            .insert_unique(hash(&key), slot, |&slot| hash(&slots[ix(slot)].0));
     }
 
     /// Takes the session under `key` out as a replay does (see [`SessionTable::replay`]).
     pub(super) fn replay_remove(&mut self, key: &TokenHash) {
-        let slots = &self.slots;
-        if let Ok(entry) = self
-            .by_key
-            .find_entry(hash(key), |&slot| slots[ix(slot)].0 == *key)
-        {
-            let (slot, _) = entry.remove();
+        if let Some(slot) = self.unkey(key) {
             self.slots.remove(ix(slot));
         }
     }
@@ -182,16 +171,9 @@ impl SessionTable {
     pub(super) fn index_ids(&self) -> HashTable<Slot> {
         let slots = &self.slots;
         let mut by_id = HashTable::with_capacity(slots.len());
-        for (slot, (_, session)) in slots {
-            let Ok(slot) = Slot::try_from(slot) else {
-                continue;
-            };
-            let id = session.id;
-            match by_id.find_mut(id_hash(id), |&s: &Slot| slots[ix(s)].1.id == id) {
-                Some(pointed) => *pointed = slot,
-                None => {
-                    by_id.insert_unique(id_hash(id), slot, |&s| id_hash(slots[ix(s)].1.id));
-                }
+        for (slot, _) in slots {
+            if let Ok(slot) = Slot::try_from(slot) {
+                point(&mut by_id, slots, slot);
             }
         }
         by_id
@@ -206,14 +188,31 @@ impl SessionTable {
     /// [`SessionTable::next_slot`] named; returns that slot, or `None` (storing nothing) when
     /// the table is full.
     pub(super) fn insert_new(&mut self, key: TokenHash, session: Session) -> Option<Slot> {
+        let slot = self.place(key, session)?;
+        self.point_id(slot);
+        Some(slot)
+    }
+
+    /// Puts `session` under the new `key` in the next free slot, found by key but not yet by
+    /// id; `None` (storing nothing) when the table is full.
+    fn place(&mut self, key: TokenHash, session: Session) -> Option<Slot> {
         let vacant = self.slots.vacant_entry();
         let slot = Slot::try_from(vacant.key()).ok()?;
         vacant.insert((key, session));
         let slots = &self.slots;
         self.by_key
             .insert_unique(hash(&key), slot, |&slot| hash(&slots[ix(slot)].0));
-        self.point_id(slot);
         Some(slot)
+    }
+
+    /// Drops `key` from the map by key; returns the slot it named (still holding its session).
+    fn unkey(&mut self, key: &TokenHash) -> Option<Slot> {
+        let slots = &self.slots;
+        let entry = self
+            .by_key
+            .find_entry(hash(key), |&slot| slots[ix(slot)].0 == *key)
+            .ok()?;
+        Some(entry.remove().0)
     }
 
     /// Takes the session under `key` out.
@@ -224,12 +223,7 @@ impl SessionTable {
 
     /// Takes the session under `key` out, with the slot it was in (free from now on).
     pub(super) fn remove_entry(&mut self, key: &TokenHash) -> Option<(Slot, Session)> {
-        let slots = &self.slots;
-        let entry = self
-            .by_key
-            .find_entry(hash(key), |&slot| slots[ix(slot)].0 == *key)
-            .ok()?;
-        let (slot, _) = entry.remove();
+        let slot = self.unkey(key)?;
         self.unpoint_id(slot);
         Some((slot, self.slots.remove(ix(slot)).1))
     }
@@ -275,16 +269,6 @@ impl PartialEq for SessionTable {
 impl fmt::Debug for SessionTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map().entries(self.iter()).finish()
-    }
-}
-
-impl FromIterator<(TokenHash, Session)> for SessionTable {
-    fn from_iter<I: IntoIterator<Item = (TokenHash, Session)>>(iter: I) -> Self {
-        let mut table = Self::default();
-        for (key, session) in iter {
-            table.insert(key, session);
-        }
-        table
     }
 }
 
