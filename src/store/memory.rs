@@ -385,21 +385,31 @@ impl Inner {
     /// just stored in slot `new` is never one of them (another may share its creation time).
     fn evict_beyond(&mut self, owner: &Owner, keep: usize, new: Slot, now: Millis) -> Vec<Session> {
         let mut out = Vec::new();
-        while let Some((_, oldest)) = self
+        while let Some(key) = self
             .by_owner
             .get(owner)
             .filter(|set| set.len() > keep.max(1))
-            .and_then(|set| set.iter().find(|&&(_, slot)| slot != new).copied())
+            .and_then(|set| self.oldest(set, new))
         {
-            let Some(key) = self.sessions.key_at(oldest).copied() else {
-                break;
-            };
             let Some(session) = self.remove(&key) else {
                 break;
             };
             self.remove_with_minted(session, now, &mut out);
         }
         out
+    }
+
+    /// The key of the oldest session in `set` other than `new`: the earliest created, and of
+    /// those created in that millisecond (the index orders them by slot) the least token hash,
+    /// as every backend orders them.
+    fn oldest(&self, set: &BTreeSet<(Millis, Slot)>, new: Slot) -> Option<TokenHash> {
+        let others = set.iter().filter(|&&(_, slot)| slot != new);
+        let &(first, _) = others.clone().next()?;
+        others
+            .take_while(|&&(at, _)| at == first)
+            .filter_map(|&(_, slot)| self.sessions.key_at(slot))
+            .min_by(|a, b| a.as_bytes().cmp(b.as_bytes()))
+            .copied()
     }
 
     /// Removes the live session under `key` and, for an app session, the live on-behalf-of
@@ -535,5 +545,52 @@ mod tests {
             Inner::from_sessions(SessionTable::default()),
             Inner::default()
         );
+    }
+    /// Sessions made in the same millisecond are evicted, and purged, in order of token hash,
+    /// whatever order they were stored in (the indexes order such ties by slot). The model the
+    /// other backends are checked against is this store, so this order is checked here.
+    #[test]
+    fn ties_go_in_token_hash_order() {
+        let at = Millis::from_epoch_millis(1_000_000);
+        let session = |id: i64| Session {
+            id: SessionId(id),
+            kind: SessionKind::KeyManager { user: UserId(7) },
+            created: at,
+            expires: at,
+            client_ip: None,
+            user_agent: None,
+            credential: None,
+            chain: Box::default(),
+            fingerprint: None,
+        };
+        // Stored in slot order 0, 1, 2 with hashes 3, 1, 2: the least hash is the second.
+        let keys = [3u8, 1, 2].map(|b| TokenHash::from_bytes([b; 32]));
+        let ids = |ended: &[Session]| ended.iter().map(|s| s.id.0).collect::<Vec<_>>();
+
+        let mut inner = Inner::default();
+        inner.put(keys[0], session(0));
+        inner.put(keys[1], session(1));
+        let evicted = inner.insert_capped(keys[2], session(2), 2).unwrap();
+        assert_eq!(
+            ids(&evicted),
+            [1],
+            "the least hash of the oldest goes first"
+        );
+        let evicted = inner
+            .insert_capped(TokenHash::from_bytes([0; 32]), session(3), 2)
+            .unwrap();
+        assert_eq!(
+            ids(&evicted),
+            [2],
+            "the new session is never the one evicted"
+        );
+
+        let mut inner = Inner::default();
+        for (n, key) in keys.iter().enumerate() {
+            inner.put(*key, session(n as i64));
+        }
+        assert_eq!(ids(&inner.purge_expired(at, 1).ended), [1]);
+        assert_eq!(ids(&inner.purge_expired(at, 1).ended), [2]);
+        assert_eq!(ids(&inner.purge_expired(at, 5).ended), [0]);
     }
 }
