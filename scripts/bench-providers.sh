@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Compares the two crypto providers sessionauth can be built with (src/crypto.rs): *ring* (the
-# default) and AWS-LC (`--features aws-lc-rs`), side by side in one run. Each provider has its
+# Compares the two crypto providers sessionauth can be built with (src/crypto.rs): AWS-LC (the
+# default) and *ring* (`--no-default-features --features ring`), side by side in one run. Each provider has its
 # own sessionauth and its own null server (bench/) on that provider; every round runs
 # scripts/bench.sh (keep-alive authenticate, /health, sessioninfo, full-handshake authenticate,
 # each beside the null server) and scripts/bench-rsa.sh (RS512 JWT login with 2048- and 4096-bit
@@ -12,8 +12,8 @@
 # Environment:
 #   BENCH_PROVIDER_ROUNDS=2   rounds (each runs every row once per provider)
 #   the binaries, built when missing:
-#     target/release/sessionauth, target/aws-lc-rs/release/sessionauth,
-#     bench/target/release/null-server, bench/target/aws-lc-rs/release/null-server
+#     target/release/sessionauth, target/ring/release/sessionauth,
+#     bench/target/release/null-server, bench/target/ring/release/null-server
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,17 +22,17 @@ CONNS=${2:-32}
 ROUNDS=${BENCH_PROVIDER_ROUNDS:-2}
 
 declare -A SA NULL
-SA[ring]=$ROOT/target/release/sessionauth
-SA[aws-lc-rs]=$ROOT/target/aws-lc-rs/release/sessionauth
-NULL[ring]=$ROOT/bench/target/release/null-server
-NULL[aws-lc-rs]=$ROOT/bench/target/aws-lc-rs/release/null-server
+SA[aws-lc-rs]=$ROOT/target/release/sessionauth
+SA[ring]=$ROOT/target/ring/release/sessionauth
+NULL[aws-lc-rs]=$ROOT/bench/target/release/null-server
+NULL[ring]=$ROOT/bench/target/ring/release/null-server
 
-[[ -x ${SA[ring]} ]] || (cd "$ROOT" && cargo build --release)
-[[ -x ${SA[aws-lc-rs]} ]] || (cd "$ROOT" && cargo build --release --no-default-features \
-  --features aws-lc-rs --target-dir target/aws-lc-rs)
-[[ -x ${NULL[ring]} ]] || cargo build --release --manifest-path "$ROOT/bench/Cargo.toml"
-[[ -x ${NULL[aws-lc-rs]} ]] || cargo build --release --manifest-path "$ROOT/bench/Cargo.toml" \
-  --features aws-lc-rs --target-dir "$ROOT/bench/target/aws-lc-rs"
+[[ -x ${SA[aws-lc-rs]} ]] || (cd "$ROOT" && cargo build --release)
+[[ -x ${SA[ring]} ]] || (cd "$ROOT" && cargo build --release --no-default-features \
+  --features ring --target-dir target/ring)
+[[ -x ${NULL[aws-lc-rs]} ]] || cargo build --release --manifest-path "$ROOT/bench/Cargo.toml"
+[[ -x ${NULL[ring]} ]] || cargo build --release --manifest-path "$ROOT/bench/Cargo.toml" \
+  --no-default-features --features ring --target-dir "$ROOT/bench/target/ring"
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -39,7 +39,7 @@
 #   BENCH_NGINX=1        0 leaves nginx out (it is left out anyway when not installed)
 #   SESSIONAUTH_BIN      default target/release/sessionauth, built when missing
 #   NULL_SERVER_BIN      default bench/target/release/null-server, built when missing (build
-#                        bench/ with `--features aws-lc-rs` to measure that provider instead)
+#                        both with `--no-default-features --features ring` to measure *ring*)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -208,7 +208,7 @@ fn main() -> ExitCode {
         eprintln!("error: {}", sessionauth::chain::Chain(e.as_ref()));
         return ExitCode::FAILURE;
     }
-    // Process-wide settings are made here, once: rustls's default provider is ours (ring).
+    // Process-wide settings are made here, once: rustls's default provider is ours (src/crypto.rs).
     sessionauth::tls::install_process_default();
     // No subcommand is `serve`, with its flags' environment variables read as `serve` reads them.
     let command = cli.command.unwrap_or_else(|| {

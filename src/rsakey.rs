@@ -1,7 +1,7 @@
 //! Registered RSA public keys: reading the keys service users and apps register for JWT
 //! authentication, and verifying their RSASSA-PKCS1-v1_5 signatures (RS256, RS384, RS512).
 //!
-//! Keys are read with RustCrypto's DER decoders and used with *ring*
+//! Keys are read with RustCrypto's DER decoders and used with the crypto provider
 //! (`RSA_PKCS1_2048_8192_SHA*`), so 2048 to 8192 bits are accepted. Making key pairs is the dev
 //! PKI's business (`crate::pki`).
 
@@ -14,7 +14,7 @@ pub(crate) use crate::pki::{init_pairs, RsaKeyError};
 
 /// The smallest registered key accepted, in bits.
 const MIN_BITS: usize = 2048;
-/// The largest registered key accepted, in bits (*ring*'s limit for verification).
+/// The largest registered key accepted, in bits (the provider's verification limit).
 const MAX_BITS: usize = 8192;
 
 /// Why a public key is not usable.
@@ -44,12 +44,12 @@ pub enum PublicKeyError {
         /// The modulus size.
         bits: usize,
     },
-    /// An exponent that *ring* refuses, or an even modulus.
+    /// An exponent that the provider refuses, or an even modulus.
     #[error("the key's numbers are not usable (the exponent must be odd, 3 or more and below 2^33; the modulus odd)")]
     BadNumbers,
 }
 
-/// A registered RSA public key: parsed, 2048 to 8192 bits, with an exponent *ring* accepts.
+/// A registered RSA public key: parsed, 2048 to 8192 bits, with an exponent the provider accepts.
 #[derive(Clone, PartialEq, Eq)]
 pub(crate) struct RsaPublicKey {
     /// The modulus, big-endian, without leading zeros.

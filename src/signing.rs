@@ -98,7 +98,7 @@ pub enum SigningError {
     BadPrivateKey {
         /// The file.
         path: PathBuf,
-        /// What *ring* or the decoder said.
+        /// What the crypto provider or the decoder said.
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
@@ -120,7 +120,7 @@ pub enum SigningError {
     /// The self-signed certificate could not be made.
     #[error("cannot make the signing key's certificate")]
     Certificate(#[source] rcgen::Error),
-    /// *ring* could not sign (the random source failed).
+    /// The crypto provider could not sign (the random source failed).
     #[error("signing failed")]
     Sign,
 }

@@ -569,6 +569,42 @@ async fn resumed_sessions_keep_the_client_identity() {
     }
 }
 
+/// The default build (AWS-LC) accepts the post-quantum hybrid key exchange X25519MLKEM768: a
+/// client that offers only that group completes the handshake on it and authenticates, and a
+/// client that offers only X25519 still gets in on X25519.
+#[cfg(feature = "aws-lc-rs")]
+#[tokio::test]
+async fn post_quantum_key_exchange_is_accepted() {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+    use rustls::NamedGroup;
+
+    let server = TestServer::start(BACKEND).await;
+    let bot = server.pki.client("bot.user");
+    for (group, named) in [
+        (kx_group::X25519MLKEM768, NamedGroup::X25519MLKEM768),
+        (kx_group::X25519, NamedGroup::X25519),
+    ] {
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: vec![group],
+            ..default_provider()
+        };
+        let config = server
+            .client_config_on(provider, Some(&bot), ClientTls::Default)
+            .unwrap();
+        let stream = tls_connect_with(server.addr, config).await.unwrap();
+        let agreed = stream.get_ref().1.negotiated_key_exchange_group();
+        assert_eq!(agreed.map(|g| g.name()), Some(named));
+        let resp = Conn::over(stream)
+            .await
+            .unwrap()
+            .send(Req::post(AUTH))
+            .await
+            .unwrap();
+        resp.assert_status(StatusCode::OK);
+        assert!(!resp.string("token").is_empty());
+    }
+}
+
 /// With `[tls] resumption = false` every connection makes a full handshake, and still works.
 #[tokio::test]
 async fn resumption_can_be_turned_off() {

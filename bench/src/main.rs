@@ -159,13 +159,15 @@ const PROVIDER: &str = "aws-lc-rs";
 #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
 const PROVIDER: &str = "ring";
 
-/// The crypto provider, explicitly: aws-lc-rs with the `aws-lc-rs` feature, else *ring*.
+/// The crypto provider, explicitly: aws-lc-rs with the `aws-lc-rs` feature (the default), else
+/// *ring*.
 #[cfg(feature = "aws-lc-rs")]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The crypto provider, explicitly: aws-lc-rs with the `aws-lc-rs` feature, else *ring*.
+/// The crypto provider, explicitly: aws-lc-rs with the `aws-lc-rs` feature (the default), else
+/// *ring*.
 #[cfg(all(feature = "ring", not(feature = "aws-lc-rs")))]
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())

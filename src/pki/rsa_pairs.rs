@@ -1,9 +1,9 @@
 //! Dev RSA key pairs: what `sessionauth certs rsa` and the dev PKI make for principals to sign
 //! their JWTs with, and what a default signing key is made from.
 //!
-//! Key pairs are generated with the `rsa` crate because *ring* cannot generate RSA keys; the
-//! `rsa` crate is never used for a private-key operation (its RUSTSEC-2023-0071 timing issue
-//! concerns decryption and signing, not key generation).
+//! Key pairs are generated with the `rsa` crate because *ring*, one of the two crypto providers,
+//! cannot generate RSA keys; the `rsa` crate is never used for a private-key operation (its
+//! RUSTSEC-2023-0071 timing issue concerns decryption and signing, not key generation).
 //!
 //! A dev key pair for `NAME` is two files: `NAME-rsa.pem` (the private key, PKCS#8 PEM, mode
 //! 0600; this is what a Symphony BDK's `privateKey.path` names) and `NAME-rsa.pub.pem` (the

@@ -45,7 +45,19 @@ pub fn client_config(
     id: Option<&Identity>,
     version: ClientTls,
 ) -> Result<Arc<ClientConfig>, BoxError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = rustls::crypto::ring::default_provider();
+    client_config_on(provider, ca_pem, id, version)
+}
+
+/// As [`client_config`], on the given crypto provider (its cipher suites and key exchange
+/// groups are what the client offers).
+pub fn client_config_on(
+    provider: rustls::crypto::CryptoProvider,
+    ca_pem: &str,
+    id: Option<&Identity>,
+    version: ClientTls,
+) -> Result<Arc<ClientConfig>, BoxError> {
+    let provider = Arc::new(provider);
     let versions: &[&rustls::SupportedProtocolVersion] = match version {
         ClientTls::Default => rustls::DEFAULT_VERSIONS,
         ClientTls::Tls12Only => &[&rustls::version::TLS12],

@@ -22,8 +22,8 @@ use tokio::task::JoinHandle;
 use tokio_rustls::client::TlsStream;
 
 use super::client::{
-    assert_token_shape, client_config, tcp_connect, tls_connect_with, BoxError, ClientTls, Conn,
-    Req, Resp,
+    assert_token_shape, client_config, client_config_on, tcp_connect, tls_connect_with, BoxError,
+    ClientTls, Conn, Req, Resp,
 };
 use super::pki::{Identity, Pki, CA_FILE, ODD_CA_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE};
 use super::postgres::TestPostgres;
@@ -505,6 +505,16 @@ impl TestServer {
         version: ClientTls,
     ) -> Result<Arc<rustls::ClientConfig>, BoxError> {
         client_config(&self.trust, id, version)
+    }
+
+    /// As [`TestServer::client_config`], on the given crypto provider.
+    pub fn client_config_on(
+        &self,
+        provider: rustls::crypto::CryptoProvider,
+        id: Option<&Identity>,
+        version: ClientTls,
+    ) -> Result<Arc<rustls::ClientConfig>, BoxError> {
+        client_config_on(provider, &self.trust, id, version)
     }
 
     /// An HTTP/1.1 connection over TLS, presenting `id` when given.
