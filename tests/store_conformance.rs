@@ -527,6 +527,40 @@ async fn concurrent_inserts_all_land(store: Arc<dyn Backend>) {
     );
 }
 
+/// Purges issued at once take turns, as one after another would: each sweeps the oldest (by
+/// expiry, then token hash) of what the one before it left, so together they end every expired
+/// session exactly once, in batches that follow one another. (PostgreSQL's once skipped the
+/// rows another had locked and split a batch between two of them.) Twenty rounds, since the
+/// purges overlap only when they reach the store together.
+async fn concurrent_purges_take_turns(store: Arc<dyn Backend>) {
+    let now = SystemClock.now();
+    let later = now.saturating_add(Duration::from_secs(1));
+    for _ in 0..20 {
+        let mut expired = Vec::new();
+        for i in 0..60u64 {
+            // Ten expiries, six sessions each: the ties are ordered by token hash.
+            let (key, s) = new_session(user(1001), now, Duration::from_millis(1 + i % 10));
+            store.insert(key, s.clone()).await.unwrap();
+            expired.push((s.expires, *key.as_bytes(), s.id.0));
+        }
+        expired.sort();
+        let batches: BTreeSet<BTreeSet<i64>> = expired
+            .chunks(25)
+            .map(|chunk| chunk.iter().map(|&(_, _, id)| id).collect())
+            .collect();
+        let purges = [(); 3].map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.purge_expired(later, 25).await.unwrap() })
+        });
+        let mut swept = BTreeSet::new();
+        for purge in purges {
+            swept.insert(purge.await.unwrap().ended.iter().map(|s| s.id.0).collect());
+        }
+        assert_eq!(swept, batches);
+        assert_eq!(store.count().await.unwrap(), 0);
+    }
+}
+
 /// The readiness probe succeeds on a working store, concurrently too, and leaves no session
 /// behind; the store serves as before.
 async fn probe_succeeds_and_stores_no_session(store: Arc<dyn Backend>) {
@@ -660,6 +694,7 @@ conformance!(
     selectors_end_what_they_name_and_cascade,
     no_obo_session_outlives_its_app_session,
     concurrent_inserts_all_land,
+    concurrent_purges_take_turns,
     cap_evicts_the_oldest_of_the_same_owner,
     cap_evicts_an_app_session_with_what_it_minted,
     probe_succeeds_and_stores_no_session,

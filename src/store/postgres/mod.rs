@@ -28,7 +28,8 @@
 //! sessions of every app session it ended: that later statement sees every on-behalf-of
 //! session whose insert had locked the app session, because the delete waited for it. The
 //! per-principal cap takes a transaction-scoped advisory lock on the owner, so concurrent
-//! mints for one owner count each other. Every acknowledged change is committed, so it is as
+//! mints for one owner count each other; the purge takes one of its own, so that purges (on
+//! every node) take turns. Every acknowledged change is committed, so it is as
 //! durable as the server's `synchronous_commit`.
 //!
 //! # Failures
@@ -381,7 +382,23 @@ impl SessionStore for PostgresStore {
 
     async fn purge_expired(&self, now: Millis, limit: usize) -> Result<Purged, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self.query(&self.sql.purge, &[&millis(now), &limit]).await?;
+        // Purges take turns, on every node (a transaction-scoped advisory lock no owner tag can
+        // share: those start with a kind and `:`), so that each sweeps the oldest of what the
+        // one before it left, as one purge after another would; without the turn, two at once
+        // each skipped the rows the other had locked and split one batch between them.
+        let lock_key = format!("{}purge", self.prefix);
+        let (now, lock_key) = (millis(now), &lock_key);
+        let rows = self
+            .bounded(|mut client| async move {
+                let tx = client.transaction().await.map_err(pg_error)?;
+                let lock = tx.prepare_cached(&self.sql.lock).await.map_err(pg_error)?;
+                tx.execute(&lock, &[lock_key]).await.map_err(pg_error)?;
+                let purge = tx.prepare_cached(&self.sql.purge).await.map_err(pg_error)?;
+                let rows = tx.query(&purge, &[&now, &limit]).await.map_err(pg_error)?;
+                tx.commit().await.map_err(pg_error)?;
+                Ok(rows)
+            })
+            .await?;
         let mut ended: Vec<Session> = rows.iter().map(record).collect::<Result<_, _>>()?;
         // Oldest first, as the other backends sweep.
         ended.sort_by_key(|s| s.expires);
@@ -525,8 +542,9 @@ impl Sql {
             remove_by_id: format!(
                 "DELETE FROM {s} WHERE id = $1 AND user_id = $2 AND expires > $3 RETURNING record"
             ),
-            // Rows another purge has taken are skipped, so that concurrent purges sweep distinct
-            // sessions; an insert's lock on its app session (KEY SHARE) does not hide that one.
+            // Run under the purge's advisory lock, so purges take turns. Rows a removal or an
+            // eviction has locked are skipped (that one ends them); an insert's lock on its app
+            // session (KEY SHARE) does not hide that one.
             purge: format!(
                 "DELETE FROM {s} WHERE token IN (
                      SELECT token FROM {s} WHERE expires <= $1 ORDER BY expires, token LIMIT $2
