@@ -570,8 +570,8 @@ async fn resumed_sessions_keep_the_client_identity() {
 }
 
 /// The default build (AWS-LC) accepts the post-quantum hybrid key exchange X25519MLKEM768: a
-/// client that offers only that group completes the handshake on it and authenticates, and a
-/// client that offers only X25519 still gets in on X25519.
+/// client that offers only that group, or offers it first, completes the handshake on it and
+/// authenticates; a client that offers only X25519, or prefers it, gets in on X25519.
 #[cfg(feature = "aws-lc-rs")]
 #[tokio::test]
 async fn post_quantum_key_exchange_is_accepted() {
@@ -580,12 +580,15 @@ async fn post_quantum_key_exchange_is_accepted() {
 
     let server = TestServer::start(BACKEND).await;
     let bot = server.pki.client("bot.user");
-    for (group, named) in [
-        (kx_group::X25519MLKEM768, NamedGroup::X25519MLKEM768),
-        (kx_group::X25519, NamedGroup::X25519),
+    let (pq, classic) = (kx_group::X25519MLKEM768, kx_group::X25519);
+    for (offered, named) in [
+        (vec![pq], NamedGroup::X25519MLKEM768),
+        (vec![pq, classic], NamedGroup::X25519MLKEM768),
+        (vec![classic], NamedGroup::X25519),
+        (vec![classic, pq], NamedGroup::X25519),
     ] {
         let provider = rustls::crypto::CryptoProvider {
-            kx_groups: vec![group],
+            kx_groups: offered,
             ..default_provider()
         };
         let config = server
