@@ -142,7 +142,7 @@ EOF
     deadline=$((started + 120000))
     PORT=""
     while [[ -z "$PORT" ]]; do
-        PORT="$(grep -o 'sessionauth listening (https) addr=127.0.0.1:[0-9]*' "$log" | head -n1 | sed 's/.*://' || true)"
+        PORT="$(grep -o 'sessionauth listening (https) addr=127.0.0.1:[0-9]*' "$log" 2>/dev/null | head -n1 | sed 's/.*://' || true)"
         if [[ -z "$PORT" ]]; then
             kill -0 "$SERVER_PID" 2>/dev/null || die "$name: server exited: $(tail -n 5 "$log")"
             (($(now_ms) < deadline)) || die "$name: no listening line within 120 s"
