@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compares the two crypto providers sessionauth can be built with (src/crypto.rs): AWS-LC (the
-# default) and *ring* (`--no-default-features --features ring`), side by side in one run. Each provider has its
-# own sessionauth and its own null server (bench/) on that provider; every round runs
+# default) and *ring* (`--no-default-features --features ring`), side by side in one run. Each
+# provider has its own sessionauth and its own null server (bench/) on that provider; every round runs
 # scripts/bench.sh (keep-alive authenticate, /health, sessioninfo, full-handshake authenticate,
 # each beside the null server) and scripts/bench-rsa.sh (RS512 JWT login with 2048- and 4096-bit
 # keys, /login/idm/tokens signed RS256) once per provider, the order alternating from round to

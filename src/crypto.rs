@@ -9,10 +9,9 @@
 //! in `docs/benchmarks.md`, "The crypto provider: AWS-LC by default"): its TLS provider offers
 //! and accepts the post-quantum hybrid key exchange X25519MLKEM768 (which current curl, OpenSSL
 //! 3.5, browsers and Go negotiate; *ring* has no ML-KEM), it signs RSA about twice as fast
-//! (`POST /login/idm/tokens`), and it has a FIPS build; the cost is the build (a C compiler, and about
-//! 20 s more of a cold release build on two cores) and a full handshake about a tenth slower
-//! when ML-KEM is used. When both
-//! features are on, AWS-LC is used.
+//! (`POST /login/idm/tokens`), and it has a FIPS build. The cost: a C compiler, about 20 s more
+//! of a cold release build on two cores, and a full handshake about a tenth slower when ML-KEM
+//! is used. When both features are on, AWS-LC is used.
 
 #[cfg(not(any(feature = "ring", feature = "aws-lc-rs")))]
 compile_error!("sessionauth needs a crypto provider: enable the `ring` or the `aws-lc-rs` feature");

@@ -608,6 +608,29 @@ async fn post_quantum_key_exchange_is_accepted() {
     }
 }
 
+/// A client that offers only key exchange groups the server does not (pure ML-KEM, or
+/// P-256 with ML-KEM) is refused at the handshake, and the server serves on.
+#[cfg(feature = "aws-lc-rs")]
+#[tokio::test]
+async fn unoffered_key_exchange_groups_are_refused() {
+    use rustls::crypto::aws_lc_rs::{default_provider, kx_group};
+
+    let server = TestServer::start(BACKEND).await;
+    let bot = server.pki.client("bot.user");
+    for group in [kx_group::MLKEM768, kx_group::SECP256R1MLKEM768] {
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups: vec![group],
+            ..default_provider()
+        };
+        let config = server
+            .client_config_on(provider, Some(&bot), ClientTls::Default)
+            .unwrap();
+        let refused = tls_connect_with(server.addr, config).await;
+        assert!(refused.is_err(), "{:?} was accepted", group.name());
+    }
+    assert_still_serving(&server).await;
+}
+
 /// With `[tls] resumption = false` every connection makes a full handshake, and still works.
 #[tokio::test]
 async fn resumption_can_be_turned_off() {
